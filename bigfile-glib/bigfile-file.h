@@ -1,0 +1,66 @@
+/* bigfile-glib - the BigfileFile interface: storage of fixed-size blocks
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+#pragma once
+
+#if !defined(BIGFILE_INSIDE) && !defined(BIGFILE_COMPILATION)
+#error "Only <bigfile-glib/bigfile.h> can be included directly."
+#endif
+
+#include <glib-object.h>
+#include "bigfile-macros.h"
+
+G_BEGIN_DECLS
+
+#define BIGFILE_TYPE_FILE (bigfile_file_get_type ())
+BIGFILE_AVAILABLE_IN_ALL
+G_DECLARE_INTERFACE (BigfileFile, bigfile_file, BIGFILE, FILE, GObject)
+
+/**
+ * BigfileFileInterface:
+ * @g_iface: the parent interface
+ * @get_block_size: returns the size of a block in bytes; a power of two
+ *   from 4 KiB to 2 MiB. It must not change over the file's life.
+ * @load_block: returns the contents of a block as #GBytes (shorter data is
+ *   padded with zeros, as past the end of a file). The method for bindings.
+ * @store_block: stores a whole block given as #GBytes. The method for bindings.
+ * @load_block_raw: C fast path of @load_block: fills @buffer with @length bytes.
+ * @store_block_raw: C fast path of @store_block: stores @length bytes from @data.
+ *
+ * The virtual methods of #BigfileFile. Implement @get_block_size and at
+ * least one of @load_block and @load_block_raw (and of the store pair, unless
+ * the file is read-only): each pair falls back on the other.
+ *
+ * Since: 1.0
+ */
+struct _BigfileFileInterface
+{
+  GTypeInterface g_iface;
+
+  gsize (*get_block_size) (BigfileFile *file);
+  GBytes *(*load_block) (BigfileFile *file, guint64 block, GError **error);
+  gboolean (*store_block) (BigfileFile *file, guint64 block, GBytes *data, GError **error);
+  gboolean (*load_block_raw) (BigfileFile *file, guint64 block, guint8 *buffer, gsize length,
+                              GError **error);
+  gboolean (*store_block_raw) (BigfileFile *file, guint64 block, const guint8 *data, gsize length,
+                               GError **error);
+
+  /*< private >*/
+  gpointer padding[8];
+};
+
+BIGFILE_AVAILABLE_IN_ALL
+gsize bigfile_file_get_block_size (BigfileFile *file);
+BIGFILE_AVAILABLE_IN_ALL
+GBytes *bigfile_file_load_block (BigfileFile *file, guint64 block, GError **error);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_file_store_block (BigfileFile *file, guint64 block, GBytes *data, GError **error);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_file_load_block_raw (BigfileFile *file, guint64 block, guint8 *buffer,
+                                      gsize length, GError **error);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_file_store_block_raw (BigfileFile *file, guint64 block, const guint8 *data,
+                                       gsize length, GError **error);
+
+G_END_DECLS

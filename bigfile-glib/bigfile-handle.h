@@ -1,0 +1,93 @@
+/* bigfile-glib - a changeable snapshot of a BigfileFile
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+#pragma once
+
+#if !defined(BIGFILE_INSIDE) && !defined(BIGFILE_COMPILATION)
+#error "Only <bigfile-glib/bigfile.h> can be included directly."
+#endif
+
+#include <glib-object.h>
+#include "bigfile-macros.h"
+#include "bigfile-file.h"
+#include "bigfile-ram.h"
+
+G_BEGIN_DECLS
+
+/**
+ * BigfileWriteoutFlags:
+ * @BIGFILE_WRITEOUT_STORE: store each dirty page through the file.
+ * @BIGFILE_WRITEOUT_MARK_STORED: mark each dirty page clean (after storing
+ *   it, when given with %BIGFILE_WRITEOUT_STORE).
+ * @BIGFILE_WRITEOUT_DEFAULT: both: store, then mark clean. What a save is.
+ *
+ * What bigfile_handle_writeout() does with dirty pages. %BIGFILE_WRITEOUT_STORE
+ * alone lets a transaction store first and mark later, when all its parts
+ * have stored; %BIGFILE_WRITEOUT_MARK_STORED alone is that later step.
+ *
+ * Since: 1.0
+ */
+typedef enum /*< flags >*/
+{
+  BIGFILE_WRITEOUT_STORE = 1 << 0,
+  BIGFILE_WRITEOUT_MARK_STORED = 1 << 1,
+  BIGFILE_WRITEOUT_DEFAULT = BIGFILE_WRITEOUT_STORE | BIGFILE_WRITEOUT_MARK_STORED,
+} BigfileWriteoutFlags;
+
+/**
+ * BigfilePageState:
+ * @BIGFILE_PAGE_STATE_EMPTY: not in memory.
+ * @BIGFILE_PAGE_STATE_LOADING: a thread is loading it.
+ * @BIGFILE_PAGE_STATE_LOADED: in memory, same as the file.
+ * @BIGFILE_PAGE_STATE_DIRTY: in memory and changed: will be stored by the
+ *   next writeout, or dropped by a discard.
+ *
+ * The state of one page of a #BigfileHandle, as bigfile_handle_get_page_state()
+ * tells it.
+ *
+ * Since: 1.0
+ */
+typedef enum
+{
+  BIGFILE_PAGE_STATE_EMPTY,
+  BIGFILE_PAGE_STATE_LOADING,
+  BIGFILE_PAGE_STATE_LOADED,
+  BIGFILE_PAGE_STATE_DIRTY,
+} BigfilePageState;
+
+typedef struct _BigfileVma BigfileVma;
+
+#define BIGFILE_TYPE_HANDLE (bigfile_handle_get_type ())
+BIGFILE_AVAILABLE_IN_ALL
+G_DECLARE_FINAL_TYPE (BigfileHandle, bigfile_handle, BIGFILE, HANDLE, GObject)
+
+BIGFILE_AVAILABLE_IN_ALL
+BigfileHandle *bigfile_handle_new (BigfileFile *file, BigfileRam *ram, GError **error);
+BIGFILE_AVAILABLE_IN_ALL
+BigfileFile *bigfile_handle_get_file (BigfileHandle *handle);
+BIGFILE_AVAILABLE_IN_ALL
+BigfileRam *bigfile_handle_get_ram (BigfileHandle *handle);
+BIGFILE_AVAILABLE_IN_ALL
+gsize bigfile_handle_get_page_size (BigfileHandle *handle);
+BIGFILE_AVAILABLE_IN_ALL
+guint64 bigfile_handle_get_n_dirty_pages (BigfileHandle *handle);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_handle_is_closed (BigfileHandle *handle);
+BIGFILE_AVAILABLE_IN_ALL
+BigfilePageState bigfile_handle_get_page_state (BigfileHandle *handle, guint64 page);
+
+BIGFILE_AVAILABLE_IN_ALL
+BigfileVma *bigfile_handle_map (BigfileHandle *handle, guint64 first_page, guint64 n_pages,
+                                GError **error);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_handle_writeout (BigfileHandle *handle, BigfileWriteoutFlags flags,
+                                  GError **error);
+BIGFILE_AVAILABLE_IN_ALL
+guint bigfile_handle_discard (BigfileHandle *handle);
+BIGFILE_AVAILABLE_IN_ALL
+void bigfile_handle_invalidate_page (BigfileHandle *handle, guint64 page);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_handle_close (BigfileHandle *handle);
+
+G_END_DECLS

@@ -1,0 +1,46 @@
+/* bigfile-glib - a BigfileFile over a regular local file
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+#pragma once
+
+#if !defined(BIGFILE_INSIDE) && !defined(BIGFILE_COMPILATION)
+#error "Only <bigfile-glib/bigfile.h> can be included directly."
+#endif
+
+#include <gio/gio.h>
+#include "bigfile-macros.h"
+
+G_BEGIN_DECLS
+
+/**
+ * BigfileLocalFileFlags:
+ * @BIGFILE_LOCAL_FILE_FLAGS_NONE: open an existing file for reading and writing.
+ * @BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY: open for reading only; stores fail with
+ *   %BIGFILE_FILE_ERROR_READ_ONLY.
+ * @BIGFILE_LOCAL_FILE_FLAGS_CREATE: create the file (empty) if it does not exist.
+ *
+ * How bigfile_local_file_new() opens its file.
+ *
+ * Since: 1.0
+ */
+typedef enum /*< flags >*/
+{
+  BIGFILE_LOCAL_FILE_FLAGS_NONE = 0,
+  BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY = 1 << 0,
+  BIGFILE_LOCAL_FILE_FLAGS_CREATE = 1 << 1,
+} BigfileLocalFileFlags;
+
+#define BIGFILE_TYPE_LOCAL_FILE (bigfile_local_file_get_type ())
+BIGFILE_AVAILABLE_IN_ALL
+G_DECLARE_FINAL_TYPE (BigfileLocalFile, bigfile_local_file, BIGFILE, LOCAL_FILE, GObject)
+
+BIGFILE_AVAILABLE_IN_ALL
+BigfileLocalFile *bigfile_local_file_new (const char *path, gsize block_size,
+                                          BigfileLocalFileFlags flags, GError **error);
+BIGFILE_AVAILABLE_IN_ALL
+const char *bigfile_local_file_get_path (BigfileLocalFile *file);
+BIGFILE_AVAILABLE_IN_ALL
+BigfileLocalFileFlags bigfile_local_file_get_flags (BigfileLocalFile *file);
+
+G_END_DECLS

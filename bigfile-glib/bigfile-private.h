@@ -1,0 +1,23 @@
+/* bigfile-glib - internals shared by the GObject layer and the tests
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+#pragma once
+
+#include "bigfile.h"
+#include "engine/engine.h"
+
+G_BEGIN_DECLS
+
+/* The engine objects behind the public ones. */
+BfRam *_bigfile_ram_get_engine (BigfileRam *ram);
+BfHandle *_bigfile_handle_get_engine (BigfileHandle *handle);
+BfVma *_bigfile_vma_get_engine (BigfileVma *vma);
+
+/* Made by BigfileHandle: the VMA takes a reference on @handle. */
+BigfileVma *_bigfile_vma_new (BigfileHandle *handle, BfVma *engine_vma);
+
+/* Hooks for tests: is @page of @vma's handle mapped in @vma, and writable? */
+gboolean _bigfile_vma_page_is_mapped (BigfileVma *vma, guint64 page, gboolean *writable);
+
+G_END_DECLS

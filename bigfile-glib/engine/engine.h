@@ -1,0 +1,139 @@
+/* bigfile-glib - the virtual-memory engine (internal API)
+ *
+ * This is the fault-level core of bigfile-glib: RAM pages, page states, the
+ * SIGSEGV handler, VMA lookup, writeout, discard, invalidation and reclaim.
+ * It is plain C on top of GLib's data types (GError, GHashTable, GQueue) and
+ * knows nothing of GObject: the public classes in bigfile-glib/ are thin
+ * wrappers that call in here, and the engine calls back out only through the
+ * small BfFileOps table below.
+ *
+ * Model (after wendelin.core's virtmem):
+ *
+ *   BfRam     a budget of page memory, kept in memfd pools (one per page size)
+ *   BfHandle  a snapshot of one file: a table page index -> BfPage, the list of
+ *             dirty pages and the VMAs that map it
+ *   BfVma     a range of a handle's pages mapped at a fixed address range
+ *   BfPage    one page of a handle, backed by one slot of RAM
+ *
+ * Locking: one global engine lock protects every structure here.  It is taken
+ * by the API functions and by the fault handler, and it is *released* around
+ * the file's load and store callbacks, so those may take their own locks, do
+ * I/O, and touch other mappings (nested faults).  No engine function may be
+ * called from inside a load or store callback of the same handle for the
+ * same page (it would wait for itself).
+ */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+typedef struct _BfRam BfRam;
+typedef struct _BfHandle BfHandle;
+typedef struct _BfVma BfVma;
+typedef struct _BfWriteout BfWriteout;
+
+/* Page states, as seen by bf_handle_get_page_state().
+ *
+ *                 fault / read          write fault / write
+ *   EMPTY ------------------> LOADING ------> LOADED ----------------> DIRTY
+ *     ^   (slot taken,            |  load ok     |  ^                    |
+ *     |    lock released          |              |  |  writeout          |
+ *     |    during the load)       |              |  +--(MARKSTORED)------+
+ *     |                           | load error   |                       |
+ *     +---------------------------+              | reclaim, invalidate   | discard,
+ *     +------------------------------------------+                       | invalidate
+ *     +----------------------------------------------------------------- +
+ *
+ *   LOADING --invalidate--> LOADING_INVALIDATED: the page leaves the table at
+ *   once (the next access starts a fresh load) and its loader frees it when
+ *   the load returns, throwing the data away.
+ *
+ * A DIRTY page may in addition be "storing" (writeout is handing its memory to
+ * the store callback): it is then mapped read-only everywhere, and writers wait
+ * on the engine condition until the store returns.  EMPTY pages are never
+ * kept: a page that is dropped leaves the table.
+ */
+typedef enum
+{
+  BF_PAGE_EMPTY = 0,
+  BF_PAGE_LOADING,
+  BF_PAGE_LOADING_INVALIDATED,
+  BF_PAGE_LOADED,
+  BF_PAGE_DIRTY,
+} BfPageState;
+
+/* Callbacks into the file layer.  Both run with the engine lock released,
+ * on whatever thread needed the page (the faulting thread for a fault), and
+ * must return FALSE with @error set on failure (the engine makes a generic
+ * error if they do not).  @buf is exactly the page, @len bytes. */
+typedef struct
+{
+  gboolean (*load) (gpointer file, guint64 block, void *buf, gsize len, GError **error);
+  gboolean (*store) (gpointer file, guint64 block, const void *buf, gsize len, GError **error);
+} BfFileOps;
+
+typedef enum
+{
+  BF_WRITEOUT_STORE = 1 << 0,
+  BF_WRITEOUT_MARKSTORED = 1 << 1,
+} BfWriteoutFlags;
+
+typedef struct
+{
+  guint64 budget;         /* bytes */
+  guint64 resident_bytes; /* pages in use plus recycled slots kept populated */
+  guint64 used_bytes;     /* pages in use (loading, loaded, dirty) */
+  guint64 n_pages;        /* pages in use */
+  guint64 n_dirty;        /* dirty pages */
+  guint64 n_reclaimed;    /* pages reclaimed since creation */
+} BfRamStats;
+
+/* RAM */
+BfRam *bf_ram_new (guint64 budget, GError **error);
+void bf_ram_unref (BfRam *ram);
+void bf_ram_set_budget (BfRam *ram, guint64 budget);
+void bf_ram_get_stats (BfRam *ram, BfRamStats *stats);
+guint bf_ram_reclaim (BfRam *ram);
+
+/* Handles */
+gboolean bf_page_size_is_valid (gsize page_size);
+BfHandle *bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer file,
+                         GError **error);
+gboolean bf_handle_close (BfHandle *handle);
+gsize bf_handle_get_page_size (BfHandle *handle);
+guint64 bf_handle_get_n_dirty (BfHandle *handle);
+BfPageState bf_handle_get_page_state (BfHandle *handle, guint64 index);
+gboolean bf_handle_get_page_mapped (BfHandle *handle, BfVma *vma, guint64 index,
+                                    gboolean *writable);
+guint bf_handle_discard (BfHandle *handle);
+void bf_handle_invalidate_page (BfHandle *handle, guint64 index);
+gboolean bf_handle_writeout (BfHandle *handle, BfWriteoutFlags flags, GError **error);
+
+/* Writeout in steps, for callers that interleave it with other work.
+ * begin() snapshots the dirty pages (sorted by index); each step() stores and/or
+ * marks one of them; end() must be called once, also after an error. */
+BfWriteout *bf_writeout_begin (BfHandle *handle, BfWriteoutFlags flags, GError **error);
+gboolean bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error);
+void bf_writeout_get_progress (BfWriteout *wo, guint64 *pages_done, guint64 *pages_total);
+void bf_writeout_end (BfWriteout *wo);
+
+/* VMAs */
+BfVma *bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **error);
+void bf_vma_unmap (BfVma *vma);
+void bf_vma_free (BfVma *vma);
+gboolean bf_vma_is_mapped (BfVma *vma);
+void *bf_vma_get_start (BfVma *vma);
+gsize bf_vma_get_length (BfVma *vma);
+guint64 bf_vma_get_page_offset (BfVma *vma);
+gboolean bf_vma_read (BfVma *vma, gsize offset, void *dest, gsize len, GError **error);
+gboolean bf_vma_write (BfVma *vma, gsize offset, const void *src, gsize len, GError **error);
+gboolean bf_vma_pin (BfVma *vma, gsize offset, gsize len, gboolean write, gboolean hold,
+                     GError **error);
+void bf_vma_unpin (BfVma *vma, gsize offset, gsize len);
+
+/* Faults on raw memory whose load failed end in SIGBUS to the faulting thread;
+ * the reason is kept per thread until taken. */
+GError *bf_fault_take_error (void);
+
+G_END_DECLS

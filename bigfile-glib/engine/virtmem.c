@@ -1,0 +1,1128 @@
+/* bigfile-glib - handles, pages, VMAs, writeout
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
+ * The page state machine is drawn in engine.h, the structures and their
+ * invariants are in engine-private.h.  Every function here that ends in
+ * _locked, or is static, runs with the engine lock held.
+ *
+ * Mapping a page into a VMA
+ * -------------------------
+ * A VMA starts as one anonymous PROT_NONE mapping.  A page is mapped by
+ * mmap(MAP_FIXED) of its memfd slot over its place, and unmapped by putting an
+ * anonymous PROT_NONE mapping back.  Each VMA keeps two bitmaps, "mapped" and
+ * "writable", one bit per page; a page may be mapped in several VMAs at once
+ * (they all share its one slot of memory, so a write through one is seen
+ * through the others at once).
+ *
+ *   not mapped --read fault--> mapped RO --write fault--> mapped RW
+ *        ^                        |   ^                      |
+ *        +--drop (reclaim, discard,   +---writeout (store or +
+ *            invalidate)              |    mark stored)
+ *
+ * Read and write faults on a page that is not mapped map it RO or RW at once
+ * (the fault tells which); a page that is already dirty is mapped RW even on a
+ * read, since there is nothing left to track.
+ *
+ * Writes during writeout
+ * ----------------------
+ * Before a dirty page is stored, it is marked "storing" and made read-only in
+ * every VMA.  A write to it then faults, finds it storing and waits on the
+ * engine condition until the store returns.  So the store always sees a
+ * stable page, and the write lands after it: the page is dirty again after
+ * the writeout.  Pages dirtied while writeout runs (but not being stored)
+ * are not in its snapshot and simply stay dirty.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "engine-private.h"
+
+#define PAGE_SIZE_MIN ((gsize)4096)
+#define PAGE_SIZE_MAX ((gsize)2 << 20)
+
+struct _BfHandle
+{
+  gint refs; /* owner, VMAs, loads and writeouts in flight */
+  BfRam *ram;
+  BfPool *pool;
+  gsize page_size;
+  guint page_shift;
+  const BfFileOps *ops;
+  gpointer file;
+  GHashTable *pages; /* &page->index -> BfPage */
+  GQueue dirty;      /* BfPage, via dirty_link */
+  GQueue vmas;       /* BfVma, via handle_link */
+  guint64 n_dirty;
+  gboolean closed;
+  gboolean writeout_running;
+};
+
+struct _BfVma
+{
+  BfHandle *handle; /* a reference */
+  guint8 *start;
+  gsize length;
+  guint64 page_offset;
+  guint64 n_pages;
+  guint64 *mapped;     /* bitmap: page mapped in this VMA */
+  guint64 *writable;   /* bitmap: ...and mapped read-write */
+  gboolean registered; /* in the registry and in handle->vmas */
+  GList handle_link;
+};
+
+struct _BfWriteout
+{
+  BfHandle *handle; /* a reference */
+  BfWriteoutFlags flags;
+  GPtrArray *pages; /* the dirty pages at begin(), by index; each holds an io ref */
+  guint next;
+  gboolean ended;
+};
+
+/* -- small helpers ----------------------------------------------------------- */
+
+static inline gboolean
+bit_get (const guint64 *map, guint64 i)
+{
+  return (map[i / 64] >> (i % 64)) & 1;
+}
+
+static inline void
+bit_set (guint64 *map, guint64 i, gboolean v)
+{
+  if (v)
+    map[i / 64] |= (guint64)1 << (i % 64);
+  else
+    map[i / 64] &= ~((guint64)1 << (i % 64));
+}
+
+static void
+set_generic_error (GError **error, const char *what, guint64 block)
+{
+  g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
+               "%s block %" G_GUINT64_FORMAT " failed without giving a reason", what, block);
+}
+
+gboolean
+bf_page_size_is_valid (gsize page_size)
+{
+  gsize sys = (gsize)sysconf (_SC_PAGESIZE);
+
+  return page_size >= MAX (PAGE_SIZE_MIN, sys) && page_size <= PAGE_SIZE_MAX
+         && (page_size & (page_size - 1)) == 0;
+}
+
+guint8 *
+bf_vma_start_locked (BfVma *vma)
+{
+  return vma->start;
+}
+
+gsize
+bf_vma_length_locked (BfVma *vma)
+{
+  return vma->length;
+}
+
+static void
+handle_unref_locked (BfHandle *handle)
+{
+  g_assert (handle->refs > 0);
+  if (--handle->refs > 0)
+    return;
+
+  g_assert (g_hash_table_size (handle->pages) == 0);
+  g_hash_table_unref (handle->pages);
+  bf_ram_unref_locked (handle->ram);
+  g_free (handle);
+}
+
+/* -- mapping pages into VMAs ------------------------------------------------- */
+
+static inline guint8 *
+vma_page_addr (BfVma *vma, guint64 index)
+{
+  return vma->start + ((index - vma->page_offset) << vma->handle->page_shift);
+}
+
+static inline gboolean
+vma_covers (BfVma *vma, guint64 index)
+{
+  return index >= vma->page_offset && index - vma->page_offset < vma->n_pages;
+}
+
+/* Put PROT_NONE back over a page's place.  If the kernel refuses (it may
+ * need a new kernel VMA to split a mapping, and vm.max_map_count may be
+ * reached), the old mapping would keep showing a slot that is about to be
+ * reused for other data: that must never happen, so fall back to mprotect
+ * and, failing that too, stop the process. */
+static void
+vma_unmap_page (BfVma *vma, guint64 index)
+{
+  guint64 i = index - vma->page_offset;
+  guint8 *addr = vma_page_addr (vma, index);
+  gsize ps = vma->handle->page_size;
+
+  if (!bit_get (vma->mapped, i))
+    return;
+
+  if (mmap (addr, ps, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
+          == MAP_FAILED
+      && mprotect (addr, ps, PROT_NONE) != 0)
+    g_error ("Could not unmap a bigfile page at %p: %s", addr, g_strerror (errno));
+
+  bit_set (vma->mapped, i, FALSE);
+  bit_set (vma->writable, i, FALSE);
+}
+
+static gboolean
+vma_map_page (BfVma *vma, BfPage *page, gboolean writable, GError **error)
+{
+  guint64 i = page->index - vma->page_offset;
+  guint8 *addr = vma_page_addr (vma, page->index);
+  BfHandle *handle = vma->handle;
+  gsize ps = handle->page_size;
+  int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+
+  if (bit_get (vma->mapped, i))
+    {
+      if (bit_get (vma->writable, i) == writable)
+        return TRUE;
+      if (mprotect (addr, ps, prot) != 0)
+        goto fail;
+    }
+  else
+    {
+      /* MAP_POPULATE fills the page tables now, in one go, instead of one
+       * minor fault per 4 KiB when the program touches the page. */
+      if (mmap (addr, ps, prot, MAP_SHARED | MAP_FIXED | MAP_POPULATE, handle->pool->memfd,
+                (off_t)(page->slot * ps))
+          == MAP_FAILED)
+        goto fail;
+      bit_set (vma->mapped, i, TRUE);
+    }
+  bit_set (vma->writable, i, writable);
+  return TRUE;
+
+fail:
+  {
+    int errsv = errno;
+    g_set_error (error, BIGFILE_VMA_ERROR, BIGFILE_VMA_ERROR_MAP_FAILED,
+                 "Could not map page %" G_GUINT64_FORMAT " at %p: %s%s", page->index, addr,
+                 g_strerror (errsv),
+                 errsv == ENOMEM ? " (the process may have reached vm.max_map_count mappings)"
+                                 : "");
+    return FALSE;
+  }
+}
+
+/* Make @page read-only wherever it is mapped writable. */
+static void
+page_write_protect (BfPage *page)
+{
+  BfHandle *handle = page->handle;
+
+  for (GList *l = handle->vmas.head; l != NULL; l = l->next)
+    {
+      BfVma *vma = l->data;
+      guint64 i;
+
+      if (!vma_covers (vma, page->index))
+        continue;
+      i = page->index - vma->page_offset;
+      if (bit_get (vma->writable, i))
+        {
+          if (mprotect (vma_page_addr (vma, page->index), handle->page_size, PROT_READ) != 0)
+            {
+              /* Could only be ENOMEM from splitting; keeping it writable would
+               * let a write slip past dirty tracking.  Unmapping always works
+               * or stops the process. */
+              vma_unmap_page (vma, page->index);
+            }
+          else
+            bit_set (vma->writable, i, FALSE);
+        }
+    }
+}
+
+static void
+page_unmap_all (BfPage *page)
+{
+  for (GList *l = page->handle->vmas.head; l != NULL; l = l->next)
+    {
+      BfVma *vma = l->data;
+      if (vma_covers (vma, page->index))
+        vma_unmap_page (vma, page->index);
+    }
+}
+
+/* -- page lists -------------------------------------------------------------- */
+
+/* Put @page in, or take it out of, the LRU list, as the invariant in
+ * engine-private.h says.  @touch: it was just used, move it to the tail. */
+static void
+page_update_lru (BfPage *page, gboolean touch)
+{
+  BfRam *ram = page->handle->ram;
+  gboolean want = page->state == BF_PAGE_LOADED && page->pin_count == 0 && page->io_refs == 0
+                  && !page->orphaned;
+
+  if (page->in_lru && (!want || touch))
+    {
+      g_queue_unlink (&ram->lru, &page->lru_link);
+      page->in_lru = FALSE;
+    }
+  if (want && !page->in_lru)
+    {
+      g_queue_push_tail_link (&ram->lru, &page->lru_link);
+      page->in_lru = TRUE;
+    }
+}
+
+static void
+page_set_dirty (BfPage *page)
+{
+  BfHandle *handle = page->handle;
+
+  g_assert (page->state == BF_PAGE_LOADED);
+  page->state = BF_PAGE_DIRTY;
+  g_queue_push_tail_link (&handle->dirty, &page->dirty_link);
+  page->in_dirty = TRUE;
+  handle->n_dirty++;
+  handle->ram->n_dirty++;
+  page_update_lru (page, FALSE);
+}
+
+static void
+page_set_clean (BfPage *page)
+{
+  BfHandle *handle = page->handle;
+
+  g_assert (page->state == BF_PAGE_DIRTY);
+  page->state = BF_PAGE_LOADED;
+  if (page->in_dirty)
+    {
+      g_queue_unlink (&handle->dirty, &page->dirty_link);
+      page->in_dirty = FALSE;
+      handle->n_dirty--;
+      handle->ram->n_dirty--;
+    }
+  page_update_lru (page, TRUE);
+}
+
+/* Free the page and its slot.  It is out of the table and of every list. */
+static void
+page_free (BfPage *page)
+{
+  BfHandle *handle = page->handle;
+
+  g_assert (page->io_refs == 0 && !page->in_lru && !page->in_dirty);
+  bf_ram_free_slot (handle->ram, handle->pool, page->slot);
+  g_free (page);
+}
+
+void
+bf_page_drop (BfPage *page)
+{
+  BfHandle *handle = page->handle;
+
+  g_assert (!page->orphaned);
+  page_unmap_all (page);
+  g_hash_table_remove (handle->pages, &page->index);
+
+  if (page->in_dirty)
+    {
+      g_queue_unlink (&handle->dirty, &page->dirty_link);
+      page->in_dirty = FALSE;
+      handle->n_dirty--;
+      handle->ram->n_dirty--;
+    }
+  if (page->in_lru)
+    {
+      g_queue_unlink (&handle->ram->lru, &page->lru_link);
+      page->in_lru = FALSE;
+    }
+
+  if (page->io_refs > 0)
+    {
+      /* A load or a store is using the slot: its owner frees the page. */
+      page->orphaned = TRUE;
+      if (page->state == BF_PAGE_LOADING)
+        page->state = BF_PAGE_LOADING_INVALIDATED;
+      return;
+    }
+  page_free (page);
+}
+
+static void
+page_io_unref (BfPage *page)
+{
+  g_assert (page->io_refs > 0);
+  page->io_refs--;
+  if (page->io_refs == 0 && page->orphaned)
+    {
+      page_free (page);
+      return;
+    }
+  page_update_lru (page, FALSE);
+}
+
+/* -- getting a page ------------------------------------------------------------ */
+
+typedef enum
+{
+  GET_OK,    /* *out is LOADED or DIRTY (DIRTY and not storing if @write) */
+  GET_RETRY, /* the lock was released: look everything up again */
+  GET_ERROR,
+} GetResult;
+
+/* The heart of the engine: make page @index of @handle present, loading it
+ * if needed; for @write, make it dirty.  Runs with the lock held, but may
+ * release it (to load, or to wait for another thread's load or store) and
+ * then returns GET_RETRY: whatever the caller looked up before may be gone.
+ *
+ * A page is loaded at most once at a time: the first thread puts it in the
+ * table as LOADING and drops the lock; any other thread that wants it finds
+ * it LOADING and waits on the engine condition. */
+static GetResult
+page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out, GError **error)
+{
+  BfPage *page = g_hash_table_lookup (handle->pages, &index);
+  GError *local_error = NULL;
+  gboolean ok;
+
+  if (page == NULL)
+    {
+      guint64 slot;
+
+      if (handle->closed)
+        {
+          g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_CLOSED,
+                       "Cannot load page %" G_GUINT64_FORMAT ": the handle is closed", index);
+          return GET_ERROR;
+        }
+      if (!bf_ram_alloc_slot (handle->ram, handle->pool, &slot, error))
+        return GET_ERROR;
+
+      page = g_new0 (BfPage, 1);
+      page->index = index;
+      page->handle = handle;
+      page->slot = slot;
+      page->state = BF_PAGE_LOADING;
+      page->io_refs = 1;
+      page->io_thread = bf_thread_self ();
+      page->lru_link.data = page;
+      page->dirty_link.data = page;
+      g_hash_table_insert (handle->pages, &page->index, page);
+      handle->refs++; /* the handle must outlive the load, even if closed meanwhile */
+
+      bf_unlock ();
+      ok = handle->ops->load (handle->file, index, bf_pool_slot_addr (handle->pool, slot),
+                              handle->page_size, &local_error);
+      bf_lock ();
+
+      if (!ok && local_error == NULL)
+        set_generic_error (&local_error, "Loading", index);
+      page->io_thread = NULL;
+
+      if (page->orphaned)
+        {
+          /* Invalidated (or its handle closed) while loading: the data is
+           * stale, throw it away; the next access loads afresh. */
+          g_clear_error (&local_error);
+          page_io_unref (page);
+        }
+      else if (!ok)
+        {
+          page->io_refs--;
+          g_hash_table_remove (handle->pages, &page->index);
+          page_free (page);
+        }
+      else
+        {
+          page->state = BF_PAGE_LOADED;
+          page_io_unref (page);
+        }
+
+      bf_wake_all ();
+      handle_unref_locked (handle);
+      if (local_error != NULL)
+        {
+          g_propagate_error (error, local_error);
+          return GET_ERROR;
+        }
+      return GET_RETRY;
+    }
+
+  if (page->state == BF_PAGE_LOADING || (write && page->storing))
+    {
+      if (page->io_thread == bf_thread_self ())
+        {
+          /* Waiting would be waiting for ourselves, forever. */
+          g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
+                       "Page %" G_GUINT64_FORMAT " was accessed from its own %s callback", index,
+                       page->storing ? "store" : "load");
+          return GET_ERROR;
+        }
+      bf_wait ();
+      return GET_RETRY;
+    }
+
+  g_assert (page->state == BF_PAGE_LOADED || page->state == BF_PAGE_DIRTY);
+  if (write && page->state == BF_PAGE_LOADED)
+    page_set_dirty (page);
+  page_update_lru (page, TRUE);
+  *out = page;
+  return GET_OK;
+}
+
+/* How a page may be mapped: writable once dirty, unless a store reads it. */
+static inline gboolean
+page_map_writable (BfPage *page)
+{
+  return page->state == BF_PAGE_DIRTY && !page->storing;
+}
+
+BfFaultResult
+bf_fault_locked (void *addr, int write, GError **error)
+{
+  for (;;)
+    {
+      BfVma *vma = bf_registry_lookup (addr);
+      BfPage *page = NULL;
+      guint64 index, i;
+      gboolean mapped, writable, want_write;
+
+      if (vma == NULL)
+        return BF_FAULT_NOT_OURS;
+
+      i = (guint64)((guint8 *)addr - vma->start) >> vma->handle->page_shift;
+      index = vma->page_offset + i;
+      mapped = bit_get (vma->mapped, i);
+      writable = bit_get (vma->writable, i);
+
+      /* Unknown direction: a fault on a readable page can only be a write. */
+      want_write = write > 0 || (write < 0 && mapped);
+
+      /* Another thread may have mapped the page since this fault was raised. */
+      if (mapped && (writable || !want_write))
+        return BF_FAULT_HANDLED;
+
+      switch (page_get (vma->handle, index, want_write, &page, error))
+        {
+          case GET_RETRY:
+            continue;
+          case GET_ERROR:
+            return BF_FAULT_ERROR;
+          case GET_OK:
+            break;
+        }
+
+      if (!vma_map_page (vma, page, page_map_writable (page), error))
+        return BF_FAULT_ERROR;
+      return BF_FAULT_HANDLED;
+    }
+}
+
+/* -- handles ------------------------------------------------------------------- */
+
+BfHandle *
+bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer file, GError **error)
+{
+  BfHandle *handle;
+  BfPool *pool;
+
+  if (!bf_page_size_is_valid (page_size))
+    {
+      g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_INVALID_BLOCK_SIZE,
+                   "Block size %" G_GSIZE_FORMAT " is not a power of two from 4 KiB to 2 MiB",
+                   page_size);
+      return NULL;
+    }
+
+  bf_lock ();
+  pool = bf_ram_get_pool (ram, page_size, error);
+  if (pool == NULL)
+    {
+      bf_unlock ();
+      return NULL;
+    }
+
+  handle = g_new0 (BfHandle, 1);
+  handle->refs = 1;
+  handle->ram = ram;
+  bf_ram_ref (ram);
+  handle->pool = pool;
+  handle->page_size = page_size;
+  handle->page_shift = (guint)g_bit_nth_lsf (page_size, -1);
+  handle->ops = ops;
+  handle->file = file;
+  handle->pages = g_hash_table_new (g_int64_hash, g_int64_equal);
+  g_queue_init (&handle->dirty);
+  g_queue_init (&handle->vmas);
+  bf_unlock ();
+  return handle;
+}
+
+gboolean
+bf_handle_close (BfHandle *handle)
+{
+  GPtrArray *pages;
+  GHashTableIter iter;
+  gpointer value;
+
+  bf_lock ();
+  if (!g_queue_is_empty (&handle->vmas))
+    {
+      bf_unlock ();
+      g_critical ("Closing a bigfile handle that still has %u mapping(s): unmap them first",
+                  g_queue_get_length (&handle->vmas));
+      return FALSE;
+    }
+  if (handle->writeout_running)
+    {
+      bf_unlock ();
+      g_critical ("Closing a bigfile handle while its writeout runs");
+      return FALSE;
+    }
+
+  /* Drop every page, dirty or not.  A load still in flight (its VMA was
+   * unmapped under it) finishes on an orphan and releases our last ref. */
+  handle->closed = TRUE;
+  pages = g_ptr_array_new ();
+  g_hash_table_iter_init (&iter, handle->pages);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    g_ptr_array_add (pages, value);
+  for (guint i = 0; i < pages->len; i++)
+    bf_page_drop (g_ptr_array_index (pages, i));
+  g_ptr_array_unref (pages);
+
+  handle_unref_locked (handle);
+  bf_unlock ();
+  return TRUE;
+}
+
+gsize
+bf_handle_get_page_size (BfHandle *handle)
+{
+  return handle->page_size;
+}
+
+guint64
+bf_handle_get_n_dirty (BfHandle *handle)
+{
+  guint64 n;
+
+  bf_lock ();
+  n = handle->n_dirty;
+  bf_unlock ();
+  return n;
+}
+
+BfPageState
+bf_handle_get_page_state (BfHandle *handle, guint64 index)
+{
+  BfPage *page;
+  BfPageState state;
+
+  bf_lock ();
+  page = g_hash_table_lookup (handle->pages, &index);
+  state = page != NULL ? page->state : BF_PAGE_EMPTY;
+  bf_unlock ();
+  return state;
+}
+
+gboolean
+bf_handle_get_page_mapped (BfHandle *handle, BfVma *vma, guint64 index, gboolean *writable)
+{
+  gboolean mapped = FALSE, w = FALSE;
+
+  bf_lock ();
+  if (vma->registered && vma->handle == handle && vma_covers (vma, index))
+    {
+      mapped = bit_get (vma->mapped, index - vma->page_offset);
+      w = bit_get (vma->writable, index - vma->page_offset);
+    }
+  bf_unlock ();
+  if (writable != NULL)
+    *writable = w;
+  return mapped;
+}
+
+guint
+bf_handle_discard (BfHandle *handle)
+{
+  guint n = 0;
+
+  bf_lock ();
+  while (!g_queue_is_empty (&handle->dirty))
+    {
+      bf_page_drop (handle->dirty.head->data);
+      n++;
+    }
+  bf_unlock ();
+  return n;
+}
+
+void
+bf_handle_invalidate_page (BfHandle *handle, guint64 index)
+{
+  BfPage *page;
+
+  bf_lock ();
+  page = g_hash_table_lookup (handle->pages, &index);
+  if (page != NULL)
+    bf_page_drop (page);
+  bf_unlock ();
+}
+
+/* -- writeout ------------------------------------------------------------------ */
+
+static gint
+page_cmp_index (gconstpointer a, gconstpointer b)
+{
+  const BfPage *pa = *(BfPage *const *)a;
+  const BfPage *pb = *(BfPage *const *)b;
+
+  return pa->index < pb->index ? -1 : pa->index > pb->index;
+}
+
+BfWriteout *
+bf_writeout_begin (BfHandle *handle, BfWriteoutFlags flags, GError **error)
+{
+  BfWriteout *wo;
+
+  g_return_val_if_fail (flags != 0 && (flags & ~(BF_WRITEOUT_STORE | BF_WRITEOUT_MARKSTORED)) == 0,
+                        NULL);
+
+  bf_lock ();
+  if (handle->closed)
+    {
+      bf_unlock ();
+      g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_CLOSED,
+                   "Cannot write out: the handle is closed");
+      return NULL;
+    }
+  if (handle->writeout_running)
+    {
+      bf_unlock ();
+      g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_BUSY,
+                   "Cannot write out: another writeout of this handle is in progress");
+      return NULL;
+    }
+
+  wo = g_new0 (BfWriteout, 1);
+  wo->handle = handle;
+  wo->flags = flags;
+  wo->pages = g_ptr_array_sized_new (handle->dirty.length);
+  handle->refs++;
+  handle->writeout_running = TRUE;
+
+  for (GList *l = handle->dirty.head; l != NULL; l = l->next)
+    {
+      BfPage *page = l->data;
+      page->io_refs++; /* keeps the slot alive even if the page is discarded meanwhile */
+      g_ptr_array_add (wo->pages, page);
+    }
+  /* Stores go in file order: what storage (and a reader of it) expects. */
+  g_ptr_array_sort (wo->pages, page_cmp_index);
+  bf_unlock ();
+  return wo;
+}
+
+void
+bf_writeout_get_progress (BfWriteout *wo, guint64 *pages_done, guint64 *pages_total)
+{
+  bf_lock ();
+  if (pages_done != NULL)
+    *pages_done = wo->next;
+  if (pages_total != NULL)
+    *pages_total = wo->pages->len;
+  bf_unlock ();
+}
+
+gboolean
+bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
+{
+  BfHandle *handle = wo->handle;
+  BfPage *page;
+  gboolean ok = TRUE;
+
+  bf_lock ();
+  if (wo->next >= wo->pages->len)
+    {
+      *done = TRUE;
+      bf_unlock ();
+      return TRUE;
+    }
+  *done = FALSE;
+  page = g_ptr_array_index (wo->pages, wo->next);
+
+  /* Discarded or invalidated since begin(): nothing to write. */
+  if (!page->orphaned && page->state == BF_PAGE_DIRTY)
+    {
+      if (wo->flags & BF_WRITEOUT_STORE)
+        {
+          GError *local_error = NULL;
+
+          page->storing = TRUE;
+          page->io_thread = bf_thread_self ();
+          page_write_protect (page);
+
+          bf_unlock ();
+          ok = handle->ops->store (handle->file, page->index,
+                                   bf_pool_slot_addr (handle->pool, page->slot), handle->page_size,
+                                   &local_error);
+          bf_lock ();
+
+          page->storing = FALSE;
+          page->io_thread = NULL;
+          bf_wake_all ();
+          if (!ok)
+            {
+              /* The page stays dirty: nothing is lost, a retry stores it. */
+              if (local_error == NULL)
+                set_generic_error (&local_error, "Storing", page->index);
+              g_propagate_error (error, local_error);
+            }
+        }
+
+      if (ok && (wo->flags & BF_WRITEOUT_MARKSTORED) && !page->orphaned
+          && page->state == BF_PAGE_DIRTY)
+        {
+          /* Writes from now on must fault again, to dirty the page anew. */
+          page_write_protect (page);
+          page_set_clean (page);
+        }
+    }
+
+  if (ok)
+    {
+      wo->next++;
+      page_io_unref (page);
+    }
+  bf_unlock ();
+  return ok;
+}
+
+void
+bf_writeout_end (BfWriteout *wo)
+{
+  BfHandle *handle = wo->handle;
+
+  bf_lock ();
+  for (guint i = wo->next; i < wo->pages->len; i++)
+    page_io_unref (g_ptr_array_index (wo->pages, i));
+  handle->writeout_running = FALSE;
+  handle_unref_locked (handle);
+  bf_unlock ();
+
+  g_ptr_array_unref (wo->pages);
+  g_free (wo);
+}
+
+gboolean
+bf_handle_writeout (BfHandle *handle, BfWriteoutFlags flags, GError **error)
+{
+  BfWriteout *wo = bf_writeout_begin (handle, flags, error);
+  gboolean done = FALSE, ok = wo != NULL;
+
+  while (ok && !done)
+    ok = bf_writeout_step (wo, &done, error);
+  if (wo != NULL)
+    bf_writeout_end (wo);
+  return ok;
+}
+
+/* -- VMAs ---------------------------------------------------------------------- */
+
+BfVma *
+bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **error)
+{
+  BfVma *vma;
+  void *addr;
+  gsize length;
+
+  if (n_pages == 0 || n_pages > (G_MAXSIZE >> handle->page_shift)
+      || page_offset > G_MAXUINT64 - n_pages)
+    {
+      g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_INVALID_RANGE,
+                   "Cannot map %" G_GUINT64_FORMAT " pages from page %" G_GUINT64_FORMAT, n_pages,
+                   page_offset);
+      return NULL;
+    }
+  length = (gsize)n_pages << handle->page_shift;
+
+  bf_fault_install ();
+
+  addr = mmap (NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (addr == MAP_FAILED)
+    {
+      int errsv = errno;
+      g_set_error (error, BIGFILE_VMA_ERROR, BIGFILE_VMA_ERROR_MAP_FAILED,
+                   "Could not reserve %" G_GSIZE_FORMAT " bytes of address space: %s", length,
+                   g_strerror (errsv));
+      return NULL;
+    }
+
+  vma = g_new0 (BfVma, 1);
+  vma->start = addr;
+  vma->length = length;
+  vma->page_offset = page_offset;
+  vma->n_pages = n_pages;
+  /* Large bitmaps come from calloc's mmap: untouched parts cost nothing. */
+  vma->mapped = g_new0 (guint64, (n_pages + 63) / 64);
+  vma->writable = g_new0 (guint64, (n_pages + 63) / 64);
+  vma->handle_link.data = vma;
+
+  bf_lock ();
+  if (handle->closed)
+    {
+      bf_unlock ();
+      munmap (addr, length);
+      g_free (vma->mapped);
+      g_free (vma->writable);
+      g_free (vma);
+      g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_CLOSED,
+                   "Cannot map: the handle is closed");
+      return NULL;
+    }
+  vma->handle = handle;
+  handle->refs++;
+  g_queue_push_tail_link (&handle->vmas, &vma->handle_link);
+  bf_registry_add (vma);
+  vma->registered = TRUE;
+  bf_unlock ();
+  return vma;
+}
+
+void
+bf_vma_unmap (BfVma *vma)
+{
+  bf_lock ();
+  if (vma->registered)
+    {
+      /* Out of the registry first: from now on a fault here is not ours. */
+      bf_registry_remove (vma);
+      g_queue_unlink (&vma->handle->vmas, &vma->handle_link);
+      vma->registered = FALSE;
+      munmap (vma->start, vma->length);
+      memset (vma->mapped, 0, (vma->n_pages + 63) / 64 * sizeof (guint64));
+      memset (vma->writable, 0, (vma->n_pages + 63) / 64 * sizeof (guint64));
+    }
+  bf_unlock ();
+}
+
+void
+bf_vma_free (BfVma *vma)
+{
+  bf_vma_unmap (vma);
+  bf_lock ();
+  handle_unref_locked (vma->handle);
+  bf_unlock ();
+  g_free (vma->mapped);
+  g_free (vma->writable);
+  g_free (vma);
+}
+
+gboolean
+bf_vma_is_mapped (BfVma *vma)
+{
+  gboolean mapped;
+
+  bf_lock ();
+  mapped = vma->registered;
+  bf_unlock ();
+  return mapped;
+}
+
+void *
+bf_vma_get_start (BfVma *vma)
+{
+  return vma->start;
+}
+
+gsize
+bf_vma_get_length (BfVma *vma)
+{
+  return vma->length;
+}
+
+guint64
+bf_vma_get_page_offset (BfVma *vma)
+{
+  return vma->page_offset;
+}
+
+static gboolean
+vma_check_range (BfVma *vma, gsize offset, gsize len, GError **error)
+{
+  if (offset > vma->length || len > vma->length - offset)
+    {
+      g_set_error (error, BIGFILE_VMA_ERROR, BIGFILE_VMA_ERROR_OUT_OF_RANGE,
+                   "Range of %" G_GSIZE_FORMAT " bytes at offset %" G_GSIZE_FORMAT
+                   " is outside the mapping of %" G_GSIZE_FORMAT " bytes",
+                   len, offset, vma->length);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static gboolean
+vma_check_mapped (BfVma *vma, GError **error)
+{
+  if (!vma->registered)
+    {
+      g_set_error (error, BIGFILE_VMA_ERROR, BIGFILE_VMA_ERROR_UNMAPPED,
+                   "The mapping was unmapped");
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* Copy between @buf and the pages of [offset, offset+len) of @vma, page by
+ * page, through the RAM window and under the lock: no signal is involved, so
+ * a load error comes back as a GError, and a page cannot be reclaimed or
+ * reused while it is copied. */
+static gboolean
+vma_copy (BfVma *vma, gsize offset, guint8 *buf, gsize len, gboolean write, GError **error)
+{
+  gsize ps;
+
+  if (!vma_check_range (vma, offset, len, error))
+    return FALSE;
+  ps = vma->handle->page_size;
+
+  bf_lock ();
+  while (len > 0)
+    {
+      guint64 index = vma->page_offset + (offset >> vma->handle->page_shift);
+      gsize in_page = offset & (ps - 1);
+      gsize n = MIN (len, ps - in_page);
+      BfPage *page = NULL;
+      guint8 *mem;
+
+      if (!vma_check_mapped (vma, error))
+        goto fail;
+      switch (page_get (vma->handle, index, write, &page, error))
+        {
+          case GET_RETRY:
+            continue;
+          case GET_ERROR:
+            goto fail;
+          case GET_OK:
+            break;
+        }
+
+      mem = bf_pool_slot_addr (vma->handle->pool, page->slot) + in_page;
+      if (write)
+        memcpy (mem, buf, n);
+      else
+        memcpy (buf, mem, n);
+      buf += n;
+      offset += n;
+      len -= n;
+    }
+  bf_unlock ();
+  return TRUE;
+
+fail:
+  bf_unlock ();
+  return FALSE;
+}
+
+gboolean
+bf_vma_read (BfVma *vma, gsize offset, void *dest, gsize len, GError **error)
+{
+  return vma_copy (vma, offset, dest, len, FALSE, error);
+}
+
+gboolean
+bf_vma_write (BfVma *vma, gsize offset, const void *src, gsize len, GError **error)
+{
+  return vma_copy (vma, offset, (guint8 *)src, len, TRUE, error);
+}
+
+static void
+vma_unpin_pages_locked (BfVma *vma, guint64 first, guint64 end)
+{
+  for (guint64 index = first; index < end; index++)
+    {
+      BfPage *page = g_hash_table_lookup (vma->handle->pages, &index);
+
+      /* A page dropped by discard or invalidate lost its pin with it. */
+      if (page != NULL && page->pin_count > 0)
+        {
+          page->pin_count--;
+          page_update_lru (page, FALSE);
+        }
+    }
+}
+
+gboolean
+bf_vma_pin (BfVma *vma, gsize offset, gsize len, gboolean write, gboolean hold, GError **error)
+{
+  guint64 first, end, index;
+
+  if (!vma_check_range (vma, offset, len, error))
+    return FALSE;
+  if (len == 0)
+    return TRUE;
+  first = vma->page_offset + (offset >> vma->handle->page_shift);
+  end = vma->page_offset + ((offset + len - 1) >> vma->handle->page_shift) + 1;
+
+  bf_lock ();
+  for (index = first; index < end;)
+    {
+      BfPage *page = NULL;
+
+      if (!vma_check_mapped (vma, error))
+        goto fail;
+      switch (page_get (vma->handle, index, write, &page, error))
+        {
+          case GET_RETRY:
+            continue;
+          case GET_ERROR:
+            goto fail;
+          case GET_OK:
+            break;
+        }
+      if (!vma_map_page (vma, page, page_map_writable (page), error))
+        goto fail;
+      if (hold)
+        {
+          page->pin_count++;
+          page_update_lru (page, FALSE);
+        }
+      index++;
+    }
+  bf_unlock ();
+  return TRUE;
+
+fail:
+  if (hold)
+    vma_unpin_pages_locked (vma, first, index);
+  bf_unlock ();
+  return FALSE;
+}
+
+void
+bf_vma_unpin (BfVma *vma, gsize offset, gsize len)
+{
+  guint64 first, end;
+
+  if (len == 0 || offset > vma->length || len > vma->length - offset)
+    return;
+  first = vma->page_offset + (offset >> vma->handle->page_shift);
+  end = vma->page_offset + ((offset + len - 1) >> vma->handle->page_shift) + 1;
+
+  bf_lock ();
+  if (vma->registered)
+    vma_unpin_pages_locked (vma, first, end);
+  bf_unlock ();
+}
