@@ -96,7 +96,11 @@ bf_pool_slot_addr (BfPool *pool, guint64 slot)
  * dropped.  Invariants:
  *   - in_lru    <=> state == LOADED && pin_count == 0 && io_refs == 0 && !orphaned
  *   - in_dirty  <=> state == DIRTY && !orphaned
- *   - storing    => state == DIRTY, and no VMA maps the page writable
+ *   - storing    => state == DIRTY, writers == 0, and no VMA maps the page
+ *                   writable
+ *   - writers > 0 => state == DIRTY (unless orphaned): bf_vma_write() is
+ *                   copying into the slot with the lock released; writeout
+ *                   waits for writers to drain before it stores or marks
  *   - orphaned  <=> dropped from the table while io_refs > 0; its slot stays
  *                   allocated until the last io reference goes (so a load or
  *                   store in flight never sees its memory reused)
@@ -111,7 +115,8 @@ struct _BfPage
   guint orphaned : 1;
   guint in_lru : 1;
   guint in_dirty : 1;
-  guint io_refs;           /* loader, or writeout snapshot */
+  guint io_refs;           /* loader, writeout snapshot, or API copy in flight */
+  guint writers;           /* API copies into the page in flight */
   guint pin_count;         /* bf_vma_pin(hold): not reclaimable */
   gconstpointer io_thread; /* who loads or stores it, to catch self-deadlock */
   GList lru_link;          /* in ram->lru */

@@ -130,7 +130,9 @@ gboolean bf_vma_read (BfVma *vma, gsize offset, void *dest, gsize len, GError **
 gboolean bf_vma_write (BfVma *vma, gsize offset, const void *src, gsize len, GError **error);
 gboolean bf_vma_pin (BfVma *vma, gsize offset, gsize len, gboolean write, gboolean hold,
                      GError **error);
-void bf_vma_unpin (BfVma *vma, gsize offset, gsize len);
+/* Undoes one bf_vma_pin (hold) of exactly this range; FALSE if there is none.
+ * Unmapping undoes all pins of the VMA. */
+gboolean bf_vma_unpin (BfVma *vma, gsize offset, gsize len);
 
 /* Faults on raw memory whose load failed end in SIGBUS to the faulting thread;
  * the reason is kept per thread until taken. */

@@ -73,7 +73,14 @@ struct _BfVma
   guint64 *writable;   /* bitmap: ...and mapped read-write */
   gboolean registered; /* in the registry and in handle->vmas */
   GList handle_link;
+  GArray *pins; /* VmaPin: pins taken through this VMA, undone at unmap */
 };
+
+typedef struct
+{
+  gsize offset;
+  gsize len;
+} VmaPin;
 
 struct _BfWriteout
 {
@@ -763,6 +770,11 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
   *done = FALSE;
   page = g_ptr_array_index (wo->pages, wo->next);
 
+  /* An API write is copying into the page: let it finish, so the store sees
+   * all of it and marking clean does not lose it. */
+  while (page->writers > 0 && !page->orphaned)
+    bf_wait ();
+
   /* Discarded or invalidated since begin(): nothing to write. */
   if (!page->orphaned && page->state == BF_PAGE_DIRTY)
     {
@@ -841,6 +853,36 @@ bf_handle_writeout (BfHandle *handle, BfWriteoutFlags flags, GError **error)
 
 /* -- VMAs ---------------------------------------------------------------------- */
 
+/* The page indexes [first, end) that bytes [offset, offset+len) of @vma touch
+ * (len > 0). */
+static inline guint64
+vma_first_index (BfVma *vma, gsize offset)
+{
+  return vma->page_offset + (offset >> vma->handle->page_shift);
+}
+
+static inline guint64
+vma_end_index (BfVma *vma, gsize offset, gsize len)
+{
+  return vma->page_offset + ((offset + len - 1) >> vma->handle->page_shift) + 1;
+}
+
+static void
+vma_unpin_pages_locked (BfVma *vma, guint64 first, guint64 end)
+{
+  for (guint64 index = first; index < end; index++)
+    {
+      BfPage *page = g_hash_table_lookup (vma->handle->pages, &index);
+
+      /* A page dropped by discard or invalidate lost its pin with it. */
+      if (page != NULL && page->pin_count > 0)
+        {
+          page->pin_count--;
+          page_update_lru (page, FALSE);
+        }
+    }
+}
+
 BfVma *
 bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **error)
 {
@@ -879,12 +921,14 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
   vma->mapped = g_new0 (guint64, (n_pages + 63) / 64);
   vma->writable = g_new0 (guint64, (n_pages + 63) / 64);
   vma->handle_link.data = vma;
+  vma->pins = g_array_new (FALSE, FALSE, sizeof (VmaPin));
 
   bf_lock ();
   if (handle->closed)
     {
       bf_unlock ();
       munmap (addr, length);
+      g_array_unref (vma->pins);
       g_free (vma->mapped);
       g_free (vma->writable);
       g_free (vma);
@@ -907,6 +951,16 @@ bf_vma_unmap (BfVma *vma)
   bf_lock ();
   if (vma->registered)
     {
+      /* Pins are taken through a mapping and end with it: a binding whose
+       * garbage collector drops a pinned mapping must not leak its pages. */
+      for (guint i = 0; i < vma->pins->len; i++)
+        {
+          VmaPin *pin = &g_array_index (vma->pins, VmaPin, i);
+          vma_unpin_pages_locked (vma, vma_first_index (vma, pin->offset),
+                                  vma_end_index (vma, pin->offset, pin->len));
+        }
+      g_array_set_size (vma->pins, 0);
+
       /* Out of the registry first: from now on a fault here is not ours. */
       bf_registry_remove (vma);
       g_queue_unlink (&vma->handle->vmas, &vma->handle_link);
@@ -925,6 +979,7 @@ bf_vma_free (BfVma *vma)
   bf_lock ();
   handle_unref_locked (vma->handle);
   bf_unlock ();
+  g_array_unref (vma->pins);
   g_free (vma->mapped);
   g_free (vma->writable);
   g_free (vma);
@@ -986,9 +1041,11 @@ vma_check_mapped (BfVma *vma, GError **error)
 }
 
 /* Copy between @buf and the pages of [offset, offset+len) of @vma, page by
- * page, through the RAM window and under the lock: no signal is involved, so
- * a load error comes back as a GError, and a page cannot be reclaimed or
- * reused while it is copied. */
+ * page, through the RAM window: no signal is involved, so a load error comes
+ * back as a GError.  The copy itself runs with the lock released (@buf may
+ * lie in another bigfile mapping and fault), holding an I/O reference so the
+ * slot cannot be reused meanwhile; a write also counts as a writer, which
+ * keeps writeout from storing or cleaning the page under the copy. */
 static gboolean
 vma_copy (BfVma *vma, gsize offset, guint8 *buf, gsize len, gboolean write, GError **error)
 {
@@ -1020,10 +1077,22 @@ vma_copy (BfVma *vma, gsize offset, guint8 *buf, gsize len, gboolean write, GErr
         }
 
       mem = bf_pool_slot_addr (vma->handle->pool, page->slot) + in_page;
+      page->io_refs++;
+      page_update_lru (page, FALSE);
+      if (write)
+        page->writers++;
+      bf_unlock ();
+
       if (write)
         memcpy (mem, buf, n);
       else
         memcpy (buf, mem, n);
+
+      bf_lock ();
+      if (write && --page->writers == 0)
+        bf_wake_all ();
+      page_io_unref (page);
+
       buf += n;
       offset += n;
       len -= n;
@@ -1048,22 +1117,6 @@ bf_vma_write (BfVma *vma, gsize offset, const void *src, gsize len, GError **err
   return vma_copy (vma, offset, (guint8 *)src, len, TRUE, error);
 }
 
-static void
-vma_unpin_pages_locked (BfVma *vma, guint64 first, guint64 end)
-{
-  for (guint64 index = first; index < end; index++)
-    {
-      BfPage *page = g_hash_table_lookup (vma->handle->pages, &index);
-
-      /* A page dropped by discard or invalidate lost its pin with it. */
-      if (page != NULL && page->pin_count > 0)
-        {
-          page->pin_count--;
-          page_update_lru (page, FALSE);
-        }
-    }
-}
-
 gboolean
 bf_vma_pin (BfVma *vma, gsize offset, gsize len, gboolean write, gboolean hold, GError **error)
 {
@@ -1073,8 +1126,8 @@ bf_vma_pin (BfVma *vma, gsize offset, gsize len, gboolean write, gboolean hold, 
     return FALSE;
   if (len == 0)
     return TRUE;
-  first = vma->page_offset + (offset >> vma->handle->page_shift);
-  end = vma->page_offset + ((offset + len - 1) >> vma->handle->page_shift) + 1;
+  first = vma_first_index (vma, offset);
+  end = vma_end_index (vma, offset, len);
 
   bf_lock ();
   for (index = first; index < end;)
@@ -1101,6 +1154,8 @@ bf_vma_pin (BfVma *vma, gsize offset, gsize len, gboolean write, gboolean hold, 
         }
       index++;
     }
+  if (hold)
+    g_array_append_val (vma->pins, ((VmaPin){ offset, len }));
   bf_unlock ();
   return TRUE;
 
@@ -1111,18 +1166,26 @@ fail:
   return FALSE;
 }
 
-void
+gboolean
 bf_vma_unpin (BfVma *vma, gsize offset, gsize len)
 {
-  guint64 first, end;
-
-  if (len == 0 || offset > vma->length || len > vma->length - offset)
-    return;
-  first = vma->page_offset + (offset >> vma->handle->page_shift);
-  end = vma->page_offset + ((offset + len - 1) >> vma->handle->page_shift) + 1;
+  gboolean found = FALSE;
 
   bf_lock ();
-  if (vma->registered)
-    vma_unpin_pages_locked (vma, first, end);
+  /* The latest matching pin, so nested pins of one range unwind in order. */
+  for (guint i = vma->pins->len; i > 0 && vma->registered; i--)
+    {
+      VmaPin *pin = &g_array_index (vma->pins, VmaPin, i - 1);
+
+      if (pin->offset == offset && pin->len == len)
+        {
+          vma_unpin_pages_locked (vma, vma_first_index (vma, offset),
+                                  vma_end_index (vma, offset, len));
+          g_array_remove_index (vma->pins, i - 1);
+          found = TRUE;
+          break;
+        }
+    }
   bf_unlock ();
+  return found;
 }
