@@ -1,0 +1,447 @@
+/* bigfile-glib - the BigfileFile interface: storage of fixed-size blocks
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+#include "config.h"
+
+#include "bigfile-private.h"
+
+#include <string.h>
+
+/**
+ * BigfileFile:
+ *
+ * Storage of fixed-size blocks: what a #BigfileHandle loads its pages from
+ * and stores its dirty pages to.
+ *
+ * A #BigfileFile is an array of blocks, numbered from 0, all of the same
+ * size (bigfile_file_get_block_size(): a power of two from 4 KiB to 2 MiB).
+ * It has no length: a block that was never stored loads as zeros. One block
+ * becomes one page of a handle.
+ *
+ * #BigfileLocalFile implements it over a regular file. Implement it yourself
+ * to map anything else: a database, a network store, a computed array.
+ *
+ * Implementations give either the #GBytes methods (`load_block` and
+ * `store_block` of #BigfileFileInterface), which work from every language,
+ * or the raw-buffer methods (`load_block_raw` and `store_block_raw`), a C
+ * fast path that saves a copy; each pair falls back on the other. A
+ * read-only file may leave out both store methods. The #GBytes given to
+ * `store_block` is the implementation's own: it may keep it.
+ *
+ * Loads run when a program touches a page that is not in memory, on the
+ * thread that touched it, which may be any thread; stores run in
+ * bigfile_handle_writeout(), on its caller's thread. An implementation
+ * written in a language that runs only on one thread (JavaScript in gjs)
+ * fails from other threads, and the page then cannot be loaded: use such
+ * files from that thread only. Loads and stores of the same handle may run
+ * concurrently on different threads.
+ *
+ * On failure a method returns %FALSE (or %NULL) and sets its #GError; a
+ * failure without a #GError (an exception in a binding that is not a
+ * GLib.Error) becomes %BIGFILE_FILE_ERROR_FAILED.
+ *
+ * A load or store must not call back into the #BigfileHandle or #BigfileVma
+ * it serves for the page it is loading or storing: it would wait for
+ * itself.
+ *
+ * A minimal implementation in C, a file of zeros with one block computed:
+ *
+ * |[<!-- language="C" -->
+ * static gsize
+ * my_file_get_block_size (BigfileFile *file)
+ * {
+ *   return 64 * 1024;
+ * }
+ *
+ * static gboolean
+ * my_file_load_block_raw (BigfileFile *file, guint64 block,
+ *                         guint8 *buffer, gsize length, GError **error)
+ * {
+ *   memset (buffer, 0, length);
+ *   if (block == 7)
+ *     buffer[0] = 42;
+ *   return TRUE;
+ * }
+ *
+ * static void
+ * my_file_iface_init (BigfileFileInterface *iface)
+ * {
+ *   iface->get_block_size = my_file_get_block_size;
+ *   iface->load_block_raw = my_file_load_block_raw;
+ * }
+ *
+ * G_DEFINE_TYPE_WITH_CODE (MyFile, my_file, G_TYPE_OBJECT,
+ *                          G_IMPLEMENT_INTERFACE (BIGFILE_TYPE_FILE, my_file_iface_init))
+ * ]|
+ *
+ * Since: 1.0
+ */
+
+G_DEFINE_INTERFACE (BigfileFile, bigfile_file, G_TYPE_OBJECT)
+
+static void
+bigfile_file_default_init (BigfileFileInterface *iface)
+{
+}
+
+/* A method that returned failure without a GError: common from bindings
+ * (see BigfileFile's docs), so make the error the caller is owed. */
+static void
+set_no_reason_error (GError **error, BigfileFile *file, const char *what, guint64 block)
+{
+  g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
+               "%s block %" G_GUINT64_FORMAT " of %s failed without giving a reason", what, block,
+               G_OBJECT_TYPE_NAME (file));
+}
+
+/* A method that succeeded but also set a GError: a bug of the implementation.
+ * Success wins; the error is dropped so it cannot leak or confuse callers. */
+static void
+drop_stray_error (GError **local, BigfileFile *file, const char *what, guint64 block)
+{
+  if (*local == NULL)
+    return;
+
+  g_warning ("%s block %" G_GUINT64_FORMAT " of %s succeeded but set an error: %s", what, block,
+             G_OBJECT_TYPE_NAME (file), (*local)->message);
+  g_clear_error (local);
+}
+
+static void
+set_not_supported_error (GError **error, BigfileFile *file, const char *what, guint64 block)
+{
+  g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_NOT_SUPPORTED,
+               "%s block %" G_GUINT64_FORMAT " failed: %s does not implement it", what, block,
+               G_OBJECT_TYPE_NAME (file));
+}
+
+/* Calls the GBytes load method, making sure that a failure has an error and
+ * that a success holds no more than @block_size bytes. */
+static GBytes *
+call_load_block (BigfileFile *file, BigfileFileInterface *iface, guint64 block, gsize block_size,
+                 GError **error)
+{
+  GError *local = NULL;
+  GBytes *bytes;
+
+  bytes = iface->load_block (file, block, &local);
+  if (bytes == NULL)
+    {
+      if (local == NULL)
+        set_no_reason_error (&local, file, "Loading", block);
+      g_propagate_error (error, local);
+      return NULL;
+    }
+  drop_stray_error (&local, file, "Loading", block);
+
+  if (g_bytes_get_size (bytes) > block_size)
+    {
+      g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_INVALID_DATA,
+                   "Loading block %" G_GUINT64_FORMAT " of %s gave %" G_GSIZE_FORMAT
+                   " bytes, but a block holds %" G_GSIZE_FORMAT,
+                   block, G_OBJECT_TYPE_NAME (file), g_bytes_get_size (bytes), block_size);
+      g_bytes_unref (bytes);
+      return NULL;
+    }
+
+  return bytes;
+}
+
+/* Calls the raw load method, making sure that a failure has an error. */
+static gboolean
+call_load_block_raw (BigfileFile *file, BigfileFileInterface *iface, guint64 block, guint8 *buffer,
+                     gsize length, GError **error)
+{
+  GError *local = NULL;
+
+  if (!iface->load_block_raw (file, block, buffer, length, &local))
+    {
+      if (local == NULL)
+        set_no_reason_error (&local, file, "Loading", block);
+      g_propagate_error (error, local);
+      return FALSE;
+    }
+  drop_stray_error (&local, file, "Loading", block);
+
+  return TRUE;
+}
+
+/**
+ * bigfile_file_get_block_size:
+ * @file: a #BigfileFile
+ *
+ * Gets the size of the blocks of @file: a power of two from 4 KiB to 2 MiB,
+ * the same over the file's whole life. It is the page size of the handles
+ * of @file.
+ *
+ * Returns: the block size in bytes
+ *
+ * Since: 1.0
+ */
+gsize
+bigfile_file_get_block_size (BigfileFile *file)
+{
+  BigfileFileInterface *iface;
+
+  g_return_val_if_fail (BIGFILE_IS_FILE (file), 0);
+
+  iface = BIGFILE_FILE_GET_IFACE (file);
+  g_return_val_if_fail (iface->get_block_size != NULL, 0);
+
+  return iface->get_block_size (file);
+}
+
+/**
+ * bigfile_file_load_block:
+ * @file: a #BigfileFile
+ * @block: the number of the block, from 0
+ * @error: return location for a #GError
+ *
+ * Loads one block of @file.
+ *
+ * The data may be shorter than the block size (for example past the end of
+ * a file): whoever maps it treats the rest as zeros. It is never longer: an
+ * implementation that returns more gives %BIGFILE_FILE_ERROR_INVALID_DATA.
+ *
+ * When @file implements only the raw method, this allocates a block and
+ * calls it.
+ *
+ * Returns: (transfer full): the contents of the block, or %NULL on error
+ *
+ * Since: 1.0
+ */
+GBytes *
+bigfile_file_load_block (BigfileFile *file, guint64 block, GError **error)
+{
+  BigfileFileInterface *iface;
+  gsize block_size;
+  guint8 *buffer;
+
+  g_return_val_if_fail (BIGFILE_IS_FILE (file), NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  iface = BIGFILE_FILE_GET_IFACE (file);
+  block_size = bigfile_file_get_block_size (file);
+  g_return_val_if_fail (block_size > 0, NULL);
+
+  if (iface->load_block != NULL)
+    return call_load_block (file, iface, block, block_size, error);
+
+  if (iface->load_block_raw == NULL)
+    {
+      set_not_supported_error (error, file, "Loading", block);
+      return NULL;
+    }
+
+  buffer = g_malloc (block_size);
+  if (!call_load_block_raw (file, iface, block, buffer, block_size, error))
+    {
+      g_free (buffer);
+      return NULL;
+    }
+
+  return g_bytes_new_take (buffer, block_size);
+}
+
+/**
+ * bigfile_file_store_block:
+ * @file: a #BigfileFile
+ * @block: the number of the block, from 0
+ * @data: (transfer none): the new contents of the block, exactly
+ *   bigfile_file_get_block_size() bytes
+ * @error: return location for a #GError
+ *
+ * Stores one whole block of @file.
+ *
+ * When @file implements only the raw method, this calls it with the data
+ * of @data. A read-only file fails with %BIGFILE_FILE_ERROR_READ_ONLY, or
+ * %BIGFILE_FILE_ERROR_NOT_SUPPORTED when it has no store method at all.
+ *
+ * Returns: %TRUE on success, %FALSE on error
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_file_store_block (BigfileFile *file, guint64 block, GBytes *data, GError **error)
+{
+  BigfileFileInterface *iface;
+  GError *local = NULL;
+  gboolean ok;
+
+  g_return_val_if_fail (BIGFILE_IS_FILE (file), FALSE);
+  g_return_val_if_fail (data != NULL, FALSE);
+  g_return_val_if_fail (g_bytes_get_size (data) == bigfile_file_get_block_size (file), FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  iface = BIGFILE_FILE_GET_IFACE (file);
+
+  if (iface->store_block != NULL)
+    ok = iface->store_block (file, block, data, &local);
+  else if (iface->store_block_raw != NULL)
+    ok = iface->store_block_raw (file, block, g_bytes_get_data (data, NULL),
+                                 g_bytes_get_size (data), &local);
+  else
+    {
+      set_not_supported_error (error, file, "Storing", block);
+      return FALSE;
+    }
+
+  if (!ok)
+    {
+      if (local == NULL)
+        set_no_reason_error (&local, file, "Storing", block);
+      g_propagate_error (error, local);
+      return FALSE;
+    }
+  drop_stray_error (&local, file, "Storing", block);
+
+  return TRUE;
+}
+
+/**
+ * bigfile_file_load_block_raw: (skip)
+ * @file: a #BigfileFile
+ * @block: the number of the block, from 0
+ * @buffer: (array length=length) (out caller-allocates): where to put the block
+ * @length: (in): the size of @buffer: the block size of @file
+ * @error: return location for a #GError
+ *
+ * Loads one block of @file into @buffer, without the copy that
+ * bigfile_file_load_block() may cost. This is what a #BigfileHandle calls
+ * to fill a page: C only.
+ *
+ * @buffer is filled whole: when @file implements only the #GBytes method and
+ * gives less data, the rest is zeros; when it gives more than @length bytes,
+ * this fails with %BIGFILE_FILE_ERROR_INVALID_DATA. On error the contents of
+ * @buffer are undefined.
+ *
+ * This does not ask @file for its block size, so it may run on any thread
+ * for a file whose raw method may.
+ *
+ * Returns: %TRUE on success, %FALSE on error
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_file_load_block_raw (BigfileFile *file, guint64 block, guint8 *buffer, gsize length,
+                             GError **error)
+{
+  BigfileFileInterface *iface;
+  GError *local = NULL;
+  GBytes *bytes;
+  gsize size;
+
+  g_return_val_if_fail (BIGFILE_IS_FILE (file), FALSE);
+  g_return_val_if_fail (buffer != NULL, FALSE);
+  g_return_val_if_fail (length > 0, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  iface = BIGFILE_FILE_GET_IFACE (file);
+
+  if (iface->load_block_raw != NULL)
+    return call_load_block_raw (file, iface, block, buffer, length, error);
+
+  if (iface->load_block == NULL)
+    {
+      set_not_supported_error (error, file, "Loading", block);
+      return FALSE;
+    }
+
+  /* The length check against the block size is done here, on @length, so
+   * that this path needs no call to get_block_size (which a binding might
+   * not be able to run on this thread). */
+  bytes = iface->load_block (file, block, &local);
+  if (bytes == NULL)
+    {
+      if (local == NULL)
+        set_no_reason_error (&local, file, "Loading", block);
+      g_propagate_error (error, local);
+      return FALSE;
+    }
+  drop_stray_error (&local, file, "Loading", block);
+
+  size = g_bytes_get_size (bytes);
+  if (size > length)
+    {
+      g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_INVALID_DATA,
+                   "Loading block %" G_GUINT64_FORMAT " of %s gave %" G_GSIZE_FORMAT
+                   " bytes, but a block holds %" G_GSIZE_FORMAT,
+                   block, G_OBJECT_TYPE_NAME (file), size, length);
+      g_bytes_unref (bytes);
+      return FALSE;
+    }
+
+  if (size > 0)
+    memcpy (buffer, g_bytes_get_data (bytes, NULL), size);
+  memset (buffer + size, 0, length - size);
+  g_bytes_unref (bytes);
+
+  return TRUE;
+}
+
+/**
+ * bigfile_file_store_block_raw: (skip)
+ * @file: a #BigfileFile
+ * @block: the number of the block, from 0
+ * @data: (array length=length): the new contents of the block
+ * @length: (in): the size of @data: the block size of @file
+ * @error: return location for a #GError
+ *
+ * Stores one whole block of @file from @data, without the copy or
+ * allocation that bigfile_file_store_block() may cost. This is what
+ * bigfile_handle_writeout() calls for each dirty page: C only.
+ *
+ * When @file implements only the #GBytes method, it is given a copy of
+ * @data, so that it may keep it: bindings can hold on to the memory of a
+ * #GBytes (gjs's `toArray()` does not copy), and @data is page memory that
+ * changes and is reused after this returns.
+ *
+ * Returns: %TRUE on success, %FALSE on error
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_file_store_block_raw (BigfileFile *file, guint64 block, const guint8 *data, gsize length,
+                              GError **error)
+{
+  BigfileFileInterface *iface;
+  GError *local = NULL;
+  gboolean ok;
+
+  g_return_val_if_fail (BIGFILE_IS_FILE (file), FALSE);
+  g_return_val_if_fail (data != NULL, FALSE);
+  g_return_val_if_fail (length > 0, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  iface = BIGFILE_FILE_GET_IFACE (file);
+
+  if (iface->store_block_raw != NULL)
+    ok = iface->store_block_raw (file, block, data, length, &local);
+  else if (iface->store_block != NULL)
+    {
+      /* A copy, not g_bytes_new_static(): see the comment above. This path
+       * serves implementations in other languages, for which a memcpy of a
+       * block is small next to the call itself. */
+      GBytes *bytes = g_bytes_new (data, length);
+
+      ok = iface->store_block (file, block, bytes, &local);
+      g_bytes_unref (bytes);
+    }
+  else
+    {
+      set_not_supported_error (error, file, "Storing", block);
+      return FALSE;
+    }
+
+  if (!ok)
+    {
+      if (local == NULL)
+        set_no_reason_error (&local, file, "Storing", block);
+      g_propagate_error (error, local);
+      return FALSE;
+    }
+  drop_stray_error (&local, file, "Storing", block);
+
+  return TRUE;
+}

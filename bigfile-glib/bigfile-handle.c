@@ -1,0 +1,681 @@
+/* bigfile-glib - a changeable snapshot of a BigfileFile
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+#include "config.h"
+
+#include "bigfile-private.h"
+
+/**
+ * BigfileHandle:
+ *
+ * An open #BigfileFile: its pages in memory, and the changes made to them.
+ *
+ * A handle splits its file into pages of the file's block size and keeps in
+ * memory (taken from a #BigfileRam) the pages that were touched. Map ranges
+ * of it with bigfile_handle_map() and use them as plain memory: reading a
+ * page that is not in memory loads it from the file; writing a page marks it
+ * dirty. Changes stay in memory, invisible to the file, until
+ * bigfile_handle_writeout() stores them, or bigfile_handle_discard() throws
+ * them away. A handle is thus a snapshot of the file that the program can
+ * change and then save or abandon, like a transaction.
+ *
+ * Clean pages come and go as the budget of the #BigfileRam requires; dirty
+ * pages stay in memory until written out or discarded.
+ *
+ * |[<!-- language="C" -->
+ * g_autoptr(GError) error = NULL;
+ * g_autoptr(BigfileLocalFile) file = NULL;
+ * g_autoptr(BigfileRam) ram = NULL;
+ * g_autoptr(BigfileHandle) handle = NULL;
+ * g_autoptr(BigfileVma) vma = NULL;
+ * guint8 *data;
+ *
+ * file = bigfile_local_file_new ("data.bin", 2 * 1024 * 1024,
+ *                                BIGFILE_LOCAL_FILE_FLAGS_CREATE, &error);
+ * if (file == NULL)
+ *   return FALSE;
+ * ram = bigfile_ram_new (0);
+ * handle = bigfile_handle_new (BIGFILE_FILE (file), ram, &error);
+ * if (handle == NULL)
+ *   return FALSE;
+ *
+ * // 1024 pages of 2 MiB: 2 GiB of address space, no memory yet
+ * vma = bigfile_handle_map (handle, 0, 1024, &error);
+ * if (vma == NULL)
+ *   return FALSE;
+ *
+ * data = bigfile_vma_get_data (vma);
+ * data[5000000] += 1;  // loads page 2, then marks it dirty
+ *
+ * return bigfile_handle_writeout (handle, BIGFILE_WRITEOUT_DEFAULT, &error);
+ * ]|
+ *
+ * The methods of a handle may be called from any thread. Closing it, or
+ * dropping its last reference, while other threads use it is a programmer
+ * error.
+ *
+ * Since: 1.0
+ */
+
+struct _BigfileHandle
+{
+  GObject parent_instance;
+
+  /* Strong references: the engine handle calls back into @file, and its
+   * pages live in @ram. Both are kept after close (for the getters) and
+   * dropped in dispose, once the engine handle is gone. */
+  BigfileFile *file;
+  BigfileRam *ram;
+
+  /* NULL when closed, or when the handle was made by g_object_new() and not
+   * by bigfile_handle_new(): such a handle is born closed. */
+  BfHandle *engine;
+  gsize page_size;
+  gboolean closed;
+};
+
+enum
+{
+  PROP_0,
+  PROP_FILE,
+  PROP_RAM,
+  PROP_PAGE_SIZE,
+  PROP_N_DIRTY_PAGES,
+  PROP_CLOSED,
+  N_PROPS
+};
+
+static GParamSpec *props[N_PROPS];
+
+G_DEFINE_TYPE (BigfileHandle, bigfile_handle, G_TYPE_OBJECT)
+
+/* The public flags are passed to the engine as they are. */
+G_STATIC_ASSERT ((int)BIGFILE_WRITEOUT_STORE == (int)BF_WRITEOUT_STORE);
+G_STATIC_ASSERT ((int)BIGFILE_WRITEOUT_MARK_STORED == (int)BF_WRITEOUT_MARKSTORED);
+
+/* The engine's callbacks. @file is the BigfileFile given to bf_handle_new(),
+ * kept alive by the BigfileHandle for as long as the engine handle exists.
+ * They run with the engine lock released, on the thread that needs the page
+ * (any thread, for a fault). The invokers make sure a failure carries an
+ * error, even from an implementation in a binding that forgot to set one. */
+static gboolean
+handle_load (gpointer file, guint64 block, void *buf, gsize len, GError **error)
+{
+  return bigfile_file_load_block_raw (file, block, buf, len, error);
+}
+
+static gboolean
+handle_store (gpointer file, guint64 block, const void *buf, gsize len, GError **error)
+{
+  return bigfile_file_store_block_raw (file, block, buf, len, error);
+}
+
+static const BfFileOps file_ops = {
+  .load = handle_load,
+  .store = handle_store,
+};
+
+static void
+set_closed_error (GError **error)
+{
+  g_set_error_literal (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_CLOSED,
+                       "The handle is closed");
+}
+
+/* Closes the engine handle if it is open. FALSE if the engine refused
+ * because mappings are still alive or a writeout runs (it emitted a
+ * critical then). */
+static gboolean
+close_engine (BigfileHandle *self)
+{
+  if (self->engine == NULL)
+    return TRUE;
+
+  if (!bf_handle_close (self->engine))
+    return FALSE;
+
+  self->engine = NULL;
+  self->closed = TRUE;
+
+  return TRUE;
+}
+
+static void
+bigfile_handle_dispose (GObject *object)
+{
+  BigfileHandle *self = BIGFILE_HANDLE (object);
+
+  /* Every BigfileVma holds a reference on its handle, so when the last
+   * reference goes there is no mapping and the close succeeds. It can fail
+   * only if someone ran dispose by hand with mappings alive: then the file
+   * and RAM must stay, since the engine handle still uses them. */
+  if (close_engine (self))
+    {
+      g_clear_object (&self->file);
+      g_clear_object (&self->ram);
+    }
+
+  G_OBJECT_CLASS (bigfile_handle_parent_class)->dispose (object);
+}
+
+static void
+bigfile_handle_finalize (GObject *object)
+{
+  BigfileHandle *self = BIGFILE_HANDLE (object);
+
+  /* After a failed close in dispose: the VMAs are gone now. */
+  if (close_engine (self))
+    {
+      g_clear_object (&self->file);
+      g_clear_object (&self->ram);
+    }
+  else
+    {
+      /* Cannot happen while VMAs hold references. Leaking the engine handle
+       * with its file and RAM is the only safe thing left. */
+      g_critical ("A BigfileHandle was finalized with mappings alive; leaking it");
+    }
+
+  G_OBJECT_CLASS (bigfile_handle_parent_class)->finalize (object);
+}
+
+static void
+bigfile_handle_get_property (GObject *object, guint prop_id, GValue *value, GParamSpec *pspec)
+{
+  BigfileHandle *self = BIGFILE_HANDLE (object);
+
+  switch (prop_id)
+    {
+      case PROP_FILE:
+        g_value_set_object (value, self->file);
+        break;
+
+      case PROP_RAM:
+        g_value_set_object (value, self->ram);
+        break;
+
+      case PROP_PAGE_SIZE:
+        g_value_set_uint64 (value, self->page_size);
+        break;
+
+      case PROP_N_DIRTY_PAGES:
+        g_value_set_uint64 (value, bigfile_handle_get_n_dirty_pages (self));
+        break;
+
+      case PROP_CLOSED:
+        g_value_set_boolean (value, self->closed);
+        break;
+
+      default:
+        G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    }
+}
+
+static void
+bigfile_handle_class_init (BigfileHandleClass *klass)
+{
+  GObjectClass *object_class = G_OBJECT_CLASS (klass);
+
+  object_class->dispose = bigfile_handle_dispose;
+  object_class->finalize = bigfile_handle_finalize;
+  object_class->get_property = bigfile_handle_get_property;
+
+  /**
+   * BigfileHandle:file:
+   *
+   * The #BigfileFile whose pages the handle holds.
+   *
+   * Since: 1.0
+   */
+  props[PROP_FILE] = g_param_spec_object ("file", NULL, NULL, BIGFILE_TYPE_FILE,
+                                          G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
+
+  /**
+   * BigfileHandle:ram:
+   *
+   * The #BigfileRam the handle's pages live in.
+   *
+   * Since: 1.0
+   */
+  props[PROP_RAM] = g_param_spec_object ("ram", NULL, NULL, BIGFILE_TYPE_RAM,
+                                         G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
+
+  /**
+   * BigfileHandle:page-size:
+   *
+   * The size of the handle's pages in bytes: the block size of its file.
+   *
+   * Since: 1.0
+   */
+  props[PROP_PAGE_SIZE] = g_param_spec_uint64 ("page-size", NULL, NULL, 0, G_MAXUINT64, 0,
+                                               G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
+
+  /**
+   * BigfileHandle:n-dirty-pages:
+   *
+   * The number of dirty pages: changed, and not yet written out or
+   * discarded. It changes as pages are written to, from any thread, and is
+   * not notified.
+   *
+   * Since: 1.0
+   */
+  props[PROP_N_DIRTY_PAGES] = g_param_spec_uint64 ("n-dirty-pages", NULL, NULL, 0, G_MAXUINT64, 0,
+                                                   G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
+
+  /**
+   * BigfileHandle:closed:
+   *
+   * Whether the handle was closed with bigfile_handle_close().
+   *
+   * Since: 1.0
+   */
+  props[PROP_CLOSED]
+      = g_param_spec_boolean ("closed", NULL, NULL, FALSE,
+                              G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
+
+  g_object_class_install_properties (object_class, N_PROPS, props);
+}
+
+static void
+bigfile_handle_init (BigfileHandle *self)
+{
+  /* Open only once bigfile_handle_new() has an engine handle. */
+  self->closed = TRUE;
+}
+
+/**
+ * bigfile_handle_new:
+ * @file: the #BigfileFile to open
+ * @ram: the #BigfileRam to keep its pages in
+ * @error: return location for a #GError
+ *
+ * Opens @file: creates a handle with no page in memory yet. Its page size
+ * is the block size of @file, which must be a power of two from 4 KiB to
+ * 2 MiB (%BIGFILE_HANDLE_ERROR_INVALID_BLOCK_SIZE otherwise).
+ *
+ * The handle keeps references on @file and @ram. Several handles may share
+ * one @ram, and several handles may open the same @file: each is its own
+ * snapshot, and they do not see each other's unsaved changes.
+ *
+ * Returns: (transfer full): a new #BigfileHandle, or %NULL on error
+ *
+ * Since: 1.0
+ */
+BigfileHandle *
+bigfile_handle_new (BigfileFile *file, BigfileRam *ram, GError **error)
+{
+  BigfileHandle *self;
+  BfHandle *engine;
+  BfRam *engine_ram;
+  gsize block_size;
+
+  g_return_val_if_fail (BIGFILE_IS_FILE (file), NULL);
+  g_return_val_if_fail (BIGFILE_IS_RAM (ram), NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  block_size = bigfile_file_get_block_size (file);
+  if (!bf_page_size_is_valid (block_size))
+    {
+      g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_INVALID_BLOCK_SIZE,
+                   "The block size of %s, %" G_GSIZE_FORMAT
+                   " bytes, is not a power of two from 4 KiB to 2 MiB",
+                   G_OBJECT_TYPE_NAME (file), block_size);
+      return NULL;
+    }
+
+  engine_ram = _bigfile_ram_get_engine (ram);
+  if (engine_ram == NULL)
+    {
+      g_set_error_literal (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FAILED,
+                           "The page memory could not be set up");
+      return NULL;
+    }
+
+  engine = bf_handle_new (engine_ram, block_size, &file_ops, file, error);
+  if (engine == NULL)
+    return NULL;
+
+  self = g_object_new (BIGFILE_TYPE_HANDLE, NULL);
+  self->file = g_object_ref (file);
+  self->ram = g_object_ref (ram);
+  self->engine = engine;
+  self->page_size = block_size;
+  self->closed = FALSE;
+
+  return self;
+}
+
+/**
+ * bigfile_handle_get_file:
+ * @handle: a #BigfileHandle
+ *
+ * Gets the file whose pages @handle holds.
+ *
+ * Returns: (transfer none): the #BigfileFile of @handle
+ *
+ * Since: 1.0
+ */
+BigfileFile *
+bigfile_handle_get_file (BigfileHandle *handle)
+{
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), NULL);
+
+  return handle->file;
+}
+
+/**
+ * bigfile_handle_get_ram:
+ * @handle: a #BigfileHandle
+ *
+ * Gets the page memory @handle keeps its pages in.
+ *
+ * Returns: (transfer none): the #BigfileRam of @handle
+ *
+ * Since: 1.0
+ */
+BigfileRam *
+bigfile_handle_get_ram (BigfileHandle *handle)
+{
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), NULL);
+
+  return handle->ram;
+}
+
+/**
+ * bigfile_handle_get_page_size:
+ * @handle: a #BigfileHandle
+ *
+ * Gets the size of the pages of @handle: the block size of its file.
+ *
+ * Returns: the page size in bytes
+ *
+ * Since: 1.0
+ */
+gsize
+bigfile_handle_get_page_size (BigfileHandle *handle)
+{
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), 0);
+
+  return handle->page_size;
+}
+
+/**
+ * bigfile_handle_get_n_dirty_pages:
+ * @handle: a #BigfileHandle
+ *
+ * Gets the number of dirty pages of @handle: changed, and not yet written
+ * out or discarded. Other threads writing to mappings may change it at any
+ * moment.
+ *
+ * Returns: the number of dirty pages; 0 once @handle is closed
+ *
+ * Since: 1.0
+ */
+guint64
+bigfile_handle_get_n_dirty_pages (BigfileHandle *handle)
+{
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), 0);
+
+  if (handle->engine == NULL)
+    return 0;
+
+  return bf_handle_get_n_dirty (handle->engine);
+}
+
+/**
+ * bigfile_handle_is_closed:
+ * @handle: a #BigfileHandle
+ *
+ * Tells whether @handle was closed with bigfile_handle_close().
+ *
+ * Returns: %TRUE if @handle is closed
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_handle_is_closed (BigfileHandle *handle)
+{
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), TRUE);
+
+  return handle->closed;
+}
+
+/**
+ * bigfile_handle_get_page_state:
+ * @handle: a #BigfileHandle
+ * @page: the index of a page, from 0
+ *
+ * Tells what state page @page of @handle is in. Other threads may change
+ * it at any moment; this is mostly for tests and diagnostics.
+ *
+ * Returns: the state of the page; %BIGFILE_PAGE_STATE_EMPTY once @handle is
+ *   closed
+ *
+ * Since: 1.0
+ */
+BigfilePageState
+bigfile_handle_get_page_state (BigfileHandle *handle, guint64 page)
+{
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), BIGFILE_PAGE_STATE_EMPTY);
+
+  if (handle->engine == NULL)
+    return BIGFILE_PAGE_STATE_EMPTY;
+
+  switch (bf_handle_get_page_state (handle->engine, page))
+    {
+      case BF_PAGE_LOADING:
+        return BIGFILE_PAGE_STATE_LOADING;
+
+      case BF_PAGE_LOADED:
+        return BIGFILE_PAGE_STATE_LOADED;
+
+      case BF_PAGE_DIRTY:
+        return BIGFILE_PAGE_STATE_DIRTY;
+
+      /* A page whose load was invalidated has already left the table, so the
+       * lookup cannot return it: for the handle it is empty, like anything
+       * else the engine might add. */
+      case BF_PAGE_LOADING_INVALIDATED:
+      case BF_PAGE_EMPTY:
+      default:
+        return BIGFILE_PAGE_STATE_EMPTY;
+    }
+}
+
+/**
+ * bigfile_handle_map:
+ * @handle: a #BigfileHandle
+ * @first_page: the index of the first page to map
+ * @n_pages: how many pages to map; not 0
+ * @error: return location for a #GError
+ *
+ * Maps pages @first_page to @first_page + @n_pages - 1 of @handle at a new
+ * range of addresses. Nothing is loaded yet: each page loads when it is
+ * first read, and becomes dirty when it is first written to. Mapping costs
+ * address space, not memory, so mapping a file much larger than the RAM
+ * budget is fine.
+ *
+ * Several mappings may cover the same pages: they share them, and a change
+ * made through one is seen through all.
+ *
+ * Fails with %BIGFILE_HANDLE_ERROR_CLOSED if @handle is closed,
+ * %BIGFILE_HANDLE_ERROR_INVALID_RANGE if the range does not fit in the
+ * address space, or %BIGFILE_VMA_ERROR_MAP_FAILED if the system refused.
+ *
+ * Returns: (transfer full): the mapping, or %NULL on error
+ *
+ * Since: 1.0
+ */
+BigfileVma *
+bigfile_handle_map (BigfileHandle *handle, guint64 first_page, guint64 n_pages, GError **error)
+{
+  BfVma *engine_vma;
+
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), NULL);
+  g_return_val_if_fail (n_pages > 0, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  if (handle->engine == NULL)
+    {
+      set_closed_error (error);
+      return NULL;
+    }
+
+  /* The engine checks the range itself (INVALID_RANGE). */
+  engine_vma = bf_vma_map (handle->engine, first_page, n_pages, error);
+  if (engine_vma == NULL)
+    return NULL;
+
+  return _bigfile_vma_new (handle, engine_vma);
+}
+
+/**
+ * bigfile_handle_writeout:
+ * @handle: a #BigfileHandle
+ * @flags: what to do with the dirty pages: not 0
+ * @error: return location for a #GError
+ *
+ * Saves the changes of @handle: stores each dirty page through its file,
+ * and/or marks it clean, as @flags say (%BIGFILE_WRITEOUT_DEFAULT does
+ * both). Pages are stored in order of their index.
+ *
+ * While a page is being stored it is read-only: a thread writing to it
+ * waits until its store returns. Other pages stay writable.
+ *
+ * Pages are handled one at a time: with %BIGFILE_WRITEOUT_DEFAULT each is
+ * marked clean as soon as its store returns. If a store fails, writeout
+ * stops there and returns its error: the pages before it are done, that
+ * page and the ones after it stay dirty, and a retry stores them. Pages
+ * discarded or invalidated while the writeout runs are skipped.
+ *
+ * Fails with %BIGFILE_HANDLE_ERROR_BUSY if another writeout of @handle is
+ * running, and %BIGFILE_HANDLE_ERROR_CLOSED if @handle is closed.
+ *
+ * This calls the file's store method on the caller's thread: for a file
+ * implemented in JavaScript, call it from the main thread.
+ *
+ * Returns: %TRUE on success, %FALSE on error
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_handle_writeout (BigfileHandle *handle, BigfileWriteoutFlags flags, GError **error)
+{
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), FALSE);
+  g_return_val_if_fail (flags != 0, FALSE);
+  g_return_val_if_fail ((flags & ~BIGFILE_WRITEOUT_DEFAULT) == 0, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  if (handle->engine == NULL)
+    {
+      set_closed_error (error);
+      return FALSE;
+    }
+
+  return bf_handle_writeout (handle->engine, (BfWriteoutFlags)flags, error);
+}
+
+/**
+ * bigfile_handle_discard:
+ * @handle: a #BigfileHandle
+ *
+ * Throws away the changes of @handle: every dirty page is dropped from
+ * memory, so that the next access loads it again from the file as it was
+ * last stored. Clean pages stay.
+ *
+ * May be called from any thread, also while a writeout of @handle runs (the
+ * pages discarded are then not stored) and from inside a load or store of
+ * @handle's file (the engine lock is not held there).
+ *
+ * Returns: the number of pages discarded; 0 once @handle is closed
+ *
+ * Since: 1.0
+ */
+guint
+bigfile_handle_discard (BigfileHandle *handle)
+{
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), 0);
+
+  if (handle->engine == NULL)
+    return 0;
+
+  return bf_handle_discard (handle->engine);
+}
+
+/**
+ * bigfile_handle_invalidate_page:
+ * @handle: a #BigfileHandle
+ * @page: the index of the page
+ *
+ * Drops page @page from memory whatever its state, so that the next access
+ * loads it again from the file. Call it when the block changed in the
+ * file behind the handle's back (another process or handle stored it).
+ *
+ * A dirty page loses its changes. A page being loaded by another thread
+ * is loaded again on its next access: the data of the load in progress is
+ * thrown away. A page not in memory is left as it is.
+ *
+ * May be called from any thread, also while a writeout runs and from inside
+ * a load or store of @handle's file. A page invalidated while it is being
+ * stored is dropped from memory; the store in flight still completes.
+ * Does nothing once @handle is closed.
+ *
+ * Since: 1.0
+ */
+void
+bigfile_handle_invalidate_page (BigfileHandle *handle, guint64 page)
+{
+  g_return_if_fail (BIGFILE_IS_HANDLE (handle));
+
+  if (handle->engine == NULL)
+    return;
+
+  bf_handle_invalidate_page (handle->engine, page);
+}
+
+/**
+ * bigfile_handle_close:
+ * @handle: a #BigfileHandle
+ *
+ * Closes @handle: drops all its pages from memory, clean or dirty (write
+ * out first to keep changes). Afterwards @handle can no longer be mapped
+ * or written out, and its getters give harmless defaults; bigfile_handle_get_file()
+ * and bigfile_handle_get_ram() still work.
+ *
+ * All mappings of @handle must be unmapped first (bigfile_vma_unmap()), and
+ * no writeout of it may be running: closing a handle that is still mapped
+ * or writing out is a programmer error, reported with a critical warning,
+ * and leaves the handle open.
+ *
+ * Dropping the last reference to a handle closes it.
+ *
+ * Returns: %TRUE if @handle is closed (also when it already was), %FALSE if
+ *   it still had mappings or a writeout running
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_handle_close (BigfileHandle *handle)
+{
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), FALSE);
+
+  if (handle->closed)
+    return TRUE;
+
+  if (!close_engine (handle))
+    return FALSE;
+
+  g_object_notify_by_pspec (G_OBJECT (handle), props[PROP_CLOSED]);
+
+  return TRUE;
+}
+
+/* The engine handle behind @handle: NULL once closed. */
+BfHandle *
+_bigfile_handle_get_engine (BigfileHandle *handle)
+{
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), NULL);
+
+  return handle->engine;
+}
