@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Installs what is needed (Debian 12, with apt-get), builds bigfile-glib twice
+# and runs the whole test suite in both builds:
+#
+#   build/       the plain build (debugoptimized, warnings are errors)
+#   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer
+#
+# This is the README's test command and what CI runs (.ci/run).  It can be
+# run again: build dirs that exist are reconfigured.  It ends with one line,
+# "run-tests: N passed, N failed, N skipped", counting meson tests of both
+# builds (a build dir that fails to configure or compile counts as a failure).
+# Extra arguments are passed to both `meson test` runs (e.g. --suite core).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+script_start=$SECONDS
+./tools/install-deps.sh all
+
+failures=()
+summaries=()
+
+# run_build NAME TEST_ARGS -- SETUP_OPTIONS...
+run_build() {
+  local dir=$1 test_args=$2
+  shift 3
+  local t0=$SECONDS
+
+  # No stale results: the summary counts only what this run did.  The log
+  # has its own name, so that another `meson test` in the same build dir
+  # does not overwrite it.
+  rm -f "$dir/meson-logs/run-tests.json"
+  echo
+  echo "==> $dir: configure ($*)"
+  if ! tools/setup-build.sh "$dir" "$@"; then
+    failures+=("$dir: configure")
+    return
+  fi
+  echo "==> $dir: compile"
+  if ! meson compile -C "$dir"; then
+    failures+=("$dir: compile")
+    return
+  fi
+  echo "==> $dir: test"
+  # shellcheck disable=SC2086 # test_args is a list of words
+  if ! meson test -C "$dir" --print-errorlogs --logbase run-tests $test_args "${extra_test_args[@]}"; then
+    failures+=("$dir: test")
+  fi
+  summaries+=("$dir: $((SECONDS - t0)) s")
+}
+
+extra_test_args=("$@")
+
+run_build build "" -- \
+  -Db_sanitize=none -Dwerror=true -Dtests=true
+# -Db_lundef=false: sanitized shared objects leave the runtime's symbols to
+# the executable.  Sanitized code runs slower: give tests 3x their timeout.
+run_build build-asan "--timeout-multiplier 3" -- \
+  -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=false -Dtests=true
+
+# Count the results of both builds from meson's JSON test logs: one count per
+# meson test (a test program), and, for information, the TAP subtests.
+counts=$(
+  python3 - build/meson-logs/run-tests.json build-asan/meson-logs/run-tests.json <<'PY'
+import json, re, sys
+passed = failed = skipped = 0
+sub_ok = sub_fail = sub_skip = 0
+for path in sys.argv[1:]:
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        continue
+    for line in lines:
+        if not line.strip():
+            continue
+        test = json.loads(line)
+        result = test.get("result", "")
+        if result in ("OK", "EXPECTEDFAIL"):
+            passed += 1
+        elif result == "SKIP":
+            skipped += 1
+        else:
+            failed += 1
+        for out in (test.get("stdout") or "").splitlines():
+            if re.match(r"(not )?ok\b.*#\s*skip", out, re.I):
+                sub_skip += 1
+            elif out.startswith("ok"):
+                sub_ok += 1
+            elif out.startswith("not ok"):
+                sub_fail += 1
+print(passed, failed, skipped, sub_ok, sub_fail, sub_skip)
+PY
+)
+read -r passed failed skipped sub_ok sub_fail sub_skip <<<"$counts"
+
+# A build that did not get as far as its tests is a failure too.
+for f in "${failures[@]}"; do
+  case "$f" in
+    *": test") ;;
+    *) failed=$((failed + 1)) ;;
+  esac
+done
+
+echo
+echo "==> summary"
+for s in "${summaries[@]}"; do
+  echo "  $s"
+done
+for f in "${failures[@]}"; do
+  echo "  FAILED: $f"
+done
+echo "  TAP subtests in both builds: $sub_ok ok, $sub_fail not ok, $sub_skip skipped"
+echo "  total time: $((SECONDS - script_start)) s"
+echo "run-tests: $passed passed, $failed failed, $skipped skipped"
+
+if [ "${#failures[@]}" != 0 ]; then
+  exit 1
+fi
