@@ -1,0 +1,684 @@
+/* bigfile-glib tests - page faults on raw mapped memory
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
+ * These tests touch the memory of a mapping directly, as a C program does,
+ * and check what the fault handler made of each access: which page was
+ * loaded (and how many times), its state, and how it is mapped. They also
+ * cover the contract for faults that cannot be served (SIGBUS to the
+ * faulting thread, with the reason kept for bigfile_vma_take_fault_error())
+ * and for faults that are not ours (passed on to the handler installed
+ * before the library's, or to the default action).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test-mem-file.h"
+
+#define PS ((gsize)4096)
+
+/* Keeps the compiler from moving memory accesses (errno included) across
+ * the raw accesses that fault. */
+#define barrier() __asm__ __volatile__("" ::: "memory")
+
+typedef struct
+{
+  TestMemFile *file;
+  BigfileRam *ram;
+  BigfileHandle *handle;
+  BigfileVma *vma;
+  guint8 *data;
+  gsize ps;
+} Mapping;
+
+static void
+mapping_setup (Mapping *m, gsize block_size, guint64 n_blocks, guint64 n_pages, guint64 budget)
+{
+  GError *error = NULL;
+
+  m->ps = block_size;
+  m->file = test_mem_file_new (block_size, n_blocks);
+  m->ram = bigfile_ram_new (budget);
+  m->handle = bigfile_handle_new (BIGFILE_FILE (m->file), m->ram, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (m->handle);
+  m->vma = bigfile_handle_map (m->handle, 0, n_pages, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (m->vma);
+  m->data = bigfile_vma_get_data (m->vma);
+  g_assert_nonnull (m->data);
+  g_assert_cmpuint (bigfile_vma_get_length (m->vma), ==, n_pages * block_size);
+}
+
+static void
+mapping_teardown (Mapping *m)
+{
+  bigfile_vma_unmap (m->vma);
+  g_clear_object (&m->vma);
+  g_assert_true (bigfile_handle_close (m->handle));
+  /* Closing drops every page of the handle, dirty or not. */
+  g_assert_cmpuint (bigfile_ram_get_n_pages (m->ram), ==, 0);
+  g_clear_object (&m->handle);
+  g_clear_object (&m->ram);
+  g_clear_object (&m->file);
+}
+
+static BigfilePageState
+page_state (Mapping *m, guint64 page)
+{
+  return bigfile_handle_get_page_state (m->handle, page);
+}
+
+/* Asserts how @page is mapped in @m's VMA: not at all, read-only, or
+ * read-write. */
+#define assert_mapping(m, page, want_mapped, want_writable)                                        \
+  G_STMT_START                                                                                     \
+  {                                                                                                \
+    gboolean writable_ = -1;                                                                       \
+    gboolean mapped_ = _bigfile_vma_page_is_mapped ((m)->vma, (page), &writable_);                 \
+    g_assert_cmpint (mapped_, ==, (want_mapped));                                                  \
+    g_assert_cmpint (writable_, ==, (want_writable));                                              \
+  }                                                                                                \
+  G_STMT_END
+
+/* Plain accesses the compiler must emit as written, once each. */
+static G_NO_INLINE guint8
+raw_read (const guint8 *p)
+{
+  return *(const volatile guint8 *)p;
+}
+
+static G_NO_INLINE void
+raw_write (guint8 *p, guint8 value)
+{
+  *(volatile guint8 *)p = value;
+}
+
+/* -- catching SIGBUS ---------------------------------------------------------- */
+
+static sigjmp_buf bus_jump;
+static volatile sig_atomic_t bus_count;
+static void *volatile bus_addr;
+static volatile int bus_code;
+
+static void
+on_sigbus (int sig, siginfo_t *si, void *uctx)
+{
+  bus_count++;
+  bus_addr = si->si_addr;
+  bus_code = si->si_code;
+  siglongjmp (bus_jump, 1);
+}
+
+/* Reads *@p (or writes @value to it, if @write) with a SIGBUS handler that
+ * jumps back here, as bigfile_vma_take_fault_error()'s documentation shows.
+ * Returns TRUE if the access completed (the byte read goes to @out), FALSE
+ * if SIGBUS came instead; bus_count, bus_addr and bus_code tell about it. */
+static gboolean
+try_access (guint8 *p, gboolean write, guint8 value, guint8 *out)
+{
+  guint8 *volatile addr = p;
+  volatile gboolean done = FALSE;
+  volatile guint8 byte = 0;
+  struct sigaction sa, old_sa;
+
+  memset (&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_sigbus;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset (&sa.sa_mask);
+  g_assert_cmpint (sigaction (SIGBUS, &sa, &old_sa), ==, 0);
+
+  bus_count = 0;
+  bus_addr = NULL;
+  bus_code = 0;
+  if (sigsetjmp (bus_jump, 1) == 0)
+    {
+      if (write)
+        raw_write (addr, value);
+      else
+        byte = raw_read (addr);
+      done = TRUE;
+    }
+
+  g_assert_cmpint (sigaction (SIGBUS, &old_sa, NULL), ==, 0);
+  if (out != NULL)
+    *out = byte;
+  return done;
+}
+
+/* -- faults that load and dirty ----------------------------------------------- */
+
+/* A read of a page not in memory loads it, once, and maps it read-only, so
+ * that the first write can still be seen. */
+static void
+test_fault_read (void)
+{
+  Mapping m;
+
+  mapping_setup (&m, PS, 4, 4, 1 << 20);
+  g_assert_cmpint (page_state (&m, 1), ==, BIGFILE_PAGE_STATE_EMPTY);
+  assert_mapping (&m, 1, FALSE, FALSE);
+
+  g_assert_cmpuint (raw_read (m.data + PS + 123), ==, test_mem_file_pattern (1, 123));
+  g_assert_cmpint (page_state (&m, 1), ==, BIGFILE_PAGE_STATE_LOADED);
+  assert_mapping (&m, 1, TRUE, FALSE);
+  g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 1), ==, 1);
+
+  /* Further reads anywhere in the page are plain memory accesses. */
+  for (gsize i = 0; i < PS; i += 511)
+    g_assert_cmpuint (raw_read (m.data + PS + i), ==, test_mem_file_pattern (1, i));
+  g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 1), ==, 1);
+  g_assert_cmpuint (test_mem_file_get_total_loads (m.file), ==, 1);
+
+  /* Nothing else was touched. */
+  for (guint64 p = 0; p < 4; p++)
+    if (p != 1)
+      {
+        g_assert_cmpint (page_state (&m, p), ==, BIGFILE_PAGE_STATE_EMPTY);
+        assert_mapping (&m, p, FALSE, FALSE);
+      }
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (m.handle), ==, 0);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (m.ram), ==, 1);
+
+  mapping_teardown (&m);
+}
+
+/* A write to a page not in memory loads it (the rest of the page must keep
+ * the file's bytes) and makes it dirty, mapped writable at once. */
+static void
+test_fault_write (void)
+{
+  Mapping m;
+
+  mapping_setup (&m, PS, 4, 4, 1 << 20);
+
+  raw_write (m.data + 2 * PS + 10, 0xA5);
+  g_assert_cmpint (page_state (&m, 2), ==, BIGFILE_PAGE_STATE_DIRTY);
+  assert_mapping (&m, 2, TRUE, TRUE);
+  g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 2), ==, 1);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (m.handle), ==, 1);
+  g_assert_cmpuint (bigfile_ram_get_n_dirty_pages (m.ram), ==, 1);
+
+  g_assert_cmpuint (raw_read (m.data + 2 * PS + 10), ==, 0xA5);
+  g_assert_cmpuint (raw_read (m.data + 2 * PS + 11), ==, test_mem_file_pattern (2, 11));
+  g_assert_cmpuint (raw_read (m.data + 2 * PS + 9), ==, test_mem_file_pattern (2, 9));
+
+  /* The change is in memory only: storage is untouched until a writeout. */
+  g_assert_cmpuint (test_mem_file_peek (m.file, 2)[10], ==, test_mem_file_pattern (2, 10));
+  g_assert_cmpuint (test_mem_file_get_total_stores (m.file), ==, 0);
+
+  mapping_teardown (&m);
+}
+
+/* Read, then write: the page goes LOADED -> DIRTY without a second load,
+ * and from read-only to writable. */
+static void
+test_fault_upgrade (void)
+{
+  Mapping m;
+
+  mapping_setup (&m, PS, 4, 4, 1 << 20);
+
+  g_assert_cmpuint (raw_read (m.data + 3 * PS), ==, test_mem_file_pattern (3, 0));
+  g_assert_cmpint (page_state (&m, 3), ==, BIGFILE_PAGE_STATE_LOADED);
+  assert_mapping (&m, 3, TRUE, FALSE);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (m.handle), ==, 0);
+
+  raw_write (m.data + 3 * PS + PS - 1, 0x3C);
+  g_assert_cmpint (page_state (&m, 3), ==, BIGFILE_PAGE_STATE_DIRTY);
+  assert_mapping (&m, 3, TRUE, TRUE);
+  g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 3), ==, 1);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (m.handle), ==, 1);
+
+  g_assert_cmpuint (raw_read (m.data + 3 * PS + PS - 1), ==, 0x3C);
+  g_assert_cmpuint (raw_read (m.data + 3 * PS), ==, test_mem_file_pattern (3, 0));
+
+  mapping_teardown (&m);
+}
+
+/* -- errno -------------------------------------------------------------------- */
+
+/* A load that does I/O may change errno, as a real one would. */
+static void
+clobber_errno_hook (TestMemFile *file, guint64 block, gpointer user_data)
+{
+  guint *calls = user_data;
+
+  (*calls)++;
+  errno = ENOENT;
+}
+
+/* The interrupted code may be between a syscall and its errno check: a
+ * fault must leave errno as it found it, even when the load changed it. */
+static void
+test_fault_errno (void)
+{
+  Mapping m;
+  guint hook_calls = 0;
+  int saved;
+  guint8 byte;
+
+  mapping_setup (&m, PS, 4, 4, 1 << 20);
+  test_mem_file_set_load_hook (m.file, clobber_errno_hook, &hook_calls);
+
+  /* Read fault. */
+  errno = 4242;
+  barrier ();
+  byte = raw_read (m.data + 100);
+  barrier ();
+  saved = errno;
+  g_assert_cmpint (saved, ==, 4242);
+  g_assert_cmpuint (byte, ==, test_mem_file_pattern (0, 100));
+  g_assert_cmpuint (hook_calls, ==, 1);
+
+  /* Write fault on an unloaded page. */
+  errno = EILSEQ;
+  barrier ();
+  raw_write (m.data + PS + 100, 1);
+  barrier ();
+  saved = errno;
+  g_assert_cmpint (saved, ==, EILSEQ);
+  g_assert_cmpuint (hook_calls, ==, 2);
+  g_assert_cmpint (page_state (&m, 1), ==, BIGFILE_PAGE_STATE_DIRTY);
+
+  /* Write fault on a clean page (no load: the handler alone). */
+  errno = EILSEQ;
+  barrier ();
+  raw_write (m.data + 100, 2);
+  barrier ();
+  saved = errno;
+  g_assert_cmpint (saved, ==, EILSEQ);
+  g_assert_cmpint (page_state (&m, 0), ==, BIGFILE_PAGE_STATE_DIRTY);
+  g_assert_cmpuint (hook_calls, ==, 2);
+
+  test_mem_file_set_load_hook (m.file, NULL, NULL);
+  mapping_teardown (&m);
+}
+
+/* -- faults that cannot be served: SIGBUS ---------------------------------------- */
+
+/* A load error on raw memory cannot be returned: the faulting thread gets
+ * SIGBUS with BUS_ADRERR and the faulting address, as from the kernel for a
+ * file mapping whose read failed, and the reason waits for
+ * bigfile_vma_take_fault_error(). Nothing wrong is ever shown: once the
+ * storage works again, the same access returns the right data. */
+static void
+test_fault_load_error_sigbus (void)
+{
+  Mapping m;
+  GError *error;
+  guint8 *p;
+  guint8 byte = 0;
+
+  mapping_setup (&m, PS, 4, 4, 1 << 20);
+  g_assert_null (bigfile_vma_take_fault_error ());
+
+  test_mem_file_set_fail_load (m.file, 2, TRUE, FALSE);
+  p = m.data + 2 * PS + 77;
+
+  g_assert_false (try_access (p, FALSE, 0, &byte));
+  g_assert_cmpint (bus_count, ==, 1);
+  g_assert_true (bus_addr == (void *)p);
+  g_assert_cmpint (bus_code, ==, BUS_ADRERR);
+
+  error = bigfile_vma_take_fault_error ();
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_FAILED);
+  g_assert_nonnull (strstr (error->message, "block 2"));
+  g_clear_error (&error);
+  /* Taken: it is gone. */
+  g_assert_null (bigfile_vma_take_fault_error ());
+
+  /* The failed page left no trace: not in memory, not mapped, no budget. */
+  g_assert_cmpint (page_state (&m, 2), ==, BIGFILE_PAGE_STATE_EMPTY);
+  assert_mapping (&m, 2, FALSE, FALSE);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (m.ram), ==, 0);
+  g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 2), ==, 1);
+
+  /* A write to the failing page: SIGBUS as well, nothing dirtied. */
+  g_assert_false (try_access (p + 1, TRUE, 0x99, NULL));
+  g_assert_cmpint (bus_count, ==, 1);
+  g_assert_true (bus_addr == (void *)(p + 1));
+  g_assert_cmpint (bus_code, ==, BUS_ADRERR);
+  error = bigfile_vma_take_fault_error ();
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_FAILED);
+  g_clear_error (&error);
+  g_assert_cmpint (page_state (&m, 2), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (m.handle), ==, 0);
+
+  /* Other pages are not affected. */
+  g_assert_true (try_access (m.data + PS, FALSE, 0, &byte));
+  g_assert_cmpuint (byte, ==, test_mem_file_pattern (1, 0));
+
+  /* Storage works again: the same access now succeeds, with the right data. */
+  test_mem_file_set_fail_load (m.file, 2, FALSE, FALSE);
+  g_assert_true (try_access (p, FALSE, 0, &byte));
+  g_assert_cmpint (bus_count, ==, 0);
+  g_assert_cmpuint (byte, ==, test_mem_file_pattern (2, 77));
+  g_assert_cmpint (page_state (&m, 2), ==, BIGFILE_PAGE_STATE_LOADED);
+  assert_mapping (&m, 2, TRUE, FALSE);
+  g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 2), ==, 3);
+  g_assert_null (bigfile_vma_take_fault_error ());
+
+  mapping_teardown (&m);
+}
+
+/* A load method that fails without saying why still gives an error. */
+static void
+test_fault_load_error_no_gerror (void)
+{
+  Mapping m;
+  GError *error;
+
+  mapping_setup (&m, PS, 4, 4, 1 << 20);
+  test_mem_file_set_fail_load (m.file, 1, TRUE, TRUE);
+
+  g_assert_false (try_access (m.data + PS + 5, FALSE, 0, NULL));
+  g_assert_cmpint (bus_count, ==, 1);
+  g_assert_true (bus_addr == (void *)(m.data + PS + 5));
+
+  error = bigfile_vma_take_fault_error ();
+  g_assert_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED);
+  g_assert_nonnull (strstr (error->message, "block 1"));
+  g_clear_error (&error);
+  g_assert_cmpint (page_state (&m, 1), ==, BIGFILE_PAGE_STATE_EMPTY);
+
+  mapping_teardown (&m);
+}
+
+/* A budget full of dirty pages cannot give a page to a raw access: SIGBUS,
+ * with BIGFILE_RAM_ERROR_FULL. The dirty pages are kept, intact. */
+static void
+test_fault_budget_full_sigbus (void)
+{
+  Mapping m;
+  GError *error;
+  guint8 byte = 0;
+
+  mapping_setup (&m, PS, 4, 4, 2 * PS);
+
+  raw_write (m.data + 0 * PS + 1, 0x11);
+  raw_write (m.data + 1 * PS + 1, 0x22);
+  g_assert_cmpuint (bigfile_ram_get_n_dirty_pages (m.ram), ==, 2);
+
+  g_assert_false (try_access (m.data + 2 * PS + 3, TRUE, 0x33, NULL));
+  g_assert_cmpint (bus_count, ==, 1);
+  g_assert_true (bus_addr == (void *)(m.data + 2 * PS + 3));
+  g_assert_cmpint (bus_code, ==, BUS_ADRERR);
+  error = bigfile_vma_take_fault_error ();
+  g_assert_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL);
+  g_clear_error (&error);
+
+  /* A read cannot have a page either. */
+  g_assert_false (try_access (m.data + 3 * PS, FALSE, 0, NULL));
+  error = bigfile_vma_take_fault_error ();
+  g_assert_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL);
+  g_clear_error (&error);
+
+  /* Nothing was loaded for the failed accesses, nothing dirty was lost. */
+  g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 2), ==, 0);
+  g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 3), ==, 0);
+  g_assert_cmpint (page_state (&m, 2), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpint (page_state (&m, 0), ==, BIGFILE_PAGE_STATE_DIRTY);
+  g_assert_cmpint (page_state (&m, 1), ==, BIGFILE_PAGE_STATE_DIRTY);
+  g_assert_cmpuint (raw_read (m.data + 0 * PS + 1), ==, 0x11);
+  g_assert_cmpuint (raw_read (m.data + 1 * PS + 1), ==, 0x22);
+
+  /* Once written out, the pages are clean and can make room. */
+  g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, NULL));
+  g_assert_true (try_access (m.data + 2 * PS + 3, TRUE, 0x33, NULL));
+  g_assert_true (try_access (m.data + 2 * PS + 3, FALSE, 0, &byte));
+  g_assert_cmpuint (byte, ==, 0x33);
+  g_assert_cmpint (page_state (&m, 2), ==, BIGFILE_PAGE_STATE_DIRTY);
+  g_assert_null (bigfile_vma_take_fault_error ());
+
+  mapping_teardown (&m);
+}
+
+/* -- faults that are not ours --------------------------------------------------- */
+
+static sigjmp_buf segv_jump;
+static volatile sig_atomic_t prev_handler_count;
+static void *volatile prev_handler_addr;
+
+static void
+on_prev_sigsegv (int sig, siginfo_t *si, void *uctx)
+{
+  prev_handler_count++;
+  prev_handler_addr = si->si_addr;
+  siglongjmp (segv_jump, 1);
+}
+
+/* The library installs its SIGSEGV handler at the first map, on top of
+ * whatever the program had (a crash reporter, a JIT, a language runtime):
+ * faults outside bigfile mappings must still reach that handler. Runs in a
+ * fresh process, so that the handler installed first really is ours. */
+static void
+test_fault_chain_previous_handler (void)
+{
+  if (g_test_subprocess ())
+    {
+      struct sigaction sa, cur;
+      Mapping m;
+      guint8 *volatile own;
+
+      memset (&sa, 0, sizeof sa);
+      sa.sa_sigaction = on_prev_sigsegv;
+      sa.sa_flags = SA_SIGINFO;
+      sigemptyset (&sa.sa_mask);
+      g_assert_cmpint (sigaction (SIGSEGV, &sa, NULL), ==, 0);
+
+      mapping_setup (&m, PS, 4, 4, 1 << 20);
+
+      /* The library's handler is now in front of ours... */
+      g_assert_cmpint (sigaction (SIGSEGV, NULL, &cur), ==, 0);
+      g_assert_true (cur.sa_sigaction != on_prev_sigsegv);
+
+      /* ...and serves faults on its own mappings without bothering ours. */
+      g_assert_cmpuint (raw_read (m.data + PS + 1), ==, test_mem_file_pattern (1, 1));
+      g_assert_cmpint (prev_handler_count, ==, 0);
+
+      own = mmap (NULL, PS, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      g_assert_true (own != MAP_FAILED);
+
+      if (sigsetjmp (segv_jump, 1) == 0)
+        {
+          raw_read (own + 10);
+          g_assert_not_reached ();
+        }
+      g_assert_cmpint (prev_handler_count, ==, 1);
+      g_assert_true (prev_handler_addr == (void *)(own + 10));
+
+      /* A write, too. */
+      if (sigsetjmp (segv_jump, 1) == 0)
+        {
+          raw_write (own + 20, 1);
+          g_assert_not_reached ();
+        }
+      g_assert_cmpint (prev_handler_count, ==, 2);
+      g_assert_true (prev_handler_addr == (void *)(own + 20));
+
+      /* Both keep working afterwards. */
+      raw_write (m.data + 2 * PS, 7);
+      g_assert_cmpint (page_state (&m, 2), ==, BIGFILE_PAGE_STATE_DIRTY);
+      g_assert_cmpint (prev_handler_count, ==, 2);
+
+      munmap (own, PS);
+      mapping_teardown (&m);
+      return;
+    }
+
+  g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+  g_test_trap_assert_passed ();
+}
+
+/* With no handler before the library's (the default disposition), a wild
+ * access must still kill the process with SIGSEGV, as it would without the
+ * library: not loop, not be swallowed, not turn into another signal. A fresh
+ * process (g_test_trap_subprocess) forks a child that does the access, and
+ * checks exactly how the child died. */
+static void
+test_fault_wild_access_kills (void)
+{
+  if (g_test_subprocess ())
+    {
+      struct sigaction cur;
+      Mapping m;
+      guint8 *wild;
+      int fds[2];
+      pid_t pid;
+      int status = 0;
+      char reached = 0;
+
+      g_assert_cmpint (sigaction (SIGSEGV, NULL, &cur), ==, 0);
+      g_assert_true (!(cur.sa_flags & SA_SIGINFO) && cur.sa_handler == SIG_DFL);
+
+      mapping_setup (&m, PS, 4, 4, 1 << 20);
+      wild = mmap (NULL, PS, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      g_assert_true (wild != MAP_FAILED);
+      g_assert_cmpint (pipe (fds), ==, 0);
+
+      pid = fork ();
+      g_assert_cmpint (pid, >=, 0);
+      if (pid == 0)
+        {
+          struct rlimit no_core = { 0, 0 };
+          char ok = 'y';
+
+          setrlimit (RLIMIT_CORE, &no_core);
+          close (fds[0]);
+          /* The library's handler is installed here: bigfile faults work. */
+          if (raw_read (m.data + 3 * PS + 9) != test_mem_file_pattern (3, 9))
+            _exit (2);
+          if (write (fds[1], &ok, 1) != 1)
+            _exit (3);
+          raw_write (wild + 1, 1);
+          _exit (0); /* survived the wild access: wrong */
+        }
+
+      close (fds[1]);
+      g_assert_cmpint (read (fds[0], &reached, 1), ==, 1);
+      g_assert_cmpint (reached, ==, 'y');
+      close (fds[0]);
+      g_assert_cmpint (waitpid (pid, &status, 0), ==, pid);
+      g_assert_true (WIFSIGNALED (status));
+      g_assert_cmpint (WTERMSIG (status), ==, SIGSEGV);
+
+      munmap (wild, PS);
+      mapping_teardown (&m);
+      return;
+    }
+
+  g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+  g_test_trap_assert_passed ();
+}
+
+/* -- block sizes ------------------------------------------------------------------ */
+
+/* Every valid block size, 4 KiB to 2 MiB: faults load whole pages at the
+ * right place, writes land in the right block, writeout stores them. */
+static void
+test_fault_block_sizes (void)
+{
+  for (gsize bs = 4096; bs <= (gsize)2 << 20; bs *= 2)
+    {
+      Mapping m;
+      GError *error = NULL;
+      guint8 *expected;
+      GArray *log;
+      const gsize offsets[] = { 0, 1, bs / 2, bs - 1 };
+
+      g_test_message ("block size %" G_GSIZE_FORMAT, bs);
+      mapping_setup (&m, bs, 3, 3, 16 << 20);
+      g_assert_cmpuint (bigfile_handle_get_page_size (m.handle), ==, bs);
+
+      for (guint64 p = 0; p < 3; p++)
+        for (guint i = 0; i < G_N_ELEMENTS (offsets); i++)
+          g_assert_cmpuint (raw_read (m.data + p * bs + offsets[i]), ==,
+                            test_mem_file_pattern (p, offsets[i]));
+      g_assert_cmpuint (test_mem_file_get_total_loads (m.file), ==, 3);
+      g_assert_cmpuint (bigfile_ram_get_used_bytes (m.ram), ==, 3 * bs);
+
+      raw_write (m.data + 1 * bs + 7, 0xAB);
+      raw_write (m.data + 2 * bs + bs - 1, 0xCD);
+      g_assert_cmpint (page_state (&m, 0), ==, BIGFILE_PAGE_STATE_LOADED);
+      g_assert_cmpint (page_state (&m, 1), ==, BIGFILE_PAGE_STATE_DIRTY);
+      g_assert_cmpint (page_state (&m, 2), ==, BIGFILE_PAGE_STATE_DIRTY);
+
+      g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+      g_assert_no_error (error);
+      log = test_mem_file_get_store_log (m.file);
+      g_assert_cmpuint (log->len, ==, 2);
+      g_assert_cmpuint (g_array_index (log, guint64, 0), ==, 1);
+      g_assert_cmpuint (g_array_index (log, guint64, 1), ==, 2);
+
+      expected = g_malloc (bs);
+      for (guint64 p = 0; p < 3; p++)
+        {
+          for (gsize i = 0; i < bs; i++)
+            expected[i] = test_mem_file_pattern (p, i);
+          if (p == 1)
+            expected[7] = 0xAB;
+          if (p == 2)
+            expected[bs - 1] = 0xCD;
+          g_assert_cmpmem (test_mem_file_peek (m.file, p), bs, expected, bs);
+          /* And the memory agrees with the storage. */
+          g_assert_cmpint (memcmp (m.data + p * bs, expected, bs), ==, 0);
+        }
+      g_free (expected);
+
+      g_assert_cmpint (page_state (&m, 1), ==, BIGFILE_PAGE_STATE_LOADED);
+      g_assert_cmpint (page_state (&m, 2), ==, BIGFILE_PAGE_STATE_LOADED);
+      mapping_teardown (&m);
+    }
+}
+
+static void
+test_fault_invalid_block_sizes (void)
+{
+  const gsize sizes[] = { 0, 1000, 2048, 3 * 4096, (gsize)4 << 20, ((gsize)2 << 20) + 4096 };
+  BigfileRam *ram = bigfile_ram_new (1 << 20);
+
+  for (guint i = 0; i < G_N_ELEMENTS (sizes); i++)
+    {
+      TestMemFile *file = test_mem_file_new (sizes[i], 0);
+      GError *error = NULL;
+      BigfileHandle *handle;
+
+      g_test_message ("block size %" G_GSIZE_FORMAT, sizes[i]);
+      handle = bigfile_handle_new (BIGFILE_FILE (file), ram, &error);
+      g_assert_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_INVALID_BLOCK_SIZE);
+      g_assert_null (handle);
+      g_clear_error (&error);
+      g_object_unref (file);
+    }
+
+  g_object_unref (ram);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+
+  g_test_add_func ("/fault/read", test_fault_read);
+  g_test_add_func ("/fault/write", test_fault_write);
+  g_test_add_func ("/fault/upgrade-clean-to-dirty", test_fault_upgrade);
+  g_test_add_func ("/fault/errno-preserved", test_fault_errno);
+  g_test_add_func ("/fault/load-error/sigbus", test_fault_load_error_sigbus);
+  g_test_add_func ("/fault/load-error/no-gerror", test_fault_load_error_no_gerror);
+  g_test_add_func ("/fault/budget-full/sigbus", test_fault_budget_full_sigbus);
+  g_test_add_func ("/fault/not-ours/previous-handler", test_fault_chain_previous_handler);
+  g_test_add_func ("/fault/not-ours/default-kills", test_fault_wild_access_kills);
+  g_test_add_func ("/fault/block-sizes/valid", test_fault_block_sizes);
+  g_test_add_func ("/fault/block-sizes/invalid", test_fault_invalid_block_sizes);
+
+  return g_test_run ();
+}

@@ -1,0 +1,474 @@
+/* bigfile-glib tests - BigfileLocalFile, a BigfileFile over a local file
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+#include "config.h"
+
+#include <string.h>
+#include <sys/stat.h>
+
+#include <glib/gstdio.h>
+
+#include "test-mem-file.h"
+
+#define PS ((gsize)4096)
+
+/* A temporary directory per test, removed with what is in it. */
+typedef struct
+{
+  char *dir;
+} TempDir;
+
+static void
+temp_dir_init (TempDir *t)
+{
+  GError *error = NULL;
+
+  t->dir = g_dir_make_tmp ("bigfile-test-local-file-XXXXXX", &error);
+  g_assert_no_error (error);
+}
+
+static char *
+temp_dir_path (TempDir *t, const char *name)
+{
+  return g_build_filename (t->dir, name, NULL);
+}
+
+static void
+temp_dir_clear (TempDir *t)
+{
+  GDir *dir = g_dir_open (t->dir, 0, NULL);
+  const char *name;
+
+  g_assert_nonnull (dir);
+  while ((name = g_dir_read_name (dir)) != NULL)
+    {
+      g_autofree char *path = g_build_filename (t->dir, name, NULL);
+      g_assert_cmpint (g_remove (path), ==, 0);
+    }
+  g_dir_close (dir);
+  g_assert_cmpint (g_rmdir (t->dir), ==, 0);
+  g_clear_pointer (&t->dir, g_free);
+}
+
+static void
+write_file (const char *path, const guint8 *data, gsize len)
+{
+  GError *error = NULL;
+
+  g_assert_true (g_file_set_contents (path, (const char *)data, (gssize)len, &error));
+  g_assert_no_error (error);
+}
+
+static guint8 *
+read_file (const char *path, gsize *len)
+{
+  GError *error = NULL;
+  char *contents = NULL;
+
+  g_assert_true (g_file_get_contents (path, &contents, len, &error));
+  g_assert_no_error (error);
+  return (guint8 *)contents;
+}
+
+static goffset
+file_size (const char *path)
+{
+  GStatBuf st;
+
+  g_assert_cmpint (g_stat (path, &st), ==, 0);
+  return st.st_size;
+}
+
+static guint8
+file_pattern (gsize i)
+{
+  return (guint8)((i * 7 + (i >> 12) * 13 + 5) & 0xff);
+}
+
+static guint8 *
+make_pattern (gsize len)
+{
+  guint8 *buf = g_malloc (len);
+
+  for (gsize i = 0; i < len; i++)
+    buf[i] = file_pattern (i);
+  return buf;
+}
+
+typedef struct
+{
+  BigfileLocalFile *file;
+  BigfileRam *ram;
+  BigfileHandle *handle;
+  BigfileVma *vma;
+  guint8 *data;
+} Mapping;
+
+static void
+mapping_open (Mapping *m, const char *path, gsize block_size, BigfileLocalFileFlags flags,
+              guint64 n_pages, guint64 budget)
+{
+  GError *error = NULL;
+
+  m->file = bigfile_local_file_new (path, block_size, flags, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (m->file);
+  m->ram = bigfile_ram_new (budget);
+  m->handle = bigfile_handle_new (BIGFILE_FILE (m->file), m->ram, &error);
+  g_assert_no_error (error);
+  m->vma = bigfile_handle_map (m->handle, 0, n_pages, &error);
+  g_assert_no_error (error);
+  m->data = bigfile_vma_get_data (m->vma);
+}
+
+static void
+mapping_close (Mapping *m)
+{
+  bigfile_vma_unmap (m->vma);
+  g_clear_object (&m->vma);
+  g_assert_true (bigfile_handle_close (m->handle));
+  g_clear_object (&m->handle);
+  g_clear_object (&m->ram);
+  g_clear_object (&m->file);
+}
+
+static G_NO_INLINE guint8
+raw_read (const guint8 *p)
+{
+  return *(const volatile guint8 *)p;
+}
+
+static G_NO_INLINE void
+raw_write (guint8 *p, guint8 value)
+{
+  *(volatile guint8 *)p = value;
+}
+
+/* -- opening ------------------------------------------------------------------ */
+
+static void
+test_open_missing (void)
+{
+  TempDir t;
+  g_autofree char *path = NULL;
+  GError *error = NULL;
+  BigfileLocalFile *file;
+
+  temp_dir_init (&t);
+  path = temp_dir_path (&t, "missing");
+
+  file = bigfile_local_file_new (path, PS, BIGFILE_LOCAL_FILE_FLAGS_NONE, &error);
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND);
+  g_assert_nonnull (strstr (error->message, path));
+  g_assert_null (file);
+  g_clear_error (&error);
+
+  file = bigfile_local_file_new (path, PS, BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY, &error);
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND);
+  g_assert_null (file);
+  g_clear_error (&error);
+
+  g_assert_false (g_file_test (path, G_FILE_TEST_EXISTS));
+  temp_dir_clear (&t);
+}
+
+static void
+test_open_create (void)
+{
+  TempDir t;
+  g_autofree char *path = NULL;
+  GError *error = NULL;
+  BigfileLocalFile *file;
+  const guint8 contents[] = "existing contents";
+  g_autofree guint8 *back = NULL;
+  gsize len;
+
+  temp_dir_init (&t);
+  path = temp_dir_path (&t, "new");
+
+  file = bigfile_local_file_new (path, PS, BIGFILE_LOCAL_FILE_FLAGS_CREATE, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (file);
+  g_assert_true (g_file_test (path, G_FILE_TEST_IS_REGULAR));
+  g_assert_cmpint (file_size (path), ==, 0);
+  g_assert_cmpstr (bigfile_local_file_get_path (file), ==, path);
+  g_assert_cmpint (bigfile_local_file_get_flags (file), ==, BIGFILE_LOCAL_FILE_FLAGS_CREATE);
+  g_assert_cmpuint (bigfile_file_get_block_size (BIGFILE_FILE (file)), ==, PS);
+  g_object_unref (file);
+
+  /* CREATE on an existing file opens it as it is: no truncation. */
+  write_file (path, contents, sizeof contents);
+  file = bigfile_local_file_new (path, PS, BIGFILE_LOCAL_FILE_FLAGS_CREATE, &error);
+  g_assert_no_error (error);
+  g_object_unref (file);
+  back = read_file (path, &len);
+  g_assert_cmpmem (back, len, contents, sizeof contents);
+
+  temp_dir_clear (&t);
+}
+
+/* A bad block size is refused before anything is opened or created. */
+static void
+test_open_invalid_block_size (void)
+{
+  const gsize sizes[] = { 0, 1000, 2048, 3 * 4096, (gsize)4 << 20 };
+  TempDir t;
+  g_autofree char *path = NULL;
+
+  temp_dir_init (&t);
+  path = temp_dir_path (&t, "never");
+
+  for (guint i = 0; i < G_N_ELEMENTS (sizes); i++)
+    {
+      GError *error = NULL;
+      BigfileLocalFile *file;
+
+      file = bigfile_local_file_new (path, sizes[i], BIGFILE_LOCAL_FILE_FLAGS_CREATE, &error);
+      g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
+      g_assert_null (file);
+      g_clear_error (&error);
+      g_assert_false (g_file_test (path, G_FILE_TEST_EXISTS));
+    }
+
+  temp_dir_clear (&t);
+}
+
+/* -- loading and storing ---------------------------------------------------------- */
+
+/* Past the end of the file, pages read as zeros: the partial last block is
+ * padded, and whole blocks beyond it are all zeros. */
+static void
+test_read_past_eof (void)
+{
+  TempDir t;
+  g_autofree char *path = NULL;
+  g_autofree guint8 *contents = make_pattern (PS + 904);
+  g_autofree guint8 *zeros = g_malloc0 (PS);
+  Mapping m;
+
+  temp_dir_init (&t);
+  path = temp_dir_path (&t, "short");
+  write_file (path, contents, PS + 904);
+
+  /* A budget of one page: each page reuses the memory of the one before, so
+   * zeros past the end must come from the load, not from fresh memory. */
+  mapping_open (&m, path, PS, BIGFILE_LOCAL_FILE_FLAGS_NONE, 4, PS);
+  g_assert_cmpint (memcmp (m.data, contents, PS), ==, 0);
+  g_assert_cmpint (memcmp (m.data + PS, contents + PS, 904), ==, 0);
+  g_assert_cmpint (memcmp (m.data + PS + 904, zeros, PS - 904), ==, 0);
+  g_assert_cmpint (memcmp (m.data + 2 * PS, zeros, PS), ==, 0);
+  g_assert_cmpint (memcmp (m.data + 3 * PS, zeros, PS), ==, 0);
+  g_assert_cmpint (bigfile_handle_get_page_state (m.handle, 3), ==, BIGFILE_PAGE_STATE_LOADED);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (m.ram), ==, 1);
+
+  /* The API reads the same across the end. */
+  {
+    GError *error = NULL;
+    g_autoptr (GBytes) bytes = bigfile_vma_read (m.vma, PS + 900, 8, &error);
+    const guint8 *got;
+
+    g_assert_no_error (error);
+    got = g_bytes_get_data (bytes, NULL);
+    g_assert_cmpmem (got, 4, contents + PS + 900, 4);
+    g_assert_cmpmem (got + 4, 4, zeros, 4);
+  }
+  mapping_close (&m);
+
+  /* Reading does not change the file. */
+  g_assert_cmpint (file_size (path), ==, PS + 904);
+  temp_dir_clear (&t);
+}
+
+/* Stores write whole blocks: storing past the end extends the file to the
+ * end of the last block stored, and blocks never stored read as zeros. */
+static void
+test_writeout_extends (void)
+{
+  TempDir t;
+  g_autofree char *path = NULL;
+  g_autofree guint8 *contents = make_pattern (PS + 904);
+  g_autofree guint8 *expected = NULL;
+  g_autofree guint8 *back = NULL;
+  GError *error = NULL;
+  gsize len;
+  Mapping m;
+
+  temp_dir_init (&t);
+
+  /* An empty new file. */
+  path = temp_dir_path (&t, "empty");
+  mapping_open (&m, path, PS, BIGFILE_LOCAL_FILE_FLAGS_CREATE, 4, 1 << 20);
+  raw_write (m.data + 0, 0x01);
+  raw_write (m.data + 2 * PS + 10, 0x02);
+  g_assert_cmpint (file_size (path), ==, 0);
+  g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  mapping_close (&m);
+
+  g_assert_cmpint (file_size (path), ==, 3 * PS);
+  expected = g_malloc0 (3 * PS);
+  expected[0] = 0x01;
+  expected[2 * PS + 10] = 0x02;
+  back = read_file (path, &len);
+  g_assert_cmpmem (back, len, expected, 3 * PS);
+  g_clear_pointer (&back, g_free);
+  g_clear_pointer (&expected, g_free);
+  g_clear_pointer (&path, g_free);
+
+  /* A file ending inside a block. */
+  path = temp_dir_path (&t, "short");
+  write_file (path, contents, PS + 904);
+  mapping_open (&m, path, PS, BIGFILE_LOCAL_FILE_FLAGS_NONE, 4, 1 << 20);
+  raw_write (m.data + 5, 0xF5);
+  g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (file_size (path), ==, PS + 904); /* block 0 lies within the file */
+  raw_write (m.data + PS + 1000, 0xF6);
+  g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (file_size (path), ==, 2 * PS);
+  mapping_close (&m);
+
+  expected = g_malloc0 (2 * PS);
+  memcpy (expected, contents, PS + 904);
+  expected[5] = 0xF5;
+  expected[PS + 1000] = 0xF6;
+  back = read_file (path, &len);
+  g_assert_cmpmem (back, len, expected, 2 * PS);
+
+  temp_dir_clear (&t);
+}
+
+/* A file opened read-only can be changed in memory, but not stored: the
+ * writeout fails with BIGFILE_FILE_ERROR_READ_ONLY and the changes stay. */
+static void
+test_read_only_store (void)
+{
+  TempDir t;
+  g_autofree char *path = NULL;
+  g_autofree guint8 *contents = make_pattern (4 * PS);
+  g_autofree guint8 *back = NULL;
+  GError *error = NULL;
+  gsize len;
+  Mapping m;
+
+  temp_dir_init (&t);
+  path = temp_dir_path (&t, "read-only");
+  write_file (path, contents, 4 * PS);
+
+  mapping_open (&m, path, PS, BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY, 4, 1 << 20);
+  g_assert_cmpuint (raw_read (m.data + PS + 3), ==, file_pattern (PS + 3));
+  raw_write (m.data + PS + 3, 0x00);
+  raw_write (m.data + 3 * PS, 0xFF);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (m.handle), ==, 2);
+
+  g_assert_false (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_READ_ONLY);
+  g_assert_nonnull (strstr (error->message, path));
+  g_clear_error (&error);
+
+  g_assert_cmpint (bigfile_handle_get_page_state (m.handle, 1), ==, BIGFILE_PAGE_STATE_DIRTY);
+  g_assert_cmpint (bigfile_handle_get_page_state (m.handle, 3), ==, BIGFILE_PAGE_STATE_DIRTY);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (m.handle), ==, 2);
+  g_assert_cmpuint (raw_read (m.data + PS + 3), ==, 0x00);
+  g_assert_cmpuint (raw_read (m.data + 3 * PS), ==, 0xFF);
+
+  /* The changes can still be thrown away. */
+  g_assert_cmpuint (bigfile_handle_discard (m.handle), ==, 2);
+  g_assert_cmpuint (raw_read (m.data + PS + 3), ==, file_pattern (PS + 3));
+  mapping_close (&m);
+
+  back = read_file (path, &len);
+  g_assert_cmpmem (back, len, contents, 4 * PS);
+  temp_dir_clear (&t);
+}
+
+/* A file five times the budget, changed all over through raw memory in 1 MiB
+ * pages, written out as the budget fills with dirty pages, then compared
+ * byte for byte with what was meant. */
+static void
+test_round_trip (void)
+{
+  const gsize bs = (gsize)1 << 20;
+  const guint64 n_pages = 20;
+  const gsize size = n_pages * bs;
+  const guint64 budget = 4 * bs;
+  TempDir t;
+  g_autofree char *path = NULL;
+  g_autofree guint8 *expected = make_pattern (size);
+  g_autofree guint8 *back = NULL;
+  GError *error = NULL;
+  guint n_writeouts = 0;
+  gsize len;
+  Mapping m;
+
+  temp_dir_init (&t);
+  path = temp_dir_path (&t, "big");
+  write_file (path, expected, size);
+
+  mapping_open (&m, path, bs, BIGFILE_LOCAL_FILE_FLAGS_NONE, n_pages, budget);
+  g_assert_cmpuint (bigfile_vma_get_length (m.vma), ==, size);
+
+  for (guint64 p = 0; p < n_pages; p++)
+    {
+      guint8 *page = m.data + p * bs;
+
+      /* Read-modify-write, from the first byte to the last of the page. */
+      for (gsize i = p % 7; i < bs; i += 4093)
+        {
+          guint8 v = raw_read (page + i);
+
+          g_assert_cmpuint (v, ==, expected[p * bs + i]);
+          raw_write (page + i, v ^ 0x5A);
+          expected[p * bs + i] ^= 0x5A;
+        }
+      raw_write (page + bs - 1, (guint8)p);
+      expected[p * bs + bs - 1] = (guint8)p;
+
+      g_assert_cmpint (bigfile_handle_get_page_state (m.handle, p), ==, BIGFILE_PAGE_STATE_DIRTY);
+      g_assert_cmpuint (bigfile_ram_get_used_bytes (m.ram), <=, budget);
+
+      /* Every page in the budget dirty: save, or the next page has no room. */
+      if (bigfile_handle_get_n_dirty_pages (m.handle) == budget / bs)
+        {
+          g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+          g_assert_no_error (error);
+          n_writeouts++;
+        }
+    }
+  g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (n_writeouts, ==, n_pages / (budget / bs));
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (m.handle), ==, 0);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (m.ram), <=, budget / bs);
+
+  /* Read back through the mapping (pages reload from the file)... */
+  for (guint64 p = 0; p < n_pages; p++)
+    g_assert_cmpuint (raw_read (m.data + p * bs + bs - 1), ==, (guint8)p);
+  mapping_close (&m);
+
+  /* ...and with plain I/O. */
+  g_assert_cmpint (file_size (path), ==, size);
+  back = read_file (path, &len);
+  g_assert_cmpuint (len, ==, size);
+  g_assert_true (memcmp (back, expected, size) == 0);
+
+  temp_dir_clear (&t);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+
+  g_test_add_func ("/local-file/open/missing", test_open_missing);
+  g_test_add_func ("/local-file/open/create", test_open_create);
+  g_test_add_func ("/local-file/open/invalid-block-size", test_open_invalid_block_size);
+  g_test_add_func ("/local-file/read-past-eof", test_read_past_eof);
+  g_test_add_func ("/local-file/writeout-extends", test_writeout_extends);
+  g_test_add_func ("/local-file/read-only-store", test_read_only_store);
+  g_test_add_func ("/local-file/round-trip", test_round_trip);
+
+  return g_test_run ();
+}

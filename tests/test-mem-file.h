@@ -1,0 +1,46 @@
+/* bigfile-glib tests - an in-memory BigfileFile with fault injection
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+#pragma once
+
+#include "bigfile-private.h"
+
+G_BEGIN_DECLS
+
+#define TEST_TYPE_MEM_FILE (test_mem_file_get_type ())
+G_DECLARE_FINAL_TYPE (TestMemFile, test_mem_file, TEST, MEM_FILE, GObject)
+
+/* Called (with no lock held) at the start of every load or store; may block,
+ * sleep, or change the file's fault injection. */
+typedef void (*TestMemFileHook) (TestMemFile *file, guint64 block, gpointer user_data);
+
+/* A file of @n_blocks blocks of @block_size bytes; block b, byte i holds
+ * test_mem_file_pattern (b, i) until stored over.  Blocks past n_blocks read
+ * as zeros (as past the end of a file) and can be stored (the file grows). */
+TestMemFile *test_mem_file_new (gsize block_size, guint64 n_blocks);
+
+guint8 test_mem_file_pattern (guint64 block, gsize i);
+
+/* The stored contents of @block (zeros past the end), block_size bytes. */
+const guint8 *test_mem_file_peek (TestMemFile *file, guint64 block);
+void test_mem_file_poke (TestMemFile *file, guint64 block, const guint8 *data);
+
+guint test_mem_file_get_n_loads (TestMemFile *file, guint64 block); /* of one block */
+guint test_mem_file_get_total_loads (TestMemFile *file);
+guint test_mem_file_get_total_stores (TestMemFile *file);
+/* Blocks stored, in the order they were stored (guint64). */
+GArray *test_mem_file_get_store_log (TestMemFile *file);
+void test_mem_file_reset_counters (TestMemFile *file);
+
+/* Make loads (or stores) of @block fail with G_IO_ERROR_FAILED, or fail
+ * without setting an error when @no_gerror. G_MAXUINT64 = every block. */
+void test_mem_file_set_fail_load (TestMemFile *file, guint64 block, gboolean fail,
+                                  gboolean no_gerror);
+void test_mem_file_set_fail_store (TestMemFile *file, guint64 block, gboolean fail,
+                                   gboolean no_gerror);
+
+void test_mem_file_set_load_hook (TestMemFile *file, TestMemFileHook hook, gpointer user_data);
+void test_mem_file_set_store_hook (TestMemFile *file, TestMemFileHook hook, gpointer user_data);
+
+G_END_DECLS

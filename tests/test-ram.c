@@ -1,0 +1,469 @@
+/* bigfile-glib tests - the RAM budget: reclaim order, limits, sharing
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
+ * What "least recently used" means here: the engine sees a page only when
+ * it faults (first read, first write) or when the explicit API touches it
+ * (bigfile_vma_read(), _write(), _populate(), _pin()). A read or write of a
+ * page that is already mapped is a plain memory access the engine never
+ * hears of, so it does not make the page more recent. The LRU order is thus
+ * the order of the last fault or API access of each clean page (a page made
+ * clean by a writeout counts as used then).
+ */
+#include "config.h"
+
+#include <string.h>
+
+#include "test-mem-file.h"
+
+#define PS ((gsize)4096)
+
+typedef struct
+{
+  TestMemFile *file;
+  BigfileHandle *handle;
+  BigfileVma *vma;
+  guint8 *data;
+  gsize ps;
+} Mapping;
+
+static void
+mapping_setup (Mapping *m, BigfileRam *ram, gsize block_size, guint64 n_pages)
+{
+  GError *error = NULL;
+
+  m->ps = block_size;
+  m->file = test_mem_file_new (block_size, n_pages);
+  m->handle = bigfile_handle_new (BIGFILE_FILE (m->file), ram, &error);
+  g_assert_no_error (error);
+  m->vma = bigfile_handle_map (m->handle, 0, n_pages, &error);
+  g_assert_no_error (error);
+  m->data = bigfile_vma_get_data (m->vma);
+}
+
+static void
+mapping_teardown (Mapping *m)
+{
+  bigfile_vma_unmap (m->vma);
+  g_clear_object (&m->vma);
+  g_assert_true (bigfile_handle_close (m->handle));
+  g_clear_object (&m->handle);
+  g_clear_object (&m->file);
+}
+
+static BigfilePageState
+page_state (Mapping *m, guint64 page)
+{
+  return bigfile_handle_get_page_state (m->handle, page);
+}
+
+static G_NO_INLINE guint8
+raw_read (const guint8 *p)
+{
+  return *(const volatile guint8 *)p;
+}
+
+static G_NO_INLINE void
+raw_write (guint8 *p, guint8 value)
+{
+  *(volatile guint8 *)p = value;
+}
+
+/* Reads page @page through the API: the engine sees the access. */
+static void
+api_touch (Mapping *m, guint64 page)
+{
+  GError *error = NULL;
+  guint8 byte;
+
+  g_assert_true (bigfile_vma_read_into (m->vma, page * m->ps, &byte, 1, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (byte, ==, test_mem_file_pattern (page, 0));
+}
+
+/* The budget invariant, including memory the RAM keeps populated for reuse
+ * (engine-private.h): never more than the budget. */
+static void
+assert_within_budget (BigfileRam *ram)
+{
+  BfRamStats stats;
+
+  bf_ram_get_stats (_bigfile_ram_get_engine (ram), &stats);
+  g_assert_cmpuint (stats.resident_bytes, <=, stats.budget);
+  g_assert_cmpuint (stats.used_bytes, <=, stats.resident_bytes);
+  g_assert_cmpuint (bigfile_ram_get_used_bytes (ram), <=, bigfile_ram_get_budget (ram));
+}
+
+static void
+assert_states (Mapping *m, const char *expected)
+{
+  for (guint64 p = 0; expected[p] != '\0'; p++)
+    {
+      BigfilePageState want;
+
+      switch (expected[p])
+        {
+          case '.':
+            want = BIGFILE_PAGE_STATE_EMPTY;
+            break;
+          case 'L':
+            want = BIGFILE_PAGE_STATE_LOADED;
+            break;
+          case 'D':
+            want = BIGFILE_PAGE_STATE_DIRTY;
+            break;
+          default:
+            g_assert_not_reached ();
+        }
+      if (page_state (m, p) != want)
+        g_error ("page %" G_GUINT64_FORMAT ": state %d, expected %c (pages: %s)", p,
+                 page_state (m, p), expected[p], expected);
+    }
+}
+
+/* Least recently faulted (or API-accessed) clean page goes first. */
+static void
+test_ram_lru_order (void)
+{
+  BigfileRam *ram = bigfile_ram_new (4 * PS);
+  GError *error = NULL;
+  BigfileVma *vma_b;
+  guint8 *b;
+  Mapping m;
+
+  mapping_setup (&m, ram, PS, 16);
+  /* A second mapping of the same pages: a page in memory but not mapped
+   * there faults on its first access through it, and the engine sees it. */
+  vma_b = bigfile_handle_map (m.handle, 0, 16, &error);
+  g_assert_no_error (error);
+  b = bigfile_vma_get_data (vma_b);
+
+  /* Faults in order 0 1 2 3: the LRU is 0 1 2 3. */
+  for (guint64 p = 0; p < 4; p++)
+    raw_read (m.data + p * PS);
+  assert_states (&m, "LLLL....");
+  g_assert_cmpuint (bigfile_ram_get_n_pages (ram), ==, 4);
+
+  /* An API access makes page 0 the most recent: 1 2 3 0. */
+  api_touch (&m, 0);
+  g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 0), ==, 1);
+
+  /* A fault that loads nothing (page 1 through the second mapping) makes
+   * page 1 the most recent: 2 3 0 1. */
+  g_assert_cmpuint (raw_read (b + 1 * PS), ==, test_mem_file_pattern (1, 0));
+  g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 1), ==, 1);
+
+  /* Two more pages push out 2, then 3. */
+  raw_read (m.data + 4 * PS);
+  assert_states (&m, "LL.LL...");
+  raw_read (m.data + 5 * PS);
+  assert_states (&m, "LL..LL..");
+  g_assert_cmpuint (bigfile_ram_get_n_pages (ram), ==, 4);
+  assert_within_budget (ram);
+
+  /* A plain read of page 0, mapped, is invisible to the engine: page 0
+   * stays the least recently used and goes next. */
+  g_assert_cmpuint (raw_read (m.data + 0 * PS + 1), ==, test_mem_file_pattern (0, 1));
+  raw_read (m.data + 6 * PS);
+  assert_states (&m, ".L..LLL.");
+  g_assert_false (_bigfile_vma_page_is_mapped (m.vma, 0, NULL));
+
+  /* A dirty page leaves the LRU: with 1 made dirty, 4 is the oldest clean. */
+  raw_write (m.data + 1 * PS, 0x10);
+  raw_read (m.data + 7 * PS);
+  assert_states (&m, ".D...LLL");
+
+  /* A reclaimed page comes back with a new load. */
+  g_assert_cmpuint (raw_read (m.data + 0 * PS + 2), ==, test_mem_file_pattern (0, 2));
+  g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 0), ==, 2);
+  assert_states (&m, "LD....LL");
+  assert_within_budget (ram);
+
+  bigfile_vma_unmap (vma_b);
+  g_object_unref (vma_b);
+  mapping_teardown (&m);
+  g_object_unref (ram);
+}
+
+/* Reading through a mapping eight times the budget: never more than the
+ * budget in memory, and every page loaded once. */
+static void
+test_ram_budget_respected (void)
+{
+  BigfileRam *ram = bigfile_ram_new (8 * PS);
+  Mapping m;
+
+  mapping_setup (&m, ram, PS, 64);
+  for (guint64 p = 0; p < 64; p++)
+    {
+      g_assert_cmpuint (raw_read (m.data + p * PS + p), ==, test_mem_file_pattern (p, p));
+      assert_within_budget (ram);
+      g_assert_cmpuint (bigfile_ram_get_n_pages (ram), <=, 8);
+      g_assert_cmpuint (bigfile_ram_get_used_bytes (ram), ==, bigfile_ram_get_n_pages (ram) * PS);
+    }
+  g_assert_cmpuint (bigfile_ram_get_n_pages (ram), ==, 8);
+  g_assert_cmpuint (test_mem_file_get_total_loads (m.file), ==, 64);
+  /* The last eight are the ones left. */
+  for (guint64 p = 0; p < 64; p++)
+    g_assert_cmpint (page_state (&m, p), ==,
+                     p >= 56 ? BIGFILE_PAGE_STATE_LOADED : BIGFILE_PAGE_STATE_EMPTY);
+
+  /* Page 0 again: a second load. */
+  g_assert_cmpuint (raw_read (m.data), ==, test_mem_file_pattern (0, 0));
+  g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 0), ==, 2);
+  assert_within_budget (ram);
+
+  mapping_teardown (&m);
+  g_object_unref (ram);
+}
+
+/* bigfile_ram_reclaim() frees every clean page, counts them, and leaves
+ * the dirty ones with their data. */
+static void
+test_ram_reclaim (void)
+{
+  BigfileRam *ram = bigfile_ram_new (1 << 20);
+  Mapping m;
+
+  mapping_setup (&m, ram, PS, 8);
+  raw_read (m.data + 0 * PS);
+  raw_read (m.data + 1 * PS);
+  raw_read (m.data + 2 * PS);
+  raw_write (m.data + 3 * PS + 5, 0x33);
+  raw_write (m.data + 4 * PS + 5, 0x44);
+  assert_states (&m, "LLLDD...");
+  g_assert_cmpuint (bigfile_ram_get_n_pages (ram), ==, 5);
+
+  g_assert_cmpuint (bigfile_ram_reclaim (ram), ==, 3);
+  assert_states (&m, "...DD...");
+  for (guint64 p = 0; p < 3; p++)
+    g_assert_false (_bigfile_vma_page_is_mapped (m.vma, p, NULL));
+  g_assert_cmpuint (bigfile_ram_get_n_pages (ram), ==, 2);
+  g_assert_cmpuint (bigfile_ram_get_n_dirty_pages (ram), ==, 2);
+  g_assert_cmpuint (bigfile_ram_get_used_bytes (ram), ==, 2 * PS);
+  g_assert_cmpuint (raw_read (m.data + 3 * PS + 5), ==, 0x33);
+  g_assert_cmpuint (raw_read (m.data + 4 * PS + 5), ==, 0x44);
+  g_assert_cmpuint (test_mem_file_get_total_stores (m.file), ==, 0);
+
+  /* Nothing clean left. */
+  g_assert_cmpuint (bigfile_ram_reclaim (ram), ==, 0);
+  assert_states (&m, "...DD...");
+
+  mapping_teardown (&m);
+  g_object_unref (ram);
+}
+
+/* Lowering the budget reclaims clean pages (least recently used first)
+ * down to it; dirty pages stay, even above it. */
+static void
+test_ram_set_budget (void)
+{
+  BigfileRam *ram = bigfile_ram_new (8 * PS);
+  Mapping m;
+  GError *error = NULL;
+
+  mapping_setup (&m, ram, PS, 16);
+  for (guint64 p = 0; p < 6; p++)
+    raw_read (m.data + p * PS);
+  raw_write (m.data + 6 * PS, 0x66);
+  raw_write (m.data + 7 * PS, 0x77);
+  assert_states (&m, "LLLLLLDD");
+
+  bigfile_ram_set_budget (ram, 4 * PS);
+  g_assert_cmpuint (bigfile_ram_get_budget (ram), ==, 4 * PS);
+  assert_states (&m, "....LLDD");
+  g_assert_cmpuint (bigfile_ram_get_used_bytes (ram), ==, 4 * PS);
+  assert_within_budget (ram);
+
+  /* Below the dirty pages: the clean ones go, the dirty ones stay. */
+  bigfile_ram_set_budget (ram, 1 * PS);
+  assert_states (&m, "......DD");
+  g_assert_cmpuint (bigfile_ram_get_used_bytes (ram), ==, 2 * PS);
+  g_assert_cmpuint (raw_read (m.data + 6 * PS), ==, 0x66);
+  g_assert_cmpuint (raw_read (m.data + 7 * PS), ==, 0x77);
+
+  /* No room for anything new until the changes go. */
+  g_assert_false (bigfile_vma_read_into (m.vma, 0, (guint8[1]){ 0 }, 1, &error));
+  g_assert_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL);
+  g_clear_error (&error);
+  g_assert_cmpuint (bigfile_handle_discard (m.handle), ==, 2);
+  api_touch (&m, 0);
+  assert_states (&m, "L.......");
+  assert_within_budget (ram);
+
+  /* Raising it again: room for more. */
+  bigfile_ram_set_budget (ram, 3 * PS);
+  for (guint64 p = 0; p < 5; p++)
+    raw_read (m.data + p * PS);
+  assert_states (&m, "..LLL...");
+  assert_within_budget (ram);
+
+  mapping_teardown (&m);
+  g_object_unref (ram);
+}
+
+/* Dirty pages are never reclaimed: a budget full of them makes new pages
+ * fail, and the dirty data stays intact. */
+static void
+test_ram_dirty_never_dropped (void)
+{
+  BigfileRam *ram = bigfile_ram_new (4 * PS);
+  Mapping m;
+  GError *error = NULL;
+  guint8 byte;
+
+  mapping_setup (&m, ram, PS, 8);
+  for (guint64 p = 0; p < 4; p++)
+    raw_write (m.data + p * PS + p, (guint8)(0xD0 + p));
+  assert_states (&m, "DDDD....");
+
+  g_assert_false (bigfile_vma_read_into (m.vma, 4 * PS, &byte, 1, &error));
+  g_assert_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL);
+  g_clear_error (&error);
+  g_assert_cmpuint (bigfile_ram_reclaim (ram), ==, 0);
+  assert_states (&m, "DDDD....");
+  g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 4), ==, 0);
+  for (guint64 p = 0; p < 4; p++)
+    {
+      g_assert_cmpuint (raw_read (m.data + p * PS + p), ==, 0xD0 + p);
+      g_assert_cmpuint (raw_read (m.data + p * PS + p + 1), ==, test_mem_file_pattern (p, p + 1));
+    }
+
+  /* Written out, they are clean and go in writeout (block) order. */
+  g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  api_touch (&m, 4);
+  assert_states (&m, ".LLLL...");
+  g_assert_cmpuint (test_mem_file_peek (m.file, 0)[0], ==, 0xD0);
+
+  mapping_teardown (&m);
+  g_object_unref (ram);
+}
+
+/* Handles of two page sizes in one RAM share its budget: a page of one size
+ * makes room by reclaiming pages of the other, least recently used first,
+ * and only as many as it needs. */
+static void
+test_ram_two_page_sizes (void)
+{
+  const gsize small = 4096, large = 16384;
+  BigfileRam *ram = bigfile_ram_new (64 * 1024);
+  Mapping a, b;
+
+  mapping_setup (&a, ram, small, 16);
+  mapping_setup (&b, ram, large, 4);
+
+  for (guint64 p = 0; p < 8; p++)
+    {
+      raw_read (a.data + p * small);
+      assert_within_budget (ram);
+    }
+  raw_read (b.data + 0 * large);
+  assert_within_budget (ram);
+  raw_read (b.data + 1 * large);
+  assert_within_budget (ram);
+  g_assert_cmpuint (bigfile_ram_get_used_bytes (ram), ==, 8 * small + 2 * large);
+  assert_states (&a, "LLLLLLLL");
+  assert_states (&b, "LL");
+
+  /* A third large page needs four small ones: the four oldest go. */
+  raw_read (b.data + 2 * large);
+  assert_within_budget (ram);
+  assert_states (&a, "....LLLL");
+  assert_states (&b, "LLL.");
+  g_assert_cmpuint (bigfile_ram_get_used_bytes (ram), ==, 4 * small + 3 * large);
+
+  /* Small pages now: the oldest small ones go, then the oldest large. */
+  for (guint64 p = 8; p < 12; p++)
+    {
+      raw_read (a.data + p * small);
+      assert_within_budget (ram);
+    }
+  assert_states (&a, "........LLLL");
+  assert_states (&b, "LLL.");
+  raw_read (a.data + 12 * small);
+  assert_within_budget (ram);
+  assert_states (&a, "........LLLLL");
+  assert_states (&b, ".LL.");
+  g_assert_cmpuint (bigfile_ram_get_used_bytes (ram), ==, 5 * small + 2 * large);
+
+  g_assert_cmpuint (bigfile_ram_get_n_pages (ram), ==, 7);
+  mapping_teardown (&a);
+  mapping_teardown (&b);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (ram), ==, 0);
+  g_object_unref (ram);
+}
+
+static void
+count_notify (GObject *object, GParamSpec *pspec, gpointer user_data)
+{
+  guint *count = user_data;
+  (*count)++;
+}
+
+/* The properties say what the getters say. */
+static void
+test_ram_properties (void)
+{
+  BigfileRam *ram = bigfile_ram_new (16 * PS);
+  Mapping m;
+  guint64 budget = 0, used = 0, n_pages = 0, n_dirty = 0;
+  guint notified = 0;
+
+  mapping_setup (&m, ram, PS, 8);
+  raw_read (m.data + 0 * PS);
+  raw_read (m.data + 1 * PS);
+  raw_write (m.data + 2 * PS, 1);
+
+  g_object_get (ram, "budget", &budget, "used-bytes", &used, "n-pages", &n_pages, "n-dirty-pages",
+                &n_dirty, NULL);
+  g_assert_cmpuint (budget, ==, 16 * PS);
+  g_assert_cmpuint (budget, ==, bigfile_ram_get_budget (ram));
+  g_assert_cmpuint (used, ==, 3 * PS);
+  g_assert_cmpuint (used, ==, bigfile_ram_get_used_bytes (ram));
+  g_assert_cmpuint (n_pages, ==, 3);
+  g_assert_cmpuint (n_pages, ==, bigfile_ram_get_n_pages (ram));
+  g_assert_cmpuint (n_dirty, ==, 1);
+  g_assert_cmpuint (n_dirty, ==, bigfile_ram_get_n_dirty_pages (ram));
+
+  /* Setting the property is setting the budget, notified once. */
+  g_signal_connect (ram, "notify::budget", G_CALLBACK (count_notify), &notified);
+  g_object_set (ram, "budget", (guint64)2 * PS, NULL);
+  g_assert_cmpuint (notified, ==, 1);
+  g_assert_cmpuint (bigfile_ram_get_budget (ram), ==, 2 * PS);
+  g_object_get (ram, "budget", &budget, "n-pages", &n_pages, NULL);
+  g_assert_cmpuint (budget, ==, 2 * PS);
+  g_assert_cmpuint (n_pages, ==, 2);
+  g_assert_cmpuint (n_pages, ==, bigfile_ram_get_n_pages (ram));
+  bigfile_ram_set_budget (ram, 2 * PS); /* same: no notification */
+  g_assert_cmpuint (notified, ==, 1);
+
+  /* 0 stands for the default, which is never 0. */
+  bigfile_ram_set_budget (ram, 0);
+  g_assert_cmpuint (bigfile_ram_get_budget (ram), >, 0);
+  g_object_get (ram, "budget", &budget, NULL);
+  g_assert_cmpuint (budget, ==, bigfile_ram_get_budget (ram));
+
+  mapping_teardown (&m);
+  g_object_get (ram, "used-bytes", &used, "n-pages", &n_pages, "n-dirty-pages", &n_dirty, NULL);
+  g_assert_cmpuint (used, ==, 0);
+  g_assert_cmpuint (n_pages, ==, 0);
+  g_assert_cmpuint (n_dirty, ==, 0);
+  g_object_unref (ram);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+
+  g_test_add_func ("/ram/lru-order", test_ram_lru_order);
+  g_test_add_func ("/ram/budget-respected", test_ram_budget_respected);
+  g_test_add_func ("/ram/reclaim", test_ram_reclaim);
+  g_test_add_func ("/ram/set-budget", test_ram_set_budget);
+  g_test_add_func ("/ram/dirty-never-dropped", test_ram_dirty_never_dropped);
+  g_test_add_func ("/ram/two-page-sizes", test_ram_two_page_sizes);
+  g_test_add_func ("/ram/properties", test_ram_properties);
+
+  return g_test_run ();
+}
