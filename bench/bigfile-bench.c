@@ -1,0 +1,898 @@
+/* bigfile-bench - what the engine costs, next to what the kernel costs
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
+ * Run it with no arguments, in a directory with 1.2 GiB free: it makes its
+ * data files there (bigfile-bench-PID-*.dat) and removes them on every way
+ * out (normal end, error exit, Ctrl-C, a crash signal).  A full run takes
+ * about half a minute here.  Arguments, if any, name the rows to run, which
+ * is handy to profile one of them (perf record -g bigfile-bench fault-read-4k).
+ *
+ * stdout gets one JSON object per line, one per measurement:
+ *
+ *   {"bench": NAME, "value": V, "unit": U, "baseline": B, "ratio": R}
+ *
+ * ratio is always value / baseline: for a cost ("us", microseconds) lower is
+ * better, for a throughput ("GB/s", 10^9 bytes per second) higher is better.
+ * The program does not judge the numbers; stderr gets the details of each
+ * measurement and a table for humans at the end.
+ *
+ * The rows:
+ *
+ *   fault-read-4k, -64k, -2m
+ *       µs per read fault of a fresh mapping, one byte touched per page,
+ *       through a file whose load does nothing (so the engine alone is
+ *       measured).  The mapping is 4x-8x the RAM budget, so after the first
+ *       pages every fault reclaims the least recently used page and reuses
+ *       its memory: the steady state the engine is built for.  One warm-up
+ *       round, then the median of the rounds' averages.
+ *   fault-write-4k
+ *       µs per write fault on a page already loaded and mapped read-only
+ *       (dirty tracking), no-op file; between rounds, writeout with
+ *       MARK_STORED alone makes the pages clean and read-only again.
+ *   baseline of the fault rows
+ *       the kernel's first touch of a new memfd page: memfd_create +
+ *       ftruncate + mmap(MAP_SHARED), read one byte per 4 KiB page, a fresh
+ *       64 MiB memfd per round, µs per 4 KiB page.  The same number for all
+ *       four rows, also for 64 KiB and 2 MiB pages: it is the unit cost of a
+ *       page of memory the kernel has to find.  One baseline round runs
+ *       before each measured round of every fault row, and the baseline is
+ *       the median of all of them: a machine shared with other work (or a
+ *       noisy host) then weighs on the rows and on their baseline alike.
+ *   seqread-2m
+ *       GB/s summing a warm 1 GiB BigfileLocalFile as 64-bit words through a
+ *       2 MiB-page mapping with a 256 MiB budget (every page is loaded again
+ *       on every pass: pages are recycled).  The first pass warms, the median
+ *       of passes 2-4 is reported.  Baseline: the same loop over a kernel
+ *       mmap(MAP_SHARED, PROT_READ) of the same file, same passes,
+ *       alternating with the bigfile passes.
+ *   writeout-2m
+ *       GB/s of bigfile_handle_writeout(DEFAULT) of 512 MiB of dirty 2 MiB
+ *       pages (every byte written by memset before the clock starts) to a
+ *       BigfileLocalFile.  Baseline: pwrite() of 512 MiB from a malloc'ed,
+ *       just-memset buffer in 2 MiB chunks to another file.  Both files
+ *       already exist with their full size, written once before (so both
+ *       measure overwriting cached blocks of an allocated file, not block
+ *       allocation).  Five runs each, alternating which goes first; medians
+ *       (a run is only ~0.1 s, and single runs vary by 30% here).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <glib/gstdio.h>
+
+/* The static library: reaches the engine's statistics (reclaim counts). */
+#include "bigfile-private.h"
+
+#define KiB ((gsize)1 << 10)
+#define MiB ((gsize)1 << 20)
+#define GiB ((gsize)1 << 30)
+
+/* Fault rows: one warm-up round, then this many measured ones. */
+#define FAULT_ROUNDS 7
+#define FIRST_TOUCH_SIZE (64 * MiB)
+
+/* seqread-2m and writeout-2m: measured passes (after one warm-up pass for
+ * seqread) and runs. */
+#define SEQ_FILE_SIZE GiB
+#define SEQ_BUDGET (256 * MiB)
+#define SEQ_PASSES 3
+#define WRITEOUT_SIZE (512 * MiB)
+#define WRITEOUT_BUDGET (WRITEOUT_SIZE + 64 * MiB)
+#define WRITEOUT_RUNS 5
+
+/* Keeps the compiler from dropping the reads. */
+static volatile guint64 sink;
+
+/* -- data files, removed on every way out ------------------------------------
+ *
+ * A path goes in the table before its file is created, and leaves it after
+ * the file is removed.  remove_data_files() runs from atexit() and from the
+ * handler of fatal signals: it calls only g_unlink() (unlink(2), which is
+ * async-signal-safe) on strings that are never freed while listed. */
+
+#define MAX_DATA_FILES 4
+static char *volatile data_files[MAX_DATA_FILES];
+
+static void
+remove_data_files (void)
+{
+  for (int i = 0; i < MAX_DATA_FILES; i++)
+    {
+      char *path = data_files[i];
+
+      if (path != NULL)
+        g_unlink (path);
+    }
+}
+
+static void
+on_fatal_signal (int sig)
+{
+  remove_data_files ();
+  /* Die of the same signal, with the default action (a core for SIGSEGV). */
+  signal (sig, SIG_DFL);
+  raise (sig);
+}
+
+/* Before the first mapping: the engine's SIGSEGV handler chains faults that
+ * are not its own to this one. */
+static void
+install_cleanup (void)
+{
+  static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGABRT, SIGSEGV, SIGBUS };
+
+  atexit (remove_data_files);
+  for (guint i = 0; i < G_N_ELEMENTS (sigs); i++)
+    {
+      struct sigaction sa;
+
+      memset (&sa, 0, sizeof sa);
+      sa.sa_handler = on_fatal_signal;
+      sigemptyset (&sa.sa_mask);
+      sigaction (sigs[i], &sa, NULL);
+    }
+}
+
+static char *
+data_file_add (const char *what)
+{
+  char *path = g_strdup_printf ("bigfile-bench-%d-%s.dat", (int)getpid (), what);
+
+  for (int i = 0; i < MAX_DATA_FILES; i++)
+    if (data_files[i] == NULL)
+      {
+        data_files[i] = path;
+        return path;
+      }
+  g_error ("too many data files");
+}
+
+static void
+data_file_remove (char *path)
+{
+  g_unlink (path);
+  for (int i = 0; i < MAX_DATA_FILES; i++)
+    if (data_files[i] == path)
+      data_files[i] = NULL;
+  g_free (path);
+}
+
+/* -- helpers ------------------------------------------------------------------ */
+
+static G_GNUC_NORETURN G_GNUC_PRINTF (1, 2) void die (const char *format, ...)
+{
+  va_list args;
+  char *msg;
+
+  va_start (args, format);
+  msg = g_strdup_vprintf (format, args);
+  va_end (args);
+  g_printerr ("bigfile-bench: %s\n", msg);
+  g_free (msg);
+  exit (1); /* atexit removes the data files */
+}
+
+static void
+check_error (GError *error, const char *what)
+{
+  if (error != NULL)
+    die ("%s: %s", what, error->message);
+}
+
+static double
+now (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int
+cmp_double (const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+
+  return x < y ? -1 : x > y;
+}
+
+/* Sorts @v in place. */
+static double
+median (double *v, guint n)
+{
+  qsort (v, n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void
+print_values (const char *label, const double *v, guint n, const char *unit)
+{
+  g_printerr ("  %-28s", label);
+  for (guint i = 0; i < n; i++)
+    g_printerr (" %8.3f", v[i]);
+  g_printerr (" %s\n", unit);
+}
+
+/* The machine's 1-minute load average: wall-clock numbers mean little when
+ * other work competes for the CPUs, so the summary shows it. */
+static double
+load_average (void)
+{
+  char *text = NULL;
+  double load = -1;
+
+  if (g_file_get_contents ("/proc/loadavg", &text, NULL, NULL))
+    load = g_ascii_strtod (text, NULL);
+  g_free (text);
+  return load;
+}
+
+static guint64
+ram_n_reclaimed (BigfileRam *ram)
+{
+  BfRamStats stats;
+
+  bf_ram_get_stats (_bigfile_ram_get_engine (ram), &stats);
+  return stats.n_reclaimed;
+}
+
+/* The one reading loop of seqread-2m, for both the bigfile mapping and the
+ * kernel's: not inlined, so both run the very same code. */
+static G_GNUC_NO_INLINE guint64
+sum_words (const guint64 *p, gsize n_words)
+{
+  guint64 sum = 0;
+
+  for (gsize i = 0; i < n_words; i++)
+    sum += p[i];
+  return sum;
+}
+
+static void
+pwrite_all (int fd, const guint8 *buf, gsize len, off_t offset, const char *path)
+{
+  while (len > 0)
+    {
+      ssize_t n = pwrite (fd, buf, len, offset);
+
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        die ("writing %s: %s", path, n < 0 ? g_strerror (errno) : "wrote nothing");
+      buf += n;
+      len -= (gsize)n;
+      offset += n;
+    }
+}
+
+/* Writes @size bytes of a pattern (not zeros: nothing can be sparse or
+ * special-cased) to a new file at @path. */
+static void
+create_data_file (const char *path, gsize size)
+{
+  gsize chunk = 2 * MiB;
+  guint64 *buf = g_malloc (chunk);
+  int fd = open (path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+  if (fd < 0)
+    die ("creating %s: %s", path, g_strerror (errno));
+  for (gsize off = 0; off < size; off += chunk)
+    {
+      for (gsize i = 0; i < chunk / 8; i++)
+        buf[i] = (off / 8 + i) * G_GUINT64_CONSTANT (0x9E3779B97F4A7C15);
+      pwrite_all (fd, (const guint8 *)buf, chunk, (off_t)off, path);
+    }
+  if (close (fd) != 0)
+    die ("closing %s: %s", path, g_strerror (errno));
+  g_free (buf);
+}
+
+static void
+check_free_space (gsize need)
+{
+  struct statvfs st;
+
+  if (statvfs (".", &st) == 0 && (guint64)st.f_bavail * st.f_frsize < need)
+    die ("the current directory has %" G_GUINT64_FORMAT " MiB free; %" G_GSIZE_FORMAT
+         " MiB are needed",
+         (guint64)st.f_bavail * st.f_frsize / MiB, need / MiB);
+}
+
+/* -- rows ---------------------------------------------------------------------- */
+
+typedef struct
+{
+  const char *bench;
+  double value;
+  const char *unit;
+  double baseline;
+  const char *target; /* for the human summary only */
+} Row;
+
+static Row rows[8];
+static guint n_rows;
+
+static void
+emit_row (const char *bench, double value, const char *unit, double baseline, const char *target)
+{
+  Row *row = &rows[n_rows++];
+
+  row->bench = bench;
+  row->value = value;
+  row->unit = unit;
+  row->baseline = baseline;
+  row->target = target;
+  printf ("{\"bench\": \"%s\", \"value\": %.3f, \"unit\": \"%s\", \"baseline\": %.3f, "
+          "\"ratio\": %.3f}\n",
+          bench, value, unit, baseline, value / baseline);
+  fflush (stdout);
+}
+
+static void
+print_summary (void)
+{
+  g_printerr ("\n%-16s %10s %6s %10s %8s   %s\n", "bench", "value", "unit", "baseline", "ratio",
+              "target (issue)");
+  for (guint i = 0; i < n_rows; i++)
+    g_printerr ("%-16s %10.3f %6s %10.3f %8.3f   %s\n", rows[i].bench, rows[i].value, rows[i].unit,
+                rows[i].baseline, rows[i].value / rows[i].baseline, rows[i].target);
+  g_printerr ("ratio = value / baseline (us: lower is better; GB/s: higher is better)\n");
+}
+
+/* -- a BigfileFile whose load and store do nothing ----------------------------
+ *
+ * What the fault rows measure is the engine, not storage: loads leave the
+ * page's memory as it is (stale bytes of a recycled page) and return TRUE.
+ * It counts its calls, so a round can check that every touch loaded. */
+
+#define BENCH_TYPE_NOOP_FILE (bench_noop_file_get_type ())
+G_DECLARE_FINAL_TYPE (BenchNoopFile, bench_noop_file, BENCH, NOOP_FILE, GObject)
+
+struct _BenchNoopFile
+{
+  GObject parent_instance;
+  gsize block_size;
+  guint64 n_loads; /* atomic: loads run on any faulting thread */
+};
+
+static void bench_noop_file_iface_init (BigfileFileInterface *iface);
+
+G_DEFINE_TYPE_WITH_CODE (BenchNoopFile, bench_noop_file, G_TYPE_OBJECT,
+                         G_IMPLEMENT_INTERFACE (BIGFILE_TYPE_FILE, bench_noop_file_iface_init))
+
+static gsize
+bench_noop_file_get_block_size (BigfileFile *file)
+{
+  return BENCH_NOOP_FILE (file)->block_size;
+}
+
+static gboolean
+bench_noop_file_load_block_raw (BigfileFile *file, guint64 block, guint8 *buffer, gsize length,
+                                GError **error)
+{
+  /* No type check here: this is the hot path being measured. */
+  g_atomic_pointer_add (&((BenchNoopFile *)file)->n_loads, 1);
+  return TRUE;
+}
+
+static gboolean
+bench_noop_file_store_block_raw (BigfileFile *file, guint64 block, const guint8 *data, gsize length,
+                                 GError **error)
+{
+  return TRUE;
+}
+
+static void
+bench_noop_file_iface_init (BigfileFileInterface *iface)
+{
+  iface->get_block_size = bench_noop_file_get_block_size;
+  iface->load_block_raw = bench_noop_file_load_block_raw;
+  iface->store_block_raw = bench_noop_file_store_block_raw;
+}
+
+static void
+bench_noop_file_class_init (BenchNoopFileClass *klass)
+{
+}
+
+static void
+bench_noop_file_init (BenchNoopFile *self)
+{
+}
+
+static BenchNoopFile *
+bench_noop_file_new (gsize block_size)
+{
+  BenchNoopFile *self = g_object_new (BENCH_TYPE_NOOP_FILE, NULL);
+
+  self->block_size = block_size;
+  return self;
+}
+
+static guint64
+noop_file_n_loads (BenchNoopFile *file)
+{
+  return (guint64)g_atomic_pointer_get (&file->n_loads);
+}
+
+/* -- the kernel's first touch of a memfd page (baseline of the fault rows) ---
+ *
+ * One round per measured round of the fault rows, run just before it; all
+ * rounds are pooled into one baseline. */
+
+static GArray *first_touch_us; /* double, one per round */
+
+static void
+first_touch_round (void)
+{
+  const gsize ps = 4 * KiB;
+  int fd = memfd_create ("bigfile-bench-baseline", MFD_CLOEXEC);
+  const volatile guint8 *p;
+  guint64 sum = 0;
+  double t0, t1, us;
+
+  if (fd < 0 || ftruncate (fd, (off_t)FIRST_TOUCH_SIZE) != 0)
+    die ("memfd: %s", g_strerror (errno));
+  p = mmap (NULL, FIRST_TOUCH_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED)
+    die ("mmap of a memfd: %s", g_strerror (errno));
+
+  t0 = now ();
+  for (gsize off = 0; off < FIRST_TOUCH_SIZE; off += ps)
+    sum += p[off];
+  t1 = now ();
+  sink += sum;
+
+  munmap ((void *)p, FIRST_TOUCH_SIZE);
+  close (fd);
+  us = (t1 - t0) * 1e6 / (double)(FIRST_TOUCH_SIZE / ps);
+  g_array_append_val (first_touch_us, us);
+}
+
+static double
+first_touch_median (void)
+{
+  double m;
+
+  g_printerr ("baseline: kernel first touch of a new memfd page (read), %" G_GSIZE_FORMAT
+              " MiB per round, one round before each measured fault round\n",
+              FIRST_TOUCH_SIZE / MiB);
+  m = median ((double *)first_touch_us->data, first_touch_us->len); /* sorts */
+  g_printerr ("  %-28s %8.3f %8.3f %8.3f us (min, median, max of %u)\n",
+              "us per 4 KiB page:", g_array_index (first_touch_us, double, 0), m,
+              g_array_index (first_touch_us, double, first_touch_us->len - 1), first_touch_us->len);
+  return m;
+}
+
+/* -- read faults ----------------------------------------------------------------- */
+
+static double
+bench_fault_read (gsize page_size, gsize budget, gsize map_size)
+{
+  BenchNoopFile *file = bench_noop_file_new (page_size);
+  BigfileRam *ram = bigfile_ram_new (budget);
+  GError *error = NULL;
+  BigfileHandle *handle = bigfile_handle_new (BIGFILE_FILE (file), ram, &error);
+  guint64 n_pages = map_size / page_size;
+  guint64 reclaimed_before;
+  double us[FAULT_ROUNDS];
+
+  check_error (error, "bigfile_handle_new");
+
+  for (guint r = 0; r < FAULT_ROUNDS + 1; r++)
+    {
+      BigfileVma *vma = bigfile_handle_map (handle, 0, n_pages, &error);
+      const volatile guint8 *p;
+      guint64 loads_before = noop_file_n_loads (file);
+      guint64 sum = 0;
+      double t0, t1;
+
+      check_error (error, "bigfile_handle_map");
+      p = bigfile_vma_get_data (vma);
+      if (r > 0)
+        first_touch_round ();
+      reclaimed_before = ram_n_reclaimed (ram);
+
+      t0 = now ();
+      for (guint64 i = 0; i < n_pages; i++)
+        sum += p[i * page_size];
+      t1 = now ();
+      sink += sum;
+
+      /* The pages of the previous round were reclaimed on the way: every
+       * touch must have been a fault that loaded. */
+      if (noop_file_n_loads (file) - loads_before != n_pages)
+        die ("fault-read: %" G_GUINT64_FORMAT " loads for %" G_GUINT64_FORMAT " pages",
+             noop_file_n_loads (file) - loads_before, n_pages);
+
+      bigfile_vma_unmap (vma);
+      g_object_unref (vma);
+      if (r > 0)
+        us[r - 1] = (t1 - t0) * 1e6 / (double)n_pages;
+    }
+
+  g_printerr ("fault-read, %" G_GSIZE_FORMAT " KiB pages: budget %" G_GSIZE_FORMAT
+              " MiB, mapping %" G_GSIZE_FORMAT " MiB, %" G_GUINT64_FORMAT
+              " faults per round, %" G_GUINT64_FORMAT " reclaimed in the last round\n",
+              page_size / KiB, budget / MiB, map_size / MiB, n_pages,
+              ram_n_reclaimed (ram) - reclaimed_before);
+  print_values ("us per fault, rounds:", us, FAULT_ROUNDS, "us");
+
+  bigfile_handle_close (handle);
+  g_object_unref (handle);
+  g_object_unref (ram);
+  g_object_unref (file);
+  return median (us, FAULT_ROUNDS);
+}
+
+/* -- write faults (dirty tracking) --------------------------------------------- */
+
+static double
+bench_fault_write_4k (void)
+{
+  const gsize ps = 4 * KiB, map_size = 64 * MiB;
+  const guint64 n_pages = map_size / ps;
+  BenchNoopFile *file = bench_noop_file_new (ps);
+  BigfileRam *ram = bigfile_ram_new (2 * map_size);
+  GError *error = NULL;
+  BigfileHandle *handle = bigfile_handle_new (BIGFILE_FILE (file), ram, &error);
+  BigfileVma *vma;
+  volatile guint8 *p;
+  double us[FAULT_ROUNDS];
+
+  check_error (error, "bigfile_handle_new");
+  vma = bigfile_handle_map (handle, 0, n_pages, &error);
+  check_error (error, "bigfile_handle_map");
+  p = bigfile_vma_get_data (vma);
+
+  for (guint r = 0; r < FAULT_ROUNDS + 1; r++)
+    {
+      guint64 sum = 0;
+      double t0, t1;
+
+      /* Loaded and mapped read-only: faults in the first round only. */
+      for (guint64 i = 0; i < n_pages; i++)
+        sum += p[i * ps];
+      sink += sum;
+      if (bigfile_handle_get_n_dirty_pages (handle) != 0)
+        die ("fault-write: pages dirty before the round");
+      if (r > 0)
+        first_touch_round ();
+
+      t0 = now ();
+      for (guint64 i = 0; i < n_pages; i++)
+        p[i * ps] = (guint8)r;
+      t1 = now ();
+
+      if (bigfile_handle_get_n_dirty_pages (handle) != n_pages)
+        die ("fault-write: %" G_GUINT64_FORMAT " dirty pages, expected %" G_GUINT64_FORMAT,
+             bigfile_handle_get_n_dirty_pages (handle), n_pages);
+      /* Clean and read-only again, without storing. */
+      bigfile_handle_writeout (handle, BIGFILE_WRITEOUT_MARK_STORED, &error);
+      check_error (error, "bigfile_handle_writeout");
+      if (r > 0)
+        us[r - 1] = (t1 - t0) * 1e6 / (double)n_pages;
+    }
+  if (noop_file_n_loads (file) != n_pages)
+    die ("fault-write: pages were loaded more than once");
+
+  g_printerr ("fault-write, 4 KiB pages: %" G_GUINT64_FORMAT
+              " pages loaded and mapped read-only, budget %" G_GSIZE_FORMAT " MiB\n",
+              n_pages, 2 * map_size / MiB);
+  print_values ("us per write fault, rounds:", us, FAULT_ROUNDS, "us");
+
+  bigfile_vma_unmap (vma);
+  g_object_unref (vma);
+  bigfile_handle_close (handle);
+  g_object_unref (handle);
+  g_object_unref (ram);
+  g_object_unref (file);
+  return median (us, FAULT_ROUNDS);
+}
+
+/* -- sequential read --------------------------------------------------------------- */
+
+static void
+bench_seqread_2m (double *value, double *baseline)
+{
+  const gsize ps = 2 * MiB, n_words = SEQ_FILE_SIZE / 8;
+  char *path = data_file_add ("seqread");
+  GError *error = NULL;
+  BigfileLocalFile *file;
+  BigfileRam *ram;
+  BigfileHandle *handle;
+  BigfileVma *vma;
+  const guint64 *bp, *kp;
+  guint64 bsum, ksum, reclaimed_before;
+  double bgbs[SEQ_PASSES], kgbs[SEQ_PASSES], t0;
+  int fd;
+
+  g_printerr ("seqread-2m: writing a %" G_GSIZE_FORMAT " MiB file...\n", SEQ_FILE_SIZE / MiB);
+  create_data_file (path, SEQ_FILE_SIZE);
+
+  file = bigfile_local_file_new (path, ps, BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY, &error);
+  check_error (error, "bigfile_local_file_new");
+  ram = bigfile_ram_new (SEQ_BUDGET);
+  handle = bigfile_handle_new (BIGFILE_FILE (file), ram, &error);
+  check_error (error, "bigfile_handle_new");
+  vma = bigfile_handle_map (handle, 0, SEQ_FILE_SIZE / ps, &error);
+  check_error (error, "bigfile_handle_map");
+  bp = (const guint64 *)bigfile_vma_get_data (vma);
+
+  fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    die ("opening %s: %s", path, g_strerror (errno));
+  kp = mmap (NULL, SEQ_FILE_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+  if (kp == MAP_FAILED)
+    die ("mmap of %s: %s", path, g_strerror (errno));
+
+  /* First passes: warm, and both must read the same data. */
+  bsum = sum_words (bp, n_words);
+  ksum = sum_words (kp, n_words);
+  if (bsum != ksum)
+    die ("seqread: the bigfile mapping and the kernel's read different data");
+
+  reclaimed_before = ram_n_reclaimed (ram);
+  for (guint i = 0; i < SEQ_PASSES; i++)
+    {
+      t0 = now ();
+      bsum = sum_words (bp, n_words);
+      bgbs[i] = (double)SEQ_FILE_SIZE / (now () - t0) / 1e9;
+
+      t0 = now ();
+      ksum = sum_words (kp, n_words);
+      kgbs[i] = (double)SEQ_FILE_SIZE / (now () - t0) / 1e9;
+
+      if (bsum != ksum)
+        die ("seqread: the bigfile mapping and the kernel's read different data");
+    }
+  sink += bsum;
+
+  g_printerr ("seqread-2m: %" G_GSIZE_FORMAT " MiB file, budget %" G_GSIZE_FORMAT
+              " MiB, %" G_GUINT64_FORMAT " pages reclaimed over the timed passes\n",
+              SEQ_FILE_SIZE / MiB, SEQ_BUDGET / MiB, ram_n_reclaimed (ram) - reclaimed_before);
+  print_values ("bigfile GB/s, passes 2-4:", bgbs, SEQ_PASSES, "GB/s");
+  print_values ("kernel mmap GB/s, passes 2-4:", kgbs, SEQ_PASSES, "GB/s");
+
+  munmap ((void *)kp, SEQ_FILE_SIZE);
+  close (fd);
+  bigfile_vma_unmap (vma);
+  g_object_unref (vma);
+  bigfile_handle_close (handle);
+  g_object_unref (handle);
+  g_object_unref (ram);
+  g_object_unref (file);
+  data_file_remove (path);
+
+  *value = median (bgbs, SEQ_PASSES);
+  *baseline = median (kgbs, SEQ_PASSES);
+}
+
+/* -- writeout ----------------------------------------------------------------------- */
+
+static double
+run_bigfile_writeout (BigfileHandle *handle, guint8 *data, int fill)
+{
+  GError *error = NULL;
+  guint64 n_pages = WRITEOUT_SIZE / (2 * MiB);
+  double t0, t1;
+
+  memset (data, fill, WRITEOUT_SIZE); /* write faults: every page dirty */
+  if (bigfile_handle_get_n_dirty_pages (handle) != n_pages)
+    die ("writeout: %" G_GUINT64_FORMAT " dirty pages, expected %" G_GUINT64_FORMAT,
+         bigfile_handle_get_n_dirty_pages (handle), n_pages);
+
+  t0 = now ();
+  bigfile_handle_writeout (handle, BIGFILE_WRITEOUT_DEFAULT, &error);
+  t1 = now ();
+  check_error (error, "bigfile_handle_writeout");
+  if (bigfile_handle_get_n_dirty_pages (handle) != 0)
+    die ("writeout: pages still dirty after writeout");
+  return (double)WRITEOUT_SIZE / (t1 - t0) / 1e9;
+}
+
+static double
+run_pwrite (int fd, guint8 *buf, int fill, const char *path)
+{
+  const gsize chunk = 2 * MiB;
+  double t0, t1;
+
+  memset (buf, fill, WRITEOUT_SIZE);
+  t0 = now ();
+  for (gsize off = 0; off < WRITEOUT_SIZE; off += chunk)
+    pwrite_all (fd, buf + off, chunk, (off_t)off, path);
+  t1 = now ();
+  return (double)WRITEOUT_SIZE / (t1 - t0) / 1e9;
+}
+
+static void
+bench_writeout_2m (double *value, double *baseline)
+{
+  char *bpath = data_file_add ("writeout-bigfile");
+  char *kpath = data_file_add ("writeout-pwrite");
+  GError *error = NULL;
+  BigfileLocalFile *file;
+  BigfileRam *ram;
+  BigfileHandle *handle;
+  BigfileVma *vma;
+  guint8 *data, *buf;
+  double bgbs[WRITEOUT_RUNS], kgbs[WRITEOUT_RUNS];
+  int fd;
+
+  g_printerr ("writeout-2m: writing two %" G_GSIZE_FORMAT " MiB files...\n", WRITEOUT_SIZE / MiB);
+  create_data_file (bpath, WRITEOUT_SIZE);
+  create_data_file (kpath, WRITEOUT_SIZE);
+
+  file = bigfile_local_file_new (bpath, 2 * MiB, BIGFILE_LOCAL_FILE_FLAGS_NONE, &error);
+  check_error (error, "bigfile_local_file_new");
+  ram = bigfile_ram_new (WRITEOUT_BUDGET);
+  handle = bigfile_handle_new (BIGFILE_FILE (file), ram, &error);
+  check_error (error, "bigfile_handle_new");
+  vma = bigfile_handle_map (handle, 0, WRITEOUT_SIZE / (2 * MiB), &error);
+  check_error (error, "bigfile_handle_map");
+  data = bigfile_vma_get_data (vma);
+
+  fd = open (kpath, O_WRONLY | O_CLOEXEC);
+  if (fd < 0)
+    die ("opening %s: %s", kpath, g_strerror (errno));
+  buf = g_malloc (WRITEOUT_SIZE);
+
+  for (guint i = 0; i < WRITEOUT_RUNS; i++)
+    {
+      int fill = 'a' + (int)i;
+
+      /* Alternate which goes first, so that neither always pays for the
+       * other's leftovers (writeback, cache state). */
+      if (i % 2 == 0)
+        {
+          bgbs[i] = run_bigfile_writeout (handle, data, fill);
+          kgbs[i] = run_pwrite (fd, buf, fill, kpath);
+        }
+      else
+        {
+          kgbs[i] = run_pwrite (fd, buf, fill, kpath);
+          bgbs[i] = run_bigfile_writeout (handle, data, fill);
+        }
+    }
+
+  g_printerr ("writeout-2m: %" G_GSIZE_FORMAT " MiB of dirty 2 MiB pages, budget %" G_GSIZE_FORMAT
+              " MiB, both files pre-existing with their full size\n",
+              WRITEOUT_SIZE / MiB, WRITEOUT_BUDGET / MiB);
+  print_values ("bigfile writeout GB/s, runs:", bgbs, WRITEOUT_RUNS, "GB/s");
+  print_values ("pwrite GB/s, runs:", kgbs, WRITEOUT_RUNS, "GB/s");
+
+  g_free (buf);
+  close (fd);
+  bigfile_vma_unmap (vma);
+  g_object_unref (vma);
+  bigfile_handle_close (handle);
+  g_object_unref (handle);
+  g_object_unref (ram);
+  g_object_unref (file);
+  data_file_remove (bpath);
+  data_file_remove (kpath);
+
+  *value = median (bgbs, WRITEOUT_RUNS);
+  *baseline = median (kgbs, WRITEOUT_RUNS);
+}
+
+/* -- main ---------------------------------------------------------------------------- */
+
+static const char *const row_names[] = {
+  "fault-read-4k", "fault-read-64k", "fault-read-2m", "fault-write-4k", "seqread-2m", "writeout-2m",
+};
+
+/* With no arguments every row runs; otherwise only the rows named (for
+ * profiling one of them under perf). */
+static gboolean
+want (char **names, const char *name)
+{
+  if (names[0] == NULL)
+    return TRUE;
+  for (guint i = 0; names[i] != NULL; i++)
+    if (g_str_equal (names[i], name))
+      return TRUE;
+  return FALSE;
+}
+
+/* The fault rows share their baseline, so they are printed once all have
+ * run. */
+static void
+run_fault_rows (char **names)
+{
+  static const struct
+  {
+    const char *bench;
+    gsize page_size, budget, map_size; /* map_size 0: the write-fault row */
+    const char *target;
+  } fault_rows[] = {
+    { "fault-read-4k", 4 * KiB, 64 * MiB, 256 * MiB, "<= 3x" },
+    { "fault-read-64k", 64 * KiB, 64 * MiB, 256 * MiB, "" },
+    { "fault-read-2m", 2 * MiB, 64 * MiB, 512 * MiB, "" },
+    { "fault-write-4k", 4 * KiB, 0, 0, "" },
+  };
+  double us[G_N_ELEMENTS (fault_rows)] = { 0 };
+  double first_touch;
+  gboolean ran = FALSE;
+
+  first_touch_us = g_array_new (FALSE, FALSE, sizeof (double));
+  for (guint i = 0; i < G_N_ELEMENTS (fault_rows); i++)
+    if (want (names, fault_rows[i].bench))
+      {
+        if (fault_rows[i].map_size > 0)
+          us[i] = bench_fault_read (fault_rows[i].page_size, fault_rows[i].budget,
+                                    fault_rows[i].map_size);
+        else
+          us[i] = bench_fault_write_4k ();
+        ran = TRUE;
+      }
+
+  if (ran)
+    {
+      first_touch = first_touch_median ();
+      for (guint i = 0; i < G_N_ELEMENTS (fault_rows); i++)
+        if (want (names, fault_rows[i].bench))
+          emit_row (fault_rows[i].bench, us[i], "us", first_touch, fault_rows[i].target);
+    }
+  g_array_unref (first_touch_us);
+}
+
+int
+main (int argc, char **argv)
+{
+  double t_start = now (), load_start = load_average ();
+  double value, baseline;
+  char **names = argv + 1;
+
+  for (guint i = 0; names[i] != NULL; i++)
+    {
+      gboolean known = FALSE;
+
+      for (guint j = 0; j < G_N_ELEMENTS (row_names); j++)
+        known = known || g_str_equal (names[i], row_names[j]);
+      if (!known)
+        {
+          g_printerr ("Usage: %s [ROW...]\n"
+                      "Measures bigfile-glib against the kernel and prints one JSON object per\n"
+                      "row on stdout; with no ROW, all rows. Makes (and removes) about 1 GiB of\n"
+                      "data files in the current directory. Rows:",
+                      argv[0]);
+          for (guint j = 0; j < G_N_ELEMENTS (row_names); j++)
+            g_printerr (" %s", row_names[j]);
+          g_printerr ("\n");
+          return 2;
+        }
+    }
+
+  install_cleanup ();
+  check_free_space (SEQ_FILE_SIZE + 256 * MiB);
+
+  run_fault_rows (names);
+  if (want (names, "seqread-2m"))
+    {
+      bench_seqread_2m (&value, &baseline);
+      emit_row ("seqread-2m", value, "GB/s", baseline, ">= 0.5x");
+    }
+  if (want (names, "writeout-2m"))
+    {
+      bench_writeout_2m (&value, &baseline);
+      emit_row ("writeout-2m", value, "GB/s", baseline, ">= 0.8x");
+    }
+
+  print_summary ();
+  g_printerr ("baseline of the fault rows: kernel first touch of a new memfd page, us per 4 KiB\n"
+              "total time: %.0f s; load average %.2f at start, %.2f at end (%ld CPUs)\n",
+              now () - t_start, load_start, load_average (), sysconf (_SC_NPROCESSORS_ONLN));
+  return 0;
+}
