@@ -85,27 +85,34 @@ bigfile_file_default_init (BigfileFileInterface *iface)
 {
 }
 
-/* A method that returned failure without a GError: common from bindings
- * (see BigfileFile's docs), so make the error the caller is owed. */
-static void
-set_no_reason_error (GError **error, BigfileFile *file, const char *what, guint64 block)
+/* Finishes a call of an implementation's method, which returned @ok and set
+ * @local (taken). A failure always comes with an error: one without a
+ * GError, common from bindings (see BigfileFile's docs), gets the error the
+ * caller is owed. A success never does: a GError set anyway is a bug of the
+ * implementation, dropped (with a warning) so that it cannot leak or
+ * confuse callers. Returns @ok. */
+static gboolean
+finish_call (BigfileFile *file, const char *what, guint64 block, gboolean ok, GError *local,
+             GError **error)
 {
-  g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
-               "%s block %" G_GUINT64_FORMAT " of %s failed without giving a reason", what, block,
-               G_OBJECT_TYPE_NAME (file));
-}
+  if (ok)
+    {
+      if (local != NULL)
+        {
+          g_warning ("%s block %" G_GUINT64_FORMAT " of %s succeeded but set an error: %s", what,
+                     block, G_OBJECT_TYPE_NAME (file), local->message);
+          g_error_free (local);
+        }
+      return TRUE;
+    }
 
-/* A method that succeeded but also set a GError: a bug of the implementation.
- * Success wins; the error is dropped so it cannot leak or confuse callers. */
-static void
-drop_stray_error (GError **local, BigfileFile *file, const char *what, guint64 block)
-{
-  if (*local == NULL)
-    return;
-
-  g_warning ("%s block %" G_GUINT64_FORMAT " of %s succeeded but set an error: %s", what, block,
-             G_OBJECT_TYPE_NAME (file), (*local)->message);
-  g_clear_error (local);
+  if (local != NULL)
+    g_propagate_error (error, local);
+  else
+    g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
+                 "%s block %" G_GUINT64_FORMAT " of %s failed without giving a reason", what, block,
+                 G_OBJECT_TYPE_NAME (file));
+  return FALSE;
 }
 
 static void
@@ -117,7 +124,8 @@ set_not_supported_error (GError **error, BigfileFile *file, const char *what, gu
 }
 
 /* Calls the GBytes load method, making sure that a failure has an error and
- * that a success holds no more than @block_size bytes. */
+ * that a success holds no more than @block_size bytes. It does not ask @file
+ * for its block size: bigfile_file_load_block_raw() passes its buffer's. */
 static GBytes *
 call_load_block (BigfileFile *file, BigfileFileInterface *iface, guint64 block, gsize block_size,
                  GError **error)
@@ -126,14 +134,8 @@ call_load_block (BigfileFile *file, BigfileFileInterface *iface, guint64 block, 
   GBytes *bytes;
 
   bytes = iface->load_block (file, block, &local);
-  if (bytes == NULL)
-    {
-      if (local == NULL)
-        set_no_reason_error (&local, file, "Loading", block);
-      g_propagate_error (error, local);
-      return NULL;
-    }
-  drop_stray_error (&local, file, "Loading", block);
+  if (!finish_call (file, "Loading", block, bytes != NULL, local, error))
+    return NULL;
 
   if (g_bytes_get_size (bytes) > block_size)
     {
@@ -154,17 +156,10 @@ call_load_block_raw (BigfileFile *file, BigfileFileInterface *iface, guint64 blo
                      gsize length, GError **error)
 {
   GError *local = NULL;
+  gboolean ok;
 
-  if (!iface->load_block_raw (file, block, buffer, length, &local))
-    {
-      if (local == NULL)
-        set_no_reason_error (&local, file, "Loading", block);
-      g_propagate_error (error, local);
-      return FALSE;
-    }
-  drop_stray_error (&local, file, "Loading", block);
-
-  return TRUE;
+  ok = iface->load_block_raw (file, block, buffer, length, &local);
+  return finish_call (file, "Loading", block, ok, local, error);
 }
 
 /**
@@ -287,16 +282,7 @@ bigfile_file_store_block (BigfileFile *file, guint64 block, GBytes *data, GError
       return FALSE;
     }
 
-  if (!ok)
-    {
-      if (local == NULL)
-        set_no_reason_error (&local, file, "Storing", block);
-      g_propagate_error (error, local);
-      return FALSE;
-    }
-  drop_stray_error (&local, file, "Storing", block);
-
-  return TRUE;
+  return finish_call (file, "Storing", block, ok, local, error);
 }
 
 /**
@@ -328,7 +314,6 @@ bigfile_file_load_block_raw (BigfileFile *file, guint64 block, guint8 *buffer, g
                              GError **error)
 {
   BigfileFileInterface *iface;
-  GError *local = NULL;
   GBytes *bytes;
   gsize size;
 
@@ -348,30 +333,15 @@ bigfile_file_load_block_raw (BigfileFile *file, guint64 block, guint8 *buffer, g
       return FALSE;
     }
 
-  /* The length check against the block size is done here, on @length, so
-   * that this path needs no call to get_block_size (which a binding might
-   * not be able to run on this thread). */
-  bytes = iface->load_block (file, block, &local);
+  /* call_load_block() checks the size of the data against @length, not
+   * against the block size, so that this path needs no call to
+   * get_block_size (which a binding might not be able to run on this
+   * thread). */
+  bytes = call_load_block (file, iface, block, length, error);
   if (bytes == NULL)
-    {
-      if (local == NULL)
-        set_no_reason_error (&local, file, "Loading", block);
-      g_propagate_error (error, local);
-      return FALSE;
-    }
-  drop_stray_error (&local, file, "Loading", block);
+    return FALSE;
 
   size = g_bytes_get_size (bytes);
-  if (size > length)
-    {
-      g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_INVALID_DATA,
-                   "Loading block %" G_GUINT64_FORMAT " of %s gave %" G_GSIZE_FORMAT
-                   " bytes, but a block holds %" G_GSIZE_FORMAT,
-                   block, G_OBJECT_TYPE_NAME (file), size, length);
-      g_bytes_unref (bytes);
-      return FALSE;
-    }
-
   if (size > 0)
     memcpy (buffer, g_bytes_get_data (bytes, NULL), size);
   memset (buffer + size, 0, length - size);
@@ -434,14 +404,5 @@ bigfile_file_store_block_raw (BigfileFile *file, guint64 block, const guint8 *da
       return FALSE;
     }
 
-  if (!ok)
-    {
-      if (local == NULL)
-        set_no_reason_error (&local, file, "Storing", block);
-      g_propagate_error (error, local);
-      return FALSE;
-    }
-  drop_stray_error (&local, file, "Storing", block);
-
-  return TRUE;
+  return finish_call (file, "Storing", block, ok, local, error);
 }

@@ -334,13 +334,17 @@ bigfile_ram_set_budget (BigfileRam *ram, guint64 budget)
     g_object_notify_by_pspec (G_OBJECT (ram), props[PROP_BUDGET]);
 }
 
-static void
-get_stats (BigfileRam *ram, BfRamStats *stats)
+/* The engine's counts: all 0 if it could not be set up. */
+static BfRamStats
+get_stats (BigfileRam *ram)
 {
+  BfRamStats stats;
+
   if (ram->engine != NULL)
-    bf_ram_get_stats (ram->engine, stats);
+    bf_ram_get_stats (ram->engine, &stats);
   else
-    memset (stats, 0, sizeof *stats);
+    memset (&stats, 0, sizeof stats);
+  return stats;
 }
 
 /**
@@ -358,12 +362,9 @@ get_stats (BigfileRam *ram, BfRamStats *stats)
 guint64
 bigfile_ram_get_used_bytes (BigfileRam *ram)
 {
-  BfRamStats stats;
-
   g_return_val_if_fail (BIGFILE_IS_RAM (ram), 0);
 
-  get_stats (ram, &stats);
-  return stats.used_bytes;
+  return get_stats (ram).used_bytes;
 }
 
 /**
@@ -380,12 +381,9 @@ bigfile_ram_get_used_bytes (BigfileRam *ram)
 guint64
 bigfile_ram_get_n_pages (BigfileRam *ram)
 {
-  BfRamStats stats;
-
   g_return_val_if_fail (BIGFILE_IS_RAM (ram), 0);
 
-  get_stats (ram, &stats);
-  return stats.n_pages;
+  return get_stats (ram).n_pages;
 }
 
 /**
@@ -403,12 +401,9 @@ bigfile_ram_get_n_pages (BigfileRam *ram)
 guint64
 bigfile_ram_get_n_dirty_pages (BigfileRam *ram)
 {
-  BfRamStats stats;
-
   g_return_val_if_fail (BIGFILE_IS_RAM (ram), 0);
 
-  get_stats (ram, &stats);
-  return stats.n_dirty;
+  return get_stats (ram).n_dirty;
 }
 
 /**

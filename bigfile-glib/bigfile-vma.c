@@ -267,7 +267,10 @@ _bigfile_vma_page_is_mapped (BigfileVma *vma, guint64 page, gboolean *writable)
 }
 
 /* The checks shared by the methods that take a range: the range lies in
- * the mapping (without overflow), and the mapping is mapped. */
+ * the mapping (without overflow), and the mapping is mapped. The engine
+ * checks the range too; these checks come first so that bigfile_vma_read()
+ * allocates nothing for a bad range, and so that every method fails the
+ * same way (unmapped before out of range, an empty range included). */
 static gboolean
 check_range (BigfileVma *vma, gsize offset, gsize length, GError **error)
 {
@@ -288,6 +291,38 @@ check_range (BigfileVma *vma, gsize offset, gsize length, GError **error)
     }
 
   return TRUE;
+}
+
+/* bigfile_vma_read_into() and bigfile_vma_write(): the checks, then the
+ * engine's copy into or out of @buffer, if there is anything to copy. */
+static gboolean
+copy_range (BigfileVma *vma, gsize offset, guint8 *buffer, gsize length, gboolean write,
+            GError **error)
+{
+  if (!check_range (vma, offset, length, error))
+    return FALSE;
+
+  if (length == 0)
+    return TRUE;
+
+  if (write)
+    return bf_vma_write (vma->engine, offset, buffer, length, error);
+  return bf_vma_read (vma->engine, offset, buffer, length, error);
+}
+
+/* bigfile_vma_populate() and bigfile_vma_pin(): the checks, then the
+ * engine's pin of the pages, held (@hold) or not, if there is any. */
+static gboolean
+pin_range (BigfileVma *vma, gsize offset, gsize length, gboolean writable, gboolean hold,
+           GError **error)
+{
+  if (!check_range (vma, offset, length, error))
+    return FALSE;
+
+  if (length == 0)
+    return TRUE;
+
+  return bf_vma_pin (vma->engine, offset, length, !!writable, hold, error);
 }
 
 /**
@@ -499,13 +534,7 @@ bigfile_vma_read_into (BigfileVma *vma, gsize offset, guint8 *buffer, gsize leng
   g_return_val_if_fail (buffer != NULL || length == 0, FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
-  if (!check_range (vma, offset, length, error))
-    return FALSE;
-
-  if (length == 0)
-    return TRUE;
-
-  return bf_vma_read (vma->engine, offset, buffer, length, error);
+  return copy_range (vma, offset, buffer, length, FALSE, error);
 }
 
 /**
@@ -544,13 +573,9 @@ bigfile_vma_write (BigfileVma *vma, gsize offset, GBytes *data, GError **error)
 
   src = g_bytes_get_data (data, &length);
 
-  if (!check_range (vma, offset, length, error))
-    return FALSE;
-
-  if (length == 0)
-    return TRUE;
-
-  return bf_vma_write (vma->engine, offset, src, length, error);
+  /* For a write copy_range() only reads the buffer (bf_vma_write() takes
+   * it const). */
+  return copy_range (vma, offset, (guint8 *)src, length, TRUE, error);
 }
 
 /**
@@ -581,13 +606,7 @@ bigfile_vma_populate (BigfileVma *vma, gsize offset, gsize length, gboolean writ
   g_return_val_if_fail (BIGFILE_IS_VMA (vma), FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
-  if (!check_range (vma, offset, length, error))
-    return FALSE;
-
-  if (length == 0)
-    return TRUE;
-
-  return bf_vma_pin (vma->engine, offset, length, !!writable, FALSE, error);
+  return pin_range (vma, offset, length, writable, FALSE, error);
 }
 
 /**
@@ -617,14 +636,8 @@ bigfile_vma_pin (BigfileVma *vma, gsize offset, gsize length, gboolean writable,
   g_return_val_if_fail (BIGFILE_IS_VMA (vma), FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
-  if (!check_range (vma, offset, length, error))
-    return FALSE;
-
-  if (length == 0)
-    return TRUE;
-
   /* The engine keeps the pin with the mapping and undoes it at unmap. */
-  return bf_vma_pin (vma->engine, offset, length, !!writable, TRUE, error);
+  return pin_range (vma, offset, length, writable, TRUE, error);
 }
 
 /**

@@ -21,86 +21,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "test-mem-file.h"
+#include "test-util.h"
 
 #define PS ((gsize)4096)
 
 /* Keeps the compiler from moving memory accesses (errno included) across
  * the raw accesses that fault. */
 #define barrier() __asm__ __volatile__("" ::: "memory")
-
-typedef struct
-{
-  TestMemFile *file;
-  BigfileRam *ram;
-  BigfileHandle *handle;
-  BigfileVma *vma;
-  guint8 *data;
-  gsize ps;
-} Mapping;
-
-static void
-mapping_setup (Mapping *m, gsize block_size, guint64 n_blocks, guint64 n_pages, guint64 budget)
-{
-  GError *error = NULL;
-
-  m->ps = block_size;
-  m->file = test_mem_file_new (block_size, n_blocks);
-  m->ram = bigfile_ram_new (budget);
-  m->handle = bigfile_handle_new (BIGFILE_FILE (m->file), m->ram, &error);
-  g_assert_no_error (error);
-  g_assert_nonnull (m->handle);
-  m->vma = bigfile_handle_map (m->handle, 0, n_pages, &error);
-  g_assert_no_error (error);
-  g_assert_nonnull (m->vma);
-  m->data = bigfile_vma_get_data (m->vma);
-  g_assert_nonnull (m->data);
-  g_assert_cmpuint (bigfile_vma_get_length (m->vma), ==, n_pages * block_size);
-}
-
-static void
-mapping_teardown (Mapping *m)
-{
-  bigfile_vma_unmap (m->vma);
-  g_clear_object (&m->vma);
-  g_assert_true (bigfile_handle_close (m->handle));
-  /* Closing drops every page of the handle, dirty or not. */
-  g_assert_cmpuint (bigfile_ram_get_n_pages (m->ram), ==, 0);
-  g_clear_object (&m->handle);
-  g_clear_object (&m->ram);
-  g_clear_object (&m->file);
-}
-
-static BigfilePageState
-page_state (Mapping *m, guint64 page)
-{
-  return bigfile_handle_get_page_state (m->handle, page);
-}
-
-/* Asserts how @page is mapped in @m's VMA: not at all, read-only, or
- * read-write. */
-#define assert_mapping(m, page, want_mapped, want_writable)                                        \
-  G_STMT_START                                                                                     \
-  {                                                                                                \
-    gboolean writable_ = -1;                                                                       \
-    gboolean mapped_ = _bigfile_vma_page_is_mapped ((m)->vma, (page), &writable_);                 \
-    g_assert_cmpint (mapped_, ==, (want_mapped));                                                  \
-    g_assert_cmpint (writable_, ==, (want_writable));                                              \
-  }                                                                                                \
-  G_STMT_END
-
-/* Plain accesses the compiler must emit as written, once each. */
-static G_NO_INLINE guint8
-raw_read (const guint8 *p)
-{
-  return *(const volatile guint8 *)p;
-}
-
-static G_NO_INLINE void
-raw_write (guint8 *p, guint8 value)
-{
-  *(volatile guint8 *)p = value;
-}
 
 /* -- catching SIGBUS ---------------------------------------------------------- */
 
@@ -165,11 +92,11 @@ test_fault_read (void)
 
   mapping_setup (&m, PS, 4, 4, 1 << 20);
   g_assert_cmpint (page_state (&m, 1), ==, BIGFILE_PAGE_STATE_EMPTY);
-  assert_mapping (&m, 1, FALSE, FALSE);
+  assert_mapping (m.vma, 1, FALSE, FALSE);
 
   g_assert_cmpuint (raw_read (m.data + PS + 123), ==, test_mem_file_pattern (1, 123));
   g_assert_cmpint (page_state (&m, 1), ==, BIGFILE_PAGE_STATE_LOADED);
-  assert_mapping (&m, 1, TRUE, FALSE);
+  assert_mapping (m.vma, 1, TRUE, FALSE);
   g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 1), ==, 1);
 
   /* Further reads anywhere in the page are plain memory accesses. */
@@ -183,7 +110,7 @@ test_fault_read (void)
     if (p != 1)
       {
         g_assert_cmpint (page_state (&m, p), ==, BIGFILE_PAGE_STATE_EMPTY);
-        assert_mapping (&m, p, FALSE, FALSE);
+        assert_mapping (m.vma, p, FALSE, FALSE);
       }
   g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (m.handle), ==, 0);
   g_assert_cmpuint (bigfile_ram_get_n_pages (m.ram), ==, 1);
@@ -202,7 +129,7 @@ test_fault_write (void)
 
   raw_write (m.data + 2 * PS + 10, 0xA5);
   g_assert_cmpint (page_state (&m, 2), ==, BIGFILE_PAGE_STATE_DIRTY);
-  assert_mapping (&m, 2, TRUE, TRUE);
+  assert_mapping (m.vma, 2, TRUE, TRUE);
   g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 2), ==, 1);
   g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (m.handle), ==, 1);
   g_assert_cmpuint (bigfile_ram_get_n_dirty_pages (m.ram), ==, 1);
@@ -229,12 +156,12 @@ test_fault_upgrade (void)
 
   g_assert_cmpuint (raw_read (m.data + 3 * PS), ==, test_mem_file_pattern (3, 0));
   g_assert_cmpint (page_state (&m, 3), ==, BIGFILE_PAGE_STATE_LOADED);
-  assert_mapping (&m, 3, TRUE, FALSE);
+  assert_mapping (m.vma, 3, TRUE, FALSE);
   g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (m.handle), ==, 0);
 
   raw_write (m.data + 3 * PS + PS - 1, 0x3C);
   g_assert_cmpint (page_state (&m, 3), ==, BIGFILE_PAGE_STATE_DIRTY);
-  assert_mapping (&m, 3, TRUE, TRUE);
+  assert_mapping (m.vma, 3, TRUE, TRUE);
   g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 3), ==, 1);
   g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (m.handle), ==, 1);
 
@@ -338,7 +265,7 @@ test_fault_load_error_sigbus (void)
 
   /* The failed page left no trace: not in memory, not mapped, no budget. */
   g_assert_cmpint (page_state (&m, 2), ==, BIGFILE_PAGE_STATE_EMPTY);
-  assert_mapping (&m, 2, FALSE, FALSE);
+  assert_mapping (m.vma, 2, FALSE, FALSE);
   g_assert_cmpuint (bigfile_ram_get_n_pages (m.ram), ==, 0);
   g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 2), ==, 1);
 
@@ -363,7 +290,7 @@ test_fault_load_error_sigbus (void)
   g_assert_cmpint (bus_count, ==, 0);
   g_assert_cmpuint (byte, ==, test_mem_file_pattern (2, 77));
   g_assert_cmpint (page_state (&m, 2), ==, BIGFILE_PAGE_STATE_LOADED);
-  assert_mapping (&m, 2, TRUE, FALSE);
+  assert_mapping (m.vma, 2, TRUE, FALSE);
   g_assert_cmpuint (test_mem_file_get_n_loads (m.file, 2), ==, 3);
   g_assert_null (bigfile_vma_take_fault_error ());
 

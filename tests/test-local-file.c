@@ -9,67 +9,9 @@
 
 #include <glib/gstdio.h>
 
-#include "test-mem-file.h"
+#include "test-util.h"
 
 #define PS ((gsize)4096)
-
-/* A temporary directory per test, removed with what is in it. */
-typedef struct
-{
-  char *dir;
-} TempDir;
-
-static void
-temp_dir_init (TempDir *t)
-{
-  GError *error = NULL;
-
-  t->dir = g_dir_make_tmp ("bigfile-test-local-file-XXXXXX", &error);
-  g_assert_no_error (error);
-}
-
-static char *
-temp_dir_path (TempDir *t, const char *name)
-{
-  return g_build_filename (t->dir, name, NULL);
-}
-
-static void
-temp_dir_clear (TempDir *t)
-{
-  GDir *dir = g_dir_open (t->dir, 0, NULL);
-  const char *name;
-
-  g_assert_nonnull (dir);
-  while ((name = g_dir_read_name (dir)) != NULL)
-    {
-      g_autofree char *path = g_build_filename (t->dir, name, NULL);
-      g_assert_cmpint (g_remove (path), ==, 0);
-    }
-  g_dir_close (dir);
-  g_assert_cmpint (g_rmdir (t->dir), ==, 0);
-  g_clear_pointer (&t->dir, g_free);
-}
-
-static void
-write_file (const char *path, const guint8 *data, gsize len)
-{
-  GError *error = NULL;
-
-  g_assert_true (g_file_set_contents (path, (const char *)data, (gssize)len, &error));
-  g_assert_no_error (error);
-}
-
-static guint8 *
-read_file (const char *path, gsize *len)
-{
-  GError *error = NULL;
-  char *contents = NULL;
-
-  g_assert_true (g_file_get_contents (path, &contents, len, &error));
-  g_assert_no_error (error);
-  return (guint8 *)contents;
-}
 
 static goffset
 file_size (const char *path)
@@ -96,67 +38,15 @@ make_pattern (gsize len)
   return buf;
 }
 
-typedef struct
-{
-  BigfileLocalFile *file;
-  BigfileRam *ram;
-  BigfileHandle *handle;
-  BigfileVma *vma;
-  guint8 *data;
-} Mapping;
-
-static void
-mapping_open (Mapping *m, const char *path, gsize block_size, BigfileLocalFileFlags flags,
-              guint64 n_pages, guint64 budget)
-{
-  GError *error = NULL;
-
-  m->file = bigfile_local_file_new (path, block_size, flags, &error);
-  g_assert_no_error (error);
-  g_assert_nonnull (m->file);
-  m->ram = bigfile_ram_new (budget);
-  m->handle = bigfile_handle_new (BIGFILE_FILE (m->file), m->ram, &error);
-  g_assert_no_error (error);
-  m->vma = bigfile_handle_map (m->handle, 0, n_pages, &error);
-  g_assert_no_error (error);
-  m->data = bigfile_vma_get_data (m->vma);
-}
-
-static void
-mapping_close (Mapping *m)
-{
-  bigfile_vma_unmap (m->vma);
-  g_clear_object (&m->vma);
-  g_assert_true (bigfile_handle_close (m->handle));
-  g_clear_object (&m->handle);
-  g_clear_object (&m->ram);
-  g_clear_object (&m->file);
-}
-
-static G_NO_INLINE guint8
-raw_read (const guint8 *p)
-{
-  return *(const volatile guint8 *)p;
-}
-
-static G_NO_INLINE void
-raw_write (guint8 *p, guint8 value)
-{
-  *(volatile guint8 *)p = value;
-}
-
 /* -- opening ------------------------------------------------------------------ */
 
 static void
 test_open_missing (void)
 {
-  TempDir t;
-  g_autofree char *path = NULL;
+  g_autofree char *dir = temp_dir_new ();
+  g_autofree char *path = g_build_filename (dir, "missing", NULL);
   GError *error = NULL;
   BigfileLocalFile *file;
-
-  temp_dir_init (&t);
-  path = temp_dir_path (&t, "missing");
 
   file = bigfile_local_file_new (path, PS, BIGFILE_LOCAL_FILE_FLAGS_NONE, &error);
   g_assert_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND);
@@ -170,22 +60,19 @@ test_open_missing (void)
   g_clear_error (&error);
 
   g_assert_false (g_file_test (path, G_FILE_TEST_EXISTS));
-  temp_dir_clear (&t);
+  temp_dir_remove (dir);
 }
 
 static void
 test_open_create (void)
 {
-  TempDir t;
-  g_autofree char *path = NULL;
+  g_autofree char *dir = temp_dir_new ();
+  g_autofree char *path = g_build_filename (dir, "new", NULL);
   GError *error = NULL;
   BigfileLocalFile *file;
   const guint8 contents[] = "existing contents";
   g_autofree guint8 *back = NULL;
   gsize len;
-
-  temp_dir_init (&t);
-  path = temp_dir_path (&t, "new");
 
   file = bigfile_local_file_new (path, PS, BIGFILE_LOCAL_FILE_FLAGS_CREATE, &error);
   g_assert_no_error (error);
@@ -205,7 +92,7 @@ test_open_create (void)
   back = read_file (path, &len);
   g_assert_cmpmem (back, len, contents, sizeof contents);
 
-  temp_dir_clear (&t);
+  temp_dir_remove (dir);
 }
 
 /* A bad block size is refused before anything is opened or created. */
@@ -213,11 +100,8 @@ static void
 test_open_invalid_block_size (void)
 {
   const gsize sizes[] = { 0, 1000, 2048, 3 * 4096, (gsize)4 << 20 };
-  TempDir t;
-  g_autofree char *path = NULL;
-
-  temp_dir_init (&t);
-  path = temp_dir_path (&t, "never");
+  g_autofree char *dir = temp_dir_new ();
+  g_autofree char *path = g_build_filename (dir, "never", NULL);
 
   for (guint i = 0; i < G_N_ELEMENTS (sizes); i++)
     {
@@ -231,7 +115,7 @@ test_open_invalid_block_size (void)
       g_assert_false (g_file_test (path, G_FILE_TEST_EXISTS));
     }
 
-  temp_dir_clear (&t);
+  temp_dir_remove (dir);
 }
 
 /* -- loading and storing ---------------------------------------------------------- */
@@ -241,19 +125,17 @@ test_open_invalid_block_size (void)
 static void
 test_read_past_eof (void)
 {
-  TempDir t;
-  g_autofree char *path = NULL;
+  g_autofree char *dir = temp_dir_new ();
+  g_autofree char *path = g_build_filename (dir, "short", NULL);
   g_autofree guint8 *contents = make_pattern (PS + 904);
   g_autofree guint8 *zeros = g_malloc0 (PS);
   Mapping m;
 
-  temp_dir_init (&t);
-  path = temp_dir_path (&t, "short");
   write_file (path, contents, PS + 904);
 
   /* A budget of one page: each page reuses the memory of the one before, so
    * zeros past the end must come from the load, not from fresh memory. */
-  mapping_open (&m, path, PS, BIGFILE_LOCAL_FILE_FLAGS_NONE, 4, PS);
+  mapping_setup_local_file (&m, path, PS, BIGFILE_LOCAL_FILE_FLAGS_NONE, 4, PS);
   g_assert_cmpint (memcmp (m.data, contents, PS), ==, 0);
   g_assert_cmpint (memcmp (m.data + PS, contents + PS, 904), ==, 0);
   g_assert_cmpint (memcmp (m.data + PS + 904, zeros, PS - 904), ==, 0);
@@ -273,11 +155,11 @@ test_read_past_eof (void)
     g_assert_cmpmem (got, 4, contents + PS + 900, 4);
     g_assert_cmpmem (got + 4, 4, zeros, 4);
   }
-  mapping_close (&m);
+  mapping_teardown (&m);
 
   /* Reading does not change the file. */
   g_assert_cmpint (file_size (path), ==, PS + 904);
-  temp_dir_clear (&t);
+  temp_dir_remove (dir);
 }
 
 /* Stores write whole blocks: storing past the end extends the file to the
@@ -285,7 +167,7 @@ test_read_past_eof (void)
 static void
 test_writeout_extends (void)
 {
-  TempDir t;
+  g_autofree char *dir = temp_dir_new ();
   g_autofree char *path = NULL;
   g_autofree guint8 *contents = make_pattern (PS + 904);
   g_autofree guint8 *expected = NULL;
@@ -294,17 +176,15 @@ test_writeout_extends (void)
   gsize len;
   Mapping m;
 
-  temp_dir_init (&t);
-
   /* An empty new file. */
-  path = temp_dir_path (&t, "empty");
-  mapping_open (&m, path, PS, BIGFILE_LOCAL_FILE_FLAGS_CREATE, 4, 1 << 20);
+  path = g_build_filename (dir, "empty", NULL);
+  mapping_setup_local_file (&m, path, PS, BIGFILE_LOCAL_FILE_FLAGS_CREATE, 4, 1 << 20);
   raw_write (m.data + 0, 0x01);
   raw_write (m.data + 2 * PS + 10, 0x02);
   g_assert_cmpint (file_size (path), ==, 0);
   g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
   g_assert_no_error (error);
-  mapping_close (&m);
+  mapping_teardown (&m);
 
   g_assert_cmpint (file_size (path), ==, 3 * PS);
   expected = g_malloc0 (3 * PS);
@@ -317,9 +197,9 @@ test_writeout_extends (void)
   g_clear_pointer (&path, g_free);
 
   /* A file ending inside a block. */
-  path = temp_dir_path (&t, "short");
+  path = g_build_filename (dir, "short", NULL);
   write_file (path, contents, PS + 904);
-  mapping_open (&m, path, PS, BIGFILE_LOCAL_FILE_FLAGS_NONE, 4, 1 << 20);
+  mapping_setup_local_file (&m, path, PS, BIGFILE_LOCAL_FILE_FLAGS_NONE, 4, 1 << 20);
   raw_write (m.data + 5, 0xF5);
   g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
   g_assert_no_error (error);
@@ -328,7 +208,7 @@ test_writeout_extends (void)
   g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
   g_assert_no_error (error);
   g_assert_cmpint (file_size (path), ==, 2 * PS);
-  mapping_close (&m);
+  mapping_teardown (&m);
 
   expected = g_malloc0 (2 * PS);
   memcpy (expected, contents, PS + 904);
@@ -337,7 +217,7 @@ test_writeout_extends (void)
   back = read_file (path, &len);
   g_assert_cmpmem (back, len, expected, 2 * PS);
 
-  temp_dir_clear (&t);
+  temp_dir_remove (dir);
 }
 
 /* A file opened read-only can be changed in memory, but not stored: the
@@ -345,19 +225,17 @@ test_writeout_extends (void)
 static void
 test_read_only_store (void)
 {
-  TempDir t;
-  g_autofree char *path = NULL;
+  g_autofree char *dir = temp_dir_new ();
+  g_autofree char *path = g_build_filename (dir, "read-only", NULL);
   g_autofree guint8 *contents = make_pattern (4 * PS);
   g_autofree guint8 *back = NULL;
   GError *error = NULL;
   gsize len;
   Mapping m;
 
-  temp_dir_init (&t);
-  path = temp_dir_path (&t, "read-only");
   write_file (path, contents, 4 * PS);
 
-  mapping_open (&m, path, PS, BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY, 4, 1 << 20);
+  mapping_setup_local_file (&m, path, PS, BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY, 4, 1 << 20);
   g_assert_cmpuint (raw_read (m.data + PS + 3), ==, file_pattern (PS + 3));
   raw_write (m.data + PS + 3, 0x00);
   raw_write (m.data + 3 * PS, 0xFF);
@@ -377,11 +255,11 @@ test_read_only_store (void)
   /* The changes can still be thrown away. */
   g_assert_cmpuint (bigfile_handle_discard (m.handle), ==, 2);
   g_assert_cmpuint (raw_read (m.data + PS + 3), ==, file_pattern (PS + 3));
-  mapping_close (&m);
+  mapping_teardown (&m);
 
   back = read_file (path, &len);
   g_assert_cmpmem (back, len, contents, 4 * PS);
-  temp_dir_clear (&t);
+  temp_dir_remove (dir);
 }
 
 /* A file five times the budget, changed all over through raw memory in 1 MiB
@@ -394,8 +272,8 @@ test_round_trip (void)
   const guint64 n_pages = 20;
   const gsize size = n_pages * bs;
   const guint64 budget = 4 * bs;
-  TempDir t;
-  g_autofree char *path = NULL;
+  g_autofree char *dir = temp_dir_new ();
+  g_autofree char *path = g_build_filename (dir, "big", NULL);
   g_autofree guint8 *expected = make_pattern (size);
   g_autofree guint8 *back = NULL;
   GError *error = NULL;
@@ -403,11 +281,9 @@ test_round_trip (void)
   gsize len;
   Mapping m;
 
-  temp_dir_init (&t);
-  path = temp_dir_path (&t, "big");
   write_file (path, expected, size);
 
-  mapping_open (&m, path, bs, BIGFILE_LOCAL_FILE_FLAGS_NONE, n_pages, budget);
+  mapping_setup_local_file (&m, path, bs, BIGFILE_LOCAL_FILE_FLAGS_NONE, n_pages, budget);
   g_assert_cmpuint (bigfile_vma_get_length (m.vma), ==, size);
 
   for (guint64 p = 0; p < n_pages; p++)
@@ -446,7 +322,7 @@ test_round_trip (void)
   /* Read back through the mapping (pages reload from the file)... */
   for (guint64 p = 0; p < n_pages; p++)
     g_assert_cmpuint (raw_read (m.data + p * bs + bs - 1), ==, (guint8)p);
-  mapping_close (&m);
+  mapping_teardown (&m);
 
   /* ...and with plain I/O. */
   g_assert_cmpint (file_size (path), ==, size);
@@ -454,7 +330,7 @@ test_round_trip (void)
   g_assert_cmpuint (len, ==, size);
   g_assert_true (memcmp (back, expected, size) == 0);
 
-  temp_dir_clear (&t);
+  temp_dir_remove (dir);
 }
 
 int

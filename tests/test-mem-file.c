@@ -52,6 +52,17 @@ check_fail (TestMemFile *self, GHashTable *table, guint64 block, const char *wha
   return FALSE;
 }
 
+/* Sets the contents of @block, growing the file if needed; lock held. */
+static void
+put_block_locked (TestMemFile *self, guint64 block, const guint8 *data)
+{
+  if (block >= self->blocks->len)
+    g_ptr_array_set_size (self->blocks, (guint)block + 1);
+  if (g_ptr_array_index (self->blocks, block) == NULL)
+    g_ptr_array_index (self->blocks, block) = g_malloc (self->block_size);
+  memcpy (g_ptr_array_index (self->blocks, block), data, self->block_size);
+}
+
 static gboolean
 mem_load (TestMemFile *self, guint64 block, guint8 *buffer, GError **error)
 {
@@ -94,11 +105,7 @@ mem_store (TestMemFile *self, guint64 block, const guint8 *data, GError **error)
     {
       self->total_stores++;
       g_array_append_val (self->store_log, block);
-      if (block >= self->blocks->len)
-        g_ptr_array_set_size (self->blocks, (guint)block + 1);
-      if (g_ptr_array_index (self->blocks, block) == NULL)
-        g_ptr_array_index (self->blocks, block) = g_malloc (self->block_size);
-      memcpy (g_ptr_array_index (self->blocks, block), data, self->block_size);
+      put_block_locked (self, block, data);
     }
   g_mutex_unlock (&self->lock);
   return ok;
@@ -207,11 +214,7 @@ void
 test_mem_file_poke (TestMemFile *self, guint64 block, const guint8 *data)
 {
   g_mutex_lock (&self->lock);
-  if (block >= self->blocks->len)
-    g_ptr_array_set_size (self->blocks, (guint)block + 1);
-  if (g_ptr_array_index (self->blocks, block) == NULL)
-    g_ptr_array_index (self->blocks, block) = g_malloc (self->block_size);
-  memcpy (g_ptr_array_index (self->blocks, block), data, self->block_size);
+  put_block_locked (self, block, data);
   g_mutex_unlock (&self->lock);
 }
 

@@ -35,7 +35,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "test-mem-file.h"
+#include "test-util.h"
 
 #define N_BLOCKS 32
 #define MAX_VMAS 4
@@ -82,10 +82,9 @@ typedef struct
   char *history[HISTORY]; /* the last operations, a ring, for failure reports */
   guint n_logged;
 
-  /* The system under test */
-  TestMemFile *file;
-  BigfileRam *ram;
-  BigfileHandle *handle;
+  /* The system under test: file, RAM and handle (not mapped: n_pages 0),
+   * and the mappings the run made */
+  Mapping sut;
   ModelVma vmas[MAX_VMAS];
   guint n_vmas;
 
@@ -332,7 +331,7 @@ model_check_state (Model *m, gboolean full)
 
   for (guint64 b = 0; b < N_BLOCKS; b++)
     {
-      states[b] = bigfile_handle_get_page_state (m->handle, b);
+      states[b] = bigfile_handle_get_page_state (m->sut.handle, b);
       if (m->dirty[b])
         model_assert (m, states[b] == BIGFILE_PAGE_STATE_DIRTY,
                       "page %" G_GUINT64_FORMAT " has unsaved changes but is %s", b,
@@ -344,11 +343,11 @@ model_check_state (Model *m, gboolean full)
       n_present += states[b] != BIGFILE_PAGE_STATE_EMPTY;
     }
 
-  model_assert (m, bigfile_handle_get_n_dirty_pages (m->handle) == m->n_dirty,
+  model_assert (m, bigfile_handle_get_n_dirty_pages (m->sut.handle) == m->n_dirty,
                 "handle counts %" G_GUINT64_FORMAT " dirty pages, want %u",
-                bigfile_handle_get_n_dirty_pages (m->handle), m->n_dirty);
+                bigfile_handle_get_n_dirty_pages (m->sut.handle), m->n_dirty);
 
-  bf_ram_get_stats (_bigfile_ram_get_engine (m->ram), &stats);
+  bf_ram_get_stats (_bigfile_ram_get_engine (m->sut.ram), &stats);
   model_assert (m, stats.n_dirty == m->n_dirty,
                 "RAM counts %" G_GUINT64_FORMAT " dirty pages, want %u", stats.n_dirty, m->n_dirty);
   model_assert (m, stats.n_pages == n_present,
@@ -363,7 +362,7 @@ model_check_state (Model *m, gboolean full)
   model_assert (m, stats.resident_bytes <= m->budget,
                 "%" G_GUINT64_FORMAT " bytes resident, over the budget of %" G_GUINT64_FORMAT,
                 stats.resident_bytes, m->budget);
-  model_assert (m, bigfile_ram_get_used_bytes (m->ram) == stats.used_bytes,
+  model_assert (m, bigfile_ram_get_used_bytes (m->sut.ram) == stats.used_bytes,
                 "bigfile_ram_get_used_bytes() disagrees with the engine");
 
   /* A page mapped writable must be dirty, or a write to it would go
@@ -412,7 +411,7 @@ model_check_contents (Model *m)
   BigfileVma *vma;
   guint8 *buf = g_malloc (N_BLOCKS * m->ps);
 
-  vma = bigfile_handle_map (m->handle, 0, N_BLOCKS, &error);
+  vma = bigfile_handle_map (m->sut.handle, 0, N_BLOCKS, &error);
   model_assert_no_error (m, error, "mapping everything");
   bigfile_vma_read_into (vma, 0, buf, N_BLOCKS * m->ps, &error);
   model_assert_no_error (m, error, "reading everything");
@@ -421,15 +420,15 @@ model_check_contents (Model *m)
   g_object_unref (vma);
 
   for (guint64 b = 0; b < N_BLOCKS; b++)
-    model_assert_same (m, test_mem_file_peek (m->file, b), m->storage + b * m->ps, m->ps, b * m->ps,
-                       "storage");
+    model_assert_same (m, test_mem_file_peek (m->sut.file, b), m->storage + b * m->ps, m->ps,
+                       b * m->ps, "storage");
   g_free (buf);
 }
 
 static void
 model_check_store_log (Model *m, const gboolean *expected)
 {
-  GArray *log = test_mem_file_get_store_log (m->file);
+  GArray *log = test_mem_file_get_store_log (m->sut.file);
   guint i = 0;
 
   for (guint64 b = 0; b < N_BLOCKS; b++)
@@ -451,15 +450,26 @@ model_check_store_log (Model *m, const gboolean *expected)
 static void
 model_reset_file_counters (Model *m)
 {
-  m->n_loads += test_mem_file_get_total_loads (m->file);
-  m->n_stores += test_mem_file_get_total_stores (m->file);
-  test_mem_file_reset_counters (m->file);
+  m->n_loads += test_mem_file_get_total_loads (m->sut.file);
+  m->n_stores += test_mem_file_get_total_stores (m->sut.file);
+  test_mem_file_reset_counters (m->sut.file);
 }
 
 static ModelVma *
 pick_vma (Model *m)
 {
   return &m->vmas[rand_range (m, 0, m->n_vmas)];
+}
+
+/* Logs an access (@what: "raw read", "API write"...) of @len bytes at
+ * @offset of @mv. */
+static void
+log_access (Model *m, const char *what, ModelVma *mv, gsize offset, gsize len)
+{
+  model_log (m,
+             "%s %" G_GSIZE_FORMAT " bytes at %" G_GSIZE_FORMAT " of pages %" G_GUINT64_FORMAT
+             "+%" G_GUINT64_FORMAT,
+             what, len, offset, mv->first, mv->n);
 }
 
 static void
@@ -472,7 +482,7 @@ op_map (Model *m)
   mv->n = rand_chance (m, 25) ? rand_range (m, 1, N_BLOCKS - mv->first + 1)
                               : rand_range (m, 1, MIN (N_BLOCKS - mv->first, 6) + 1);
   model_log (m, "map pages %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT, mv->first, mv->n);
-  mv->vma = bigfile_handle_map (m->handle, mv->first, mv->n, &error);
+  mv->vma = bigfile_handle_map (m->sut.handle, mv->first, mv->n, &error);
   model_assert_no_error (m, error, "map");
   m->n_vmas++;
 }
@@ -500,10 +510,7 @@ op_raw_read (Model *m)
   guint8 *buf;
 
   rand_range_in (m, mv, &offset, &len);
-  model_log (m,
-             "raw read %" G_GSIZE_FORMAT " bytes at %" G_GSIZE_FORMAT " of pages %" G_GUINT64_FORMAT
-             "+%" G_GUINT64_FORMAT,
-             len, offset, mv->first, mv->n);
+  log_access (m, "raw read", mv, offset, len);
   buf = g_malloc (len);
   memcpy (buf, bigfile_vma_get_data (mv->vma) + offset, len);
   model_assert_same (m, buf, m->memory + mv->first * m->ps + offset, len,
@@ -520,10 +527,7 @@ op_api_read (Model *m)
   GBytes *bytes;
 
   rand_range_in (m, mv, &offset, &len);
-  model_log (m,
-             "API read %" G_GSIZE_FORMAT " bytes at %" G_GSIZE_FORMAT " of pages %" G_GUINT64_FORMAT
-             "+%" G_GUINT64_FORMAT,
-             len, offset, mv->first, mv->n);
+  log_access (m, "API read", mv, offset, len);
   bytes = bigfile_vma_read (mv->vma, offset, len, &error);
   model_assert_no_error (m, error, "bigfile_vma_read");
   model_assert (m, g_bytes_get_size (bytes) == len, "read %" G_GSIZE_FORMAT " bytes",
@@ -571,10 +575,7 @@ op_raw_write (Model *m)
   guint8 *buf;
 
   pick_write_range (m, mv, &offset, &len);
-  model_log (m,
-             "raw write %" G_GSIZE_FORMAT " bytes at %" G_GSIZE_FORMAT
-             " of pages %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT,
-             len, offset, mv->first, mv->n);
+  log_access (m, "raw write", mv, offset, len);
   buf = g_malloc (len);
   rand_fill (m, buf, len);
   memcpy (bigfile_vma_get_data (mv->vma) + offset, buf, len);
@@ -592,10 +593,7 @@ op_api_write (Model *m)
   GBytes *bytes;
 
   pick_write_range (m, mv, &offset, &len);
-  model_log (m,
-             "API write %" G_GSIZE_FORMAT " bytes at %" G_GSIZE_FORMAT
-             " of pages %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT,
-             len, offset, mv->first, mv->n);
+  log_access (m, "API write", mv, offset, len);
   buf = g_malloc (len);
   rand_fill (m, buf, len);
   bytes = g_bytes_new_take (buf, len);
@@ -622,7 +620,7 @@ op_fill (Model *m)
   /* Its own mapping of every page: more clean pages than any budget here. */
   tmp.first = 0;
   tmp.n = N_BLOCKS;
-  tmp.vma = bigfile_handle_map (m->handle, 0, N_BLOCKS, &error);
+  tmp.vma = bigfile_handle_map (m->sut.handle, 0, N_BLOCKS, &error);
   model_assert_no_error (m, error, "map for fill");
   mv = &tmp;
 
@@ -661,16 +659,16 @@ op_fill (Model *m)
     /* The page it stopped at is the first one not dirty; the ones before
      * it were written in full (the first one from @offset on). */
     for (b = first; b < end; b++)
-      if (bigfile_handle_get_page_state (m->handle, b) != BIGFILE_PAGE_STATE_DIRTY)
+      if (bigfile_handle_get_page_state (m->sut.handle, b) != BIGFILE_PAGE_STATE_DIRTY)
         break;
     model_assert (m, b < end, "a failed write left every page dirty");
-    model_assert (m, bigfile_handle_get_page_state (m->handle, b) == BIGFILE_PAGE_STATE_EMPTY,
+    model_assert (m, bigfile_handle_get_page_state (m->sut.handle, b) == BIGFILE_PAGE_STATE_EMPTY,
                   "the write stopped at page %" G_GUINT64_FORMAT ", which is %s", b,
-                  state_name (bigfile_handle_get_page_state (m->handle, b)));
+                  state_name (bigfile_handle_get_page_state (m->sut.handle, b)));
     if (b > first)
       model_write (m, base, buf, b * m->ps - base);
 
-    bf_ram_get_stats (_bigfile_ram_get_engine (m->ram), &stats);
+    bf_ram_get_stats (_bigfile_ram_get_engine (m->sut.ram), &stats);
     model_assert (m, stats.n_pages == stats.n_dirty,
                   "the budget was full with %" G_GUINT64_FORMAT " pages, %" G_GUINT64_FORMAT
                   " of them dirty",
@@ -692,7 +690,7 @@ op_writeout (Model *m)
 
   model_log (m, "writeout (%u dirty)", m->n_dirty);
   model_reset_file_counters (m);
-  bigfile_handle_writeout (m->handle, BIGFILE_WRITEOUT_DEFAULT, &error);
+  bigfile_handle_writeout (m->sut.handle, BIGFILE_WRITEOUT_DEFAULT, &error);
   model_assert_no_error (m, error, "writeout");
 
   memcpy (expected, m->dirty, sizeof expected);
@@ -713,7 +711,7 @@ op_store (Model *m)
 
   model_log (m, "writeout STORE (%u dirty)", m->n_dirty);
   model_reset_file_counters (m);
-  bigfile_handle_writeout (m->handle, BIGFILE_WRITEOUT_STORE, &error);
+  bigfile_handle_writeout (m->sut.handle, BIGFILE_WRITEOUT_STORE, &error);
   model_assert_no_error (m, error, "writeout STORE");
 
   model_check_store_log (m, m->dirty);
@@ -750,11 +748,11 @@ op_mark_stored (Model *m)
     if (m->dirty[b] && !m->stored[b])
       {
         memcpy (m->storage + b * m->ps, m->memory + b * m->ps, m->ps);
-        test_mem_file_poke (m->file, b, m->storage + b * m->ps);
+        test_mem_file_poke (m->sut.file, b, m->storage + b * m->ps);
       }
 
   model_reset_file_counters (m);
-  bigfile_handle_writeout (m->handle, BIGFILE_WRITEOUT_MARK_STORED, &error);
+  bigfile_handle_writeout (m->sut.handle, BIGFILE_WRITEOUT_MARK_STORED, &error);
   model_assert_no_error (m, error, "writeout MARK_STORED");
   model_check_store_log (m, none);
   for (guint64 b = 0; b < N_BLOCKS; b++)
@@ -767,7 +765,7 @@ op_discard (Model *m)
   guint n;
 
   model_log (m, "discard (%u dirty)", m->n_dirty);
-  n = bigfile_handle_discard (m->handle);
+  n = bigfile_handle_discard (m->sut.handle);
   model_assert (m, n == m->n_dirty, "discarded %u pages, want %u", n, m->n_dirty);
   for (guint64 b = 0; b < N_BLOCKS; b++)
     if (m->dirty[b])
@@ -784,11 +782,11 @@ op_invalidate (Model *m, gboolean change_storage)
   if (change_storage)
     {
       rand_fill (m, m->storage + b * m->ps, m->ps);
-      test_mem_file_poke (m->file, b, m->storage + b * m->ps);
+      test_mem_file_poke (m->sut.file, b, m->storage + b * m->ps);
     }
-  bigfile_handle_invalidate_page (m->handle, b);
+  bigfile_handle_invalidate_page (m->sut.handle, b);
   model_drop (m, b);
-  model_assert (m, bigfile_handle_get_page_state (m->handle, b) == BIGFILE_PAGE_STATE_EMPTY,
+  model_assert (m, bigfile_handle_get_page_state (m->sut.handle, b) == BIGFILE_PAGE_STATE_EMPTY,
                 "page %" G_GUINT64_FORMAT " is in memory after it was invalidated", b);
 }
 
@@ -798,10 +796,10 @@ op_reclaim (Model *m)
   BfRamStats stats;
 
   model_log (m, "reclaim");
-  bigfile_ram_reclaim (m->ram);
+  bigfile_ram_reclaim (m->sut.ram);
 
   /* Every clean page is reclaimable here: nothing is pinned or in I/O. */
-  bf_ram_get_stats (_bigfile_ram_get_engine (m->ram), &stats);
+  bf_ram_get_stats (_bigfile_ram_get_engine (m->sut.ram), &stats);
   model_assert (m, stats.n_pages == m->n_dirty,
                 "%" G_GUINT64_FORMAT " pages in memory after reclaim, %u of them dirty",
                 stats.n_pages, m->n_dirty);
@@ -821,7 +819,7 @@ op_set_budget (Model *m)
   m->budget = pages * m->ps + (rand_chance (m, 25) ? rand_range (m, 1, m->ps) : 0);
   model_log (m, "set budget to %" G_GUINT64_FORMAT " bytes (%" G_GUINT64_FORMAT " pages, %u dirty)",
              m->budget, budget_pages (m), m->n_dirty);
-  bigfile_ram_set_budget (m->ram, m->budget);
+  bigfile_ram_set_budget (m->sut.ram, m->budget);
 }
 
 static const guint op_weights[N_OPS] = {
@@ -938,7 +936,6 @@ env_uint (const char *name, guint fallback)
 static void
 run_model (gsize requested_page_size)
 {
-  GError *error = NULL;
   Model m = { 0 };
   guint n_steps = env_uint ("BIGFILE_TEST_MODEL_STEPS", DEFAULT_STEPS);
 
@@ -950,11 +947,8 @@ run_model (gsize requested_page_size)
                   m.ps, n_steps, m.seed, m.seed);
   m.rand = g_rand_new_with_seed (m.seed);
 
-  m.file = test_mem_file_new (m.ps, N_BLOCKS);
   m.budget = 8 * m.ps;
-  m.ram = bigfile_ram_new (m.budget);
-  m.handle = bigfile_handle_new (BIGFILE_FILE (m.file), m.ram, &error);
-  g_assert_no_error (error);
+  mapping_setup (&m.sut, m.ps, N_BLOCKS, 0, m.budget);
 
   m.storage = g_malloc (N_BLOCKS * m.ps);
   for (guint64 b = 0; b < N_BLOCKS; b++)
@@ -975,11 +969,11 @@ run_model (gsize requested_page_size)
   {
     BfRamStats stats;
 
-    bf_ram_get_stats (_bigfile_ram_get_engine (m.ram), &stats);
+    bf_ram_get_stats (_bigfile_ram_get_engine (m.sut.ram), &stats);
     g_test_message ("%u loads, %u stores, %" G_GUINT64_FORMAT " pages reclaimed, %u writes "
                     "stopped by a full budget",
-                    m.n_loads + test_mem_file_get_total_loads (m.file),
-                    m.n_stores + test_mem_file_get_total_stores (m.file), stats.n_reclaimed,
+                    m.n_loads + test_mem_file_get_total_loads (m.sut.file),
+                    m.n_stores + test_mem_file_get_total_stores (m.sut.file), stats.n_reclaimed,
                     m.n_full);
     g_test_message ("operations: map %u, unmap %u, raw read %u, raw write %u, API read %u, "
                     "API write %u, writeout %u, store %u, mark stored %u, discard %u, "
@@ -998,12 +992,8 @@ run_model (gsize requested_page_size)
 
   while (m.n_vmas > 0)
     op_unmap (&m);
-  g_assert_true (bigfile_handle_close (m.handle));
-  g_assert_cmpuint (bigfile_ram_get_n_pages (m.ram), ==, 0);
+  mapping_teardown (&m.sut);
 
-  g_clear_object (&m.handle);
-  g_clear_object (&m.ram);
-  g_clear_object (&m.file);
   g_rand_free (m.rand);
   g_free (m.storage);
   g_free (m.memory);

@@ -14,60 +14,9 @@
 
 #include <string.h>
 
-#include "test-mem-file.h"
+#include "test-util.h"
 
 #define PS ((gsize)4096)
-
-typedef struct
-{
-  TestMemFile *file;
-  BigfileHandle *handle;
-  BigfileVma *vma;
-  guint8 *data;
-  gsize ps;
-} Mapping;
-
-static void
-mapping_setup (Mapping *m, BigfileRam *ram, gsize block_size, guint64 n_pages)
-{
-  GError *error = NULL;
-
-  m->ps = block_size;
-  m->file = test_mem_file_new (block_size, n_pages);
-  m->handle = bigfile_handle_new (BIGFILE_FILE (m->file), ram, &error);
-  g_assert_no_error (error);
-  m->vma = bigfile_handle_map (m->handle, 0, n_pages, &error);
-  g_assert_no_error (error);
-  m->data = bigfile_vma_get_data (m->vma);
-}
-
-static void
-mapping_teardown (Mapping *m)
-{
-  bigfile_vma_unmap (m->vma);
-  g_clear_object (&m->vma);
-  g_assert_true (bigfile_handle_close (m->handle));
-  g_clear_object (&m->handle);
-  g_clear_object (&m->file);
-}
-
-static BigfilePageState
-page_state (Mapping *m, guint64 page)
-{
-  return bigfile_handle_get_page_state (m->handle, page);
-}
-
-static G_NO_INLINE guint8
-raw_read (const guint8 *p)
-{
-  return *(const volatile guint8 *)p;
-}
-
-static G_NO_INLINE void
-raw_write (guint8 *p, guint8 value)
-{
-  *(volatile guint8 *)p = value;
-}
 
 /* Reads page @page through the API: the engine sees the access. */
 static void
@@ -131,7 +80,7 @@ test_ram_lru_order (void)
   guint8 *b;
   Mapping m;
 
-  mapping_setup (&m, ram, PS, 16);
+  mapping_setup_in_ram (&m, ram, PS, 16, 16);
   /* A second mapping of the same pages: a page in memory but not mapped
    * there faults on its first access through it, and the engine sees it. */
   vma_b = bigfile_handle_map (m.handle, 0, 16, &error);
@@ -193,7 +142,7 @@ test_ram_budget_respected (void)
   BigfileRam *ram = bigfile_ram_new (8 * PS);
   Mapping m;
 
-  mapping_setup (&m, ram, PS, 64);
+  mapping_setup_in_ram (&m, ram, PS, 64, 64);
   for (guint64 p = 0; p < 64; p++)
     {
       g_assert_cmpuint (raw_read (m.data + p * PS + p), ==, test_mem_file_pattern (p, p));
@@ -225,7 +174,7 @@ test_ram_reclaim (void)
   BigfileRam *ram = bigfile_ram_new (1 << 20);
   Mapping m;
 
-  mapping_setup (&m, ram, PS, 8);
+  mapping_setup_in_ram (&m, ram, PS, 8, 8);
   raw_read (m.data + 0 * PS);
   raw_read (m.data + 1 * PS);
   raw_read (m.data + 2 * PS);
@@ -262,7 +211,7 @@ test_ram_set_budget (void)
   Mapping m;
   GError *error = NULL;
 
-  mapping_setup (&m, ram, PS, 16);
+  mapping_setup_in_ram (&m, ram, PS, 16, 16);
   for (guint64 p = 0; p < 6; p++)
     raw_read (m.data + p * PS);
   raw_write (m.data + 6 * PS, 0x66);
@@ -312,7 +261,7 @@ test_ram_dirty_never_dropped (void)
   GError *error = NULL;
   guint8 byte;
 
-  mapping_setup (&m, ram, PS, 8);
+  mapping_setup_in_ram (&m, ram, PS, 8, 8);
   for (guint64 p = 0; p < 4; p++)
     raw_write (m.data + p * PS + p, (guint8)(0xD0 + p));
   assert_states (&m, "DDDD....");
@@ -350,8 +299,8 @@ test_ram_two_page_sizes (void)
   BigfileRam *ram = bigfile_ram_new (64 * 1024);
   Mapping a, b;
 
-  mapping_setup (&a, ram, small, 16);
-  mapping_setup (&b, ram, large, 4);
+  mapping_setup_in_ram (&a, ram, small, 16, 16);
+  mapping_setup_in_ram (&b, ram, large, 4, 4);
 
   for (guint64 p = 0; p < 8; p++)
     {
@@ -410,7 +359,7 @@ test_ram_properties (void)
   guint64 budget = 0, used = 0, n_pages = 0, n_dirty = 0;
   guint notified = 0;
 
-  mapping_setup (&m, ram, PS, 8);
+  mapping_setup_in_ram (&m, ram, PS, 8, 8);
   raw_read (m.data + 0 * PS);
   raw_read (m.data + 1 * PS);
   raw_write (m.data + 2 * PS, 1);

@@ -26,24 +26,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "test-mem-file.h"
+#include "test-util.h"
 
 /* A bound on every wait, so that a broken engine fails a test instead of
  * hanging it. */
 #define WAIT_TIMEOUT_US (5 * G_USEC_PER_SEC)
 
 /* -- fixture ------------------------------------------------------------------ */
-
-typedef struct
-{
-  TestMemFile *file;
-  BigfileRam *ram;
-  BigfileHandle *handle;
-  BigfileVma *vma; /* maps the whole file */
-  guint8 *data;    /* its memory */
-  gsize ps;
-  guint64 n_pages;
-} Fixture;
 
 /* The smallest valid block size on this system: 4 KiB, or the system page
  * size if that is larger. */
@@ -53,38 +42,18 @@ small_page_size (void)
   return MAX ((gsize)4096, (gsize)sysconf (_SC_PAGESIZE));
 }
 
+/* The whole file of @n_pages small pages mapped, in a budget of
+ * @budget_pages pages. */
 static void
-fixture_setup (Fixture *fx, guint64 n_pages, guint64 budget_pages)
+mapping_setup_small_pages (Mapping *fx, guint64 n_pages, guint64 budget_pages)
 {
-  GError *error = NULL;
+  gsize ps = small_page_size ();
 
-  fx->ps = small_page_size ();
-  fx->n_pages = n_pages;
-  fx->file = test_mem_file_new (fx->ps, n_pages);
-  fx->ram = bigfile_ram_new (budget_pages * fx->ps);
-  fx->handle = bigfile_handle_new (BIGFILE_FILE (fx->file), fx->ram, &error);
-  g_assert_no_error (error);
-  fx->vma = bigfile_handle_map (fx->handle, 0, n_pages, &error);
-  g_assert_no_error (error);
-  fx->data = bigfile_vma_get_data (fx->vma);
-  g_assert_nonnull (fx->data);
-}
-
-static void
-fixture_teardown (Fixture *fx)
-{
-  test_mem_file_set_load_hook (fx->file, NULL, NULL);
-  test_mem_file_set_store_hook (fx->file, NULL, NULL);
-  bigfile_vma_unmap (fx->vma);
-  g_clear_object (&fx->vma);
-  g_assert_true (bigfile_handle_close (fx->handle));
-  g_clear_object (&fx->handle);
-  g_clear_object (&fx->ram);
-  g_clear_object (&fx->file);
+  mapping_setup (fx, ps, n_pages, n_pages, budget_pages * ps);
 }
 
 static guint8 *
-page_addr (Fixture *fx, guint64 page)
+page_addr (Mapping *fx, guint64 page)
 {
   return fx->data + page * fx->ps;
 }
@@ -111,13 +80,13 @@ is_filled (const guint8 *mem, guint8 value, gsize ps)
 /* Reads page @page through bigfile_vma_read(): no fault, and an error
  * rather than SIGBUS. */
 static GBytes *
-read_page (Fixture *fx, guint64 page, GError **error)
+read_page (Mapping *fx, guint64 page, GError **error)
 {
   return bigfile_vma_read (fx->vma, page * fx->ps, fx->ps, error);
 }
 
 static void
-assert_page_filled (Fixture *fx, guint64 page, guint8 value)
+assert_page_filled (Mapping *fx, guint64 page, guint8 value)
 {
   GError *error = NULL;
   GBytes *bytes = read_page (fx, page, &error);
@@ -128,19 +97,9 @@ assert_page_filled (Fixture *fx, guint64 page, guint8 value)
 }
 
 static void
-assert_storage_filled (Fixture *fx, guint64 block, guint8 value)
+assert_storage_filled (Mapping *fx, guint64 block, guint8 value)
 {
   g_assert_true (is_filled (test_mem_file_peek (fx->file, block), value, fx->ps));
-}
-
-static void
-assert_store_log (TestMemFile *file, const guint64 *blocks, guint n_blocks)
-{
-  GArray *log = test_mem_file_get_store_log (file);
-
-  g_assert_cmpuint (log->len, ==, n_blocks);
-  for (guint i = 0; i < n_blocks; i++)
-    g_assert_cmpuint (g_array_index (log, guint64, i), ==, blocks[i]);
 }
 
 /* Waits, with @lock held, until *@flag is TRUE; FALSE on timeout. */
@@ -170,7 +129,7 @@ set_flag (GCond *cond, GMutex *lock, gboolean *flag)
 
 typedef struct
 {
-  Fixture *fx;
+  Mapping *fx;
   guint64 page;
   GMutex lock;
   GCond cond;
@@ -197,7 +156,7 @@ same_page_thread (gpointer user_data)
 {
   SamePageThread *t = user_data;
   SamePage *sp = t->sp;
-  Fixture *fx = sp->fx;
+  Mapping *fx = sp->fx;
   guint8 *copy = g_malloc (fx->ps);
 
   g_mutex_lock (&sp->lock);
@@ -217,7 +176,7 @@ same_page_thread (gpointer user_data)
 static void
 test_same_page (void)
 {
-  Fixture fx;
+  Mapping fx;
   SamePage sp = { 0 };
   SamePageThread threads[N_SAME_PAGE_THREADS];
   GThread *thread[N_SAME_PAGE_THREADS];
@@ -225,7 +184,7 @@ test_same_page (void)
 
   g_test_summary ("Threads faulting on one unloaded page at once share a single load");
 
-  fixture_setup (&fx, 16, 16);
+  mapping_setup_small_pages (&fx, 16, 16);
   sp.fx = &fx;
   sp.page = 7;
   g_mutex_init (&sp.lock);
@@ -261,7 +220,7 @@ test_same_page (void)
                    BIGFILE_PAGE_STATE_LOADED);
   g_assert_cmpuint (bigfile_ram_get_n_pages (fx.ram), ==, 1);
 
-  fixture_teardown (&fx);
+  mapping_teardown (&fx);
   g_mutex_clear (&sp.lock);
   g_cond_clear (&sp.cond);
 }
@@ -270,7 +229,7 @@ test_same_page (void)
 
 typedef struct
 {
-  Fixture *fx;
+  Mapping *fx;
   guint64 pages[2];
   GMutex lock;
   GCond cond;
@@ -308,7 +267,7 @@ parallel_thread (gpointer user_data)
 {
   ParallelThread *t = user_data;
   ParallelLoads *pl = t->pl;
-  Fixture *fx = pl->fx;
+  Mapping *fx = pl->fx;
   guint8 *copy = g_malloc (fx->ps);
 
   memcpy (copy, page_addr (fx, pl->pages[t->id]), fx->ps);
@@ -321,7 +280,7 @@ parallel_thread (gpointer user_data)
 static void
 test_parallel_loads (void)
 {
-  Fixture fx;
+  Mapping fx;
   ParallelLoads pl = { 0 };
   ParallelThread threads[2];
   GThread *thread[2];
@@ -329,7 +288,7 @@ test_parallel_loads (void)
   g_test_summary ("Loads of two different pages run at the same time: the engine lock is "
                   "released while the file loads");
 
-  fixture_setup (&fx, 16, 16);
+  mapping_setup_small_pages (&fx, 16, 16);
   pl.fx = &fx;
   pl.pages[0] = 2;
   pl.pages[1] = 9;
@@ -354,7 +313,7 @@ test_parallel_loads (void)
       g_assert_cmpuint (test_mem_file_get_n_loads (fx.file, pl.pages[i]), ==, 1);
     }
 
-  fixture_teardown (&fx);
+  mapping_teardown (&fx);
   g_mutex_clear (&pl.lock);
   g_cond_clear (&pl.cond);
 }
@@ -366,19 +325,19 @@ test_parallel_loads (void)
  * action of its own first. */
 typedef struct
 {
-  Fixture *fx;
+  Mapping *fx;
   guint64 block; /* the store to hold */
   GMutex lock;
   GCond cond;
   gboolean store_started;
   gboolean released;
   gboolean release_timed_out;
-  void (*in_hook) (Fixture *fx, gpointer data); /* run in the hook, before waiting */
+  void (*in_hook) (Mapping *fx, gpointer data); /* run in the hook, before waiting */
   gpointer in_hook_data;
 } HeldStore;
 
 static void
-held_store_init (HeldStore *hs, Fixture *fx, guint64 block)
+held_store_init (HeldStore *hs, Mapping *fx, guint64 block)
 {
   memset (hs, 0, sizeof *hs);
   hs->fx = fx;
@@ -447,7 +406,7 @@ writeout_thread (gpointer user_data)
 }
 
 static GThread *
-start_writeout (WriteoutThread *wt, Fixture *fx, BigfileWriteoutFlags flags)
+start_writeout (WriteoutThread *wt, Mapping *fx, BigfileWriteoutFlags flags)
 {
   memset (wt, 0, sizeof *wt);
   wt->handle = fx->handle;
@@ -508,7 +467,7 @@ writer_thread (gpointer user_data)
 static void
 check_write_waits_for_store (BigfileWriteoutFlags flags, gboolean api)
 {
-  Fixture fx;
+  Mapping fx;
   HeldStore hs;
   WriteoutThread wt;
   Writer w = { 0 };
@@ -516,7 +475,7 @@ check_write_waits_for_store (BigfileWriteoutFlags flags, gboolean api)
   const guint64 p = 3;
   gboolean writable = TRUE;
 
-  fixture_setup (&fx, 16, 16);
+  mapping_setup_small_pages (&fx, 16, 16);
 
   /* Page P dirty with content A. */
   memset (page_addr (&fx, p), 'A', fx.ps);
@@ -590,7 +549,7 @@ check_write_waits_for_store (BigfileWriteoutFlags flags, gboolean api)
   g_assert_cmpint (bigfile_handle_get_page_state (fx.handle, p), ==, BIGFILE_PAGE_STATE_LOADED);
   g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (fx.handle), ==, 0);
 
-  fixture_teardown (&fx);
+  mapping_teardown (&fx);
   held_store_clear (&hs);
 }
 
@@ -621,13 +580,13 @@ test_api_write_during_store (void)
 
 typedef struct
 {
-  Fixture *fx;
+  Mapping *fx;
   gboolean api_ok;
   GError *api_error;
 } DirtyDuring;
 
 static void
-dirty_others_in_hook (Fixture *fx, gpointer data)
+dirty_others_in_hook (Mapping *fx, gpointer data)
 {
   DirtyDuring *dd = data;
   GBytes *bytes;
@@ -660,7 +619,7 @@ dirty_others_in_hook (Fixture *fx, gpointer data)
 static void
 test_dirtied_during_writeout (void)
 {
-  Fixture fx;
+  Mapping fx;
   HeldStore hs;
   DirtyDuring dd = { 0 };
   GError *error = NULL;
@@ -669,7 +628,7 @@ test_dirtied_during_writeout (void)
   g_test_summary ("Pages dirtied while a writeout runs, other than those it stores, stay "
                   "dirty and are not stored");
 
-  fixture_setup (&fx, 16, 16);
+  mapping_setup_small_pages (&fx, 16, 16);
   dd.fx = &fx;
 
   memset (page_addr (&fx, 0), 0xAA, fx.ps); /* dirty */
@@ -717,7 +676,7 @@ test_dirtied_during_writeout (void)
   assert_storage_filled (&fx, 6, 0x66);
   g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (fx.handle), ==, 0);
 
-  fixture_teardown (&fx);
+  mapping_teardown (&fx);
   held_store_clear (&hs);
 }
 
@@ -726,7 +685,7 @@ test_dirtied_during_writeout (void)
 /* Pages 1, 3 and 7 dirty (filled with 0x11, 0x33, 0x77), page 9 loaded and
  * clean; the store of page 1 is held. */
 static void
-dirty_three (Fixture *fx)
+dirty_three (Mapping *fx)
 {
   volatile guint8 sink;
 
@@ -740,7 +699,7 @@ dirty_three (Fixture *fx)
 
 /* Common end checks: the RAM counts exactly the pages the handle shows. */
 static void
-assert_ram_consistent (Fixture *fx)
+assert_ram_consistent (Mapping *fx)
 {
   guint64 n_present = 0, n_dirty = 0;
 
@@ -763,7 +722,7 @@ assert_ram_consistent (Fixture *fx)
 static void
 test_invalidate_storing (void)
 {
-  Fixture fx;
+  Mapping fx;
   HeldStore hs;
   WriteoutThread wt;
   GThread *wo;
@@ -771,7 +730,7 @@ test_invalidate_storing (void)
   g_test_summary ("Invalidating the page a writeout is storing drops it; the store completes "
                   "with the page's contents and the writeout goes on");
 
-  fixture_setup (&fx, 16, 16);
+  mapping_setup_small_pages (&fx, 16, 16);
   dirty_three (&fx);
   held_store_init (&hs, &fx, 1);
   test_mem_file_set_store_hook (fx.file, held_store_hook, &hs);
@@ -804,12 +763,12 @@ test_invalidate_storing (void)
   g_assert_cmpuint (test_mem_file_get_n_loads (fx.file, 1), ==, 2);
   assert_ram_consistent (&fx);
 
-  fixture_teardown (&fx);
+  mapping_teardown (&fx);
   held_store_clear (&hs);
 }
 
 static void
-invalidate_seven_in_hook (Fixture *fx, gpointer data)
+invalidate_seven_in_hook (Mapping *fx, gpointer data)
 {
   bigfile_handle_invalidate_page (fx->handle, 7);
 }
@@ -817,14 +776,14 @@ invalidate_seven_in_hook (Fixture *fx, gpointer data)
 static void
 test_invalidate_later (void)
 {
-  Fixture fx;
+  Mapping fx;
   HeldStore hs;
   GError *error = NULL;
 
   g_test_summary ("A page invalidated while a writeout runs, before its turn, is not stored: "
                   "its changes are gone");
 
-  fixture_setup (&fx, 16, 16);
+  mapping_setup_small_pages (&fx, 16, 16);
   dirty_three (&fx);
   held_store_init (&hs, &fx, 1);
   hs.released = TRUE;
@@ -849,14 +808,14 @@ test_invalidate_later (void)
   /* Page 7 shows the file again. */
   g_assert_true (has_pattern (page_addr (&fx, 7), 7, fx.ps));
 
-  fixture_teardown (&fx);
+  mapping_teardown (&fx);
   held_store_clear (&hs);
 }
 
 static void
 test_discard_during_writeout (void)
 {
-  Fixture fx;
+  Mapping fx;
   HeldStore hs;
   WriteoutThread wt;
   GThread *wo;
@@ -864,7 +823,7 @@ test_discard_during_writeout (void)
   g_test_summary ("Discarding while a writeout stores drops every dirty page: the store in "
                   "flight completes, the pages after it are not stored");
 
-  fixture_setup (&fx, 16, 16);
+  mapping_setup_small_pages (&fx, 16, 16);
   dirty_three (&fx);
   held_store_init (&hs, &fx, 1);
   test_mem_file_set_store_hook (fx.file, held_store_hook, &hs);
@@ -893,7 +852,7 @@ test_discard_during_writeout (void)
   g_assert_true (has_pattern (page_addr (&fx, 3), 3, fx.ps));
   g_assert_true (has_pattern (page_addr (&fx, 7), 7, fx.ps));
 
-  fixture_teardown (&fx);
+  mapping_teardown (&fx);
   held_store_clear (&hs);
 }
 
@@ -901,7 +860,7 @@ test_discard_during_writeout (void)
 
 typedef struct
 {
-  Fixture *fx;
+  Mapping *fx;
   guint64 page;
   gboolean keep_failing; /* FALSE: the second load clears the injected failure */
   GMutex lock;
@@ -952,7 +911,7 @@ static gpointer
 failed_load_reader (gpointer user_data)
 {
   FailedLoadReader *r = user_data;
-  Fixture *fx = r->fl->fx;
+  Mapping *fx = r->fl->fx;
   guint8 *copy = g_malloc (fx->ps);
 
   if (r->raw)
@@ -977,13 +936,13 @@ failed_load_reader (gpointer user_data)
 static void
 check_failed_load (gboolean keep_failing)
 {
-  Fixture fx;
+  Mapping fx;
   FailedLoad fl = { 0 };
   FailedLoadReader a = { 0 }, b[2] = { { 0 } };
   GThread *ta, *tb[2];
   guint n_b;
 
-  fixture_setup (&fx, 16, 16);
+  mapping_setup_small_pages (&fx, 16, 16);
   fl.fx = &fx;
   fl.page = 4;
   fl.keep_failing = keep_failing;
@@ -1044,7 +1003,7 @@ check_failed_load (gboolean keep_failing)
   assert_ram_consistent (&fx);
 
   test_mem_file_set_fail_load (fx.file, fl.page, FALSE, FALSE);
-  fixture_teardown (&fx);
+  mapping_teardown (&fx);
   g_mutex_clear (&fl.lock);
   g_cond_clear (&fl.cond);
 }
@@ -1074,7 +1033,7 @@ test_failed_load_error (void)
 
 typedef struct
 {
-  Fixture *fx;
+  Mapping *fx;
   guint32 seed;
   guint n_wrong;
   guint64 first_wrong_page;
@@ -1085,7 +1044,7 @@ static gpointer
 reader_thread (gpointer user_data)
 {
   Reader *r = user_data;
-  Fixture *fx = r->fx;
+  Mapping *fx = r->fx;
   GRand *rand = g_rand_new_with_seed (r->seed);
 
   for (guint i = 0; i < RECLAIM_N_READS; i++)
@@ -1134,12 +1093,12 @@ reclaimer_thread (gpointer user_data)
 static void
 check_readers_under_reclaim (gboolean with_reclaimer)
 {
-  Fixture fx;
+  Mapping fx;
   Reader readers[RECLAIM_N_READERS];
   GThread *threads[RECLAIM_N_READERS], *reclaimer = NULL;
   Reclaimer rc = { 0 };
 
-  fixture_setup (&fx, RECLAIM_N_PAGES, RECLAIM_BUDGET_PAGES);
+  mapping_setup_small_pages (&fx, RECLAIM_N_PAGES, RECLAIM_BUDGET_PAGES);
 
   if (with_reclaimer)
     {
@@ -1181,7 +1140,7 @@ check_readers_under_reclaim (gboolean with_reclaimer)
   for (guint64 p = 0; p < RECLAIM_N_PAGES; p++)
     g_assert_true (has_pattern (page_addr (&fx, p), p, fx.ps));
 
-  fixture_teardown (&fx);
+  mapping_teardown (&fx);
 }
 
 static void
@@ -1208,7 +1167,7 @@ test_readers_and_reclaimer (void)
 
 typedef struct
 {
-  Fixture *fx;
+  Mapping *fx;
   guint id;
   guint32 seed;
   guint8 last[RACE_PAGES_PER_WRITER]; /* last value written to each page, 0 none */
@@ -1219,7 +1178,7 @@ static gpointer
 race_writer_thread (gpointer user_data)
 {
   RaceWriter *w = user_data;
-  Fixture *fx = w->fx;
+  Mapping *fx = w->fx;
   GRand *rand = g_rand_new_with_seed (w->seed);
 
   for (guint i = 0; i < RACE_N_WRITES; i++)
@@ -1239,7 +1198,7 @@ race_writer_thread (gpointer user_data)
 static void
 test_writers_and_writeouts (void)
 {
-  Fixture fx;
+  Mapping fx;
   RaceWriter writers[RACE_N_WRITERS];
   GThread *threads[RACE_N_WRITERS];
   GError *error = NULL;
@@ -1249,7 +1208,7 @@ test_writers_and_writeouts (void)
   g_test_summary ("Writers that write pages through raw memory while writeouts run in a loop "
                   "lose no write: after a final writeout the file holds every last write");
 
-  fixture_setup (&fx, RACE_N_WRITERS * RACE_PAGES_PER_WRITER, 64);
+  mapping_setup_small_pages (&fx, RACE_N_WRITERS * RACE_PAGES_PER_WRITER, 64);
 
   for (guint i = 0; i < RACE_N_WRITERS; i++)
     {
@@ -1289,7 +1248,7 @@ test_writers_and_writeouts (void)
       }
   assert_ram_consistent (&fx);
 
-  fixture_teardown (&fx);
+  mapping_teardown (&fx);
 }
 
 int
