@@ -126,6 +126,9 @@ struct _BfPage
 /* Drop a page: unmap it everywhere, take it out of every list and free it
  * (or orphan it while I/O holds it).  Used by reclaim. */
 void bf_page_drop (BfPage *page);
+/* Reclaim a clean page: bf_page_drop(), unmapping the LRU pages that follow
+ * it in index order in the same system call. */
+void bf_page_reclaim (BfPage *page);
 
 /* -- faults (virtmem.c, called by fault.c) --------------------------------- */
 typedef enum
@@ -144,6 +147,7 @@ BfFaultResult bf_fault_locked (void *addr, int write, GError **error);
 void bf_registry_add (BfVma *vma);
 void bf_registry_remove (BfVma *vma);
 BfVma *bf_registry_lookup (const void *addr);
+GPtrArray *bf_registry_get_all (void); /* NULL when nothing was ever mapped */
 void bf_fault_install (void);
 
 /* Accessors the registry needs. */

@@ -138,4 +138,10 @@ gboolean bf_vma_unpin (BfVma *vma, gsize offset, gsize len);
  * the reason is kept per thread until taken. */
 GError *bf_fault_take_error (void);
 
+/* For tests: the number of kernel mappings the engine counts for its VMAs,
+ * and the cap past which it drops mappings of unpinned pages (0: half of
+ * vm.max_map_count). */
+guint64 bf_get_kernel_maps (void);
+void bf_set_kernel_maps_cap (guint64 cap);
+
 G_END_DECLS

@@ -134,6 +134,12 @@ bf_registry_remove (BfVma *vma)
   g_assert (found);
 }
 
+GPtrArray *
+bf_registry_get_all (void)
+{
+  return registry;
+}
+
 BfVma *
 bf_registry_lookup (const void *addr)
 {

@@ -261,7 +261,7 @@ ram_reclaim_one (BfRam *ram)
 
   if (link == NULL)
     return FALSE;
-  bf_page_drop (link->data);
+  bf_page_reclaim (link->data);
   ram->n_reclaimed++;
   return TRUE;
 }

@@ -73,7 +73,8 @@ struct _BfVma
   guint64 *writable;   /* bitmap: ...and mapped read-write */
   gboolean registered; /* in the registry and in handle->vmas */
   GList handle_link;
-  GArray *pins; /* VmaPin: pins taken through this VMA, undone at unmap */
+  GArray *pins;       /* VmaPin: pins taken through this VMA, undone at unmap */
+  guint64 boundaries; /* see "kernel mappings" below */
 };
 
 typedef struct
@@ -163,28 +164,193 @@ vma_covers (BfVma *vma, guint64 index)
   return index >= vma->page_offset && index - vma->page_offset < vma->n_pages;
 }
 
-/* Put PROT_NONE back over a page's place.  If the kernel refuses (it may
- * need a new kernel VMA to split a mapping, and vm.max_map_count may be
- * reached), the old mapping would keep showing a slot that is about to be
- * reused for other data: that must never happen, so fall back to mprotect
- * and, failing that too, stop the process. */
+/* -- kernel mappings: staying under vm.max_map_count ----------------------------
+ *
+ * Every run of pages with the same look (unmapped; or mapped with one
+ * protection from consecutive slots) is one kernel VMA: the kernel merges
+ * neighbours that are alike and splits them where they differ.  Pages whose
+ * slots are not in order, or that are scattered by random access, cost one
+ * kernel VMA each, plus one for the gap after them, and a process has only
+ * vm.max_map_count (65530 by default) of them: past that, mmap and mprotect
+ * fail with ENOMEM.
+ *
+ * So the engine keeps count.  A VMA costs 1 + its boundaries, where a
+ * boundary lies between neighbours i and i+1 that the kernel cannot merge
+ * (vma_boundary_after).  kernel_maps sums that over every VMA.  Before a
+ * change that may add kernel VMAs, room is made: when kernel_maps is near the
+ * cap (half the limit: the rest of the process maps things too), every
+ * mapping of a page that is not pinned is dropped at once.  The pages stay in
+ * RAM, loaded or dirty; the next access maps them again without loading.
+ * Sequential access, which keeps slots in order, never gets there. */
+
+static guint64 kernel_maps;
+static guint64 kernel_maps_cap;
+
+static guint64
+kernel_maps_get_cap (void)
+{
+  if (kernel_maps_cap == 0)
+    {
+      gchar *text = NULL;
+      guint64 limit = 65530;
+
+      if (g_file_get_contents ("/proc/sys/vm/max_map_count", &text, NULL, NULL))
+        {
+          guint64 v = g_ascii_strtoull (text, NULL, 10);
+          if (v >= 1024)
+            limit = v;
+          g_free (text);
+        }
+      kernel_maps_cap = limit / 2;
+    }
+  return kernel_maps_cap;
+}
+
+void
+bf_set_kernel_maps_cap (guint64 cap)
+{
+  bf_lock ();
+  kernel_maps_cap = cap;
+  bf_unlock ();
+}
+
+guint64
+bf_get_kernel_maps (void)
+{
+  guint64 n;
+
+  bf_lock ();
+  n = kernel_maps;
+  bf_unlock ();
+  return n;
+}
+
+static inline BfPage *
+handle_lookup (BfHandle *handle, guint64 index)
+{
+  return g_hash_table_lookup (handle->pages, &index);
+}
+
+/* Can the kernel not merge pages i and i+1 of @vma (relative indexes)? */
+static gboolean
+vma_boundary_after (BfVma *vma, guint64 i)
+{
+  gboolean m0 = bit_get (vma->mapped, i), m1 = bit_get (vma->mapped, i + 1);
+  BfPage *p0, *p1;
+
+  if (!m0 && !m1)
+    return FALSE;
+  if (m0 != m1 || bit_get (vma->writable, i) != bit_get (vma->writable, i + 1))
+    return TRUE;
+  p0 = handle_lookup (vma->handle, vma->page_offset + i);
+  p1 = handle_lookup (vma->handle, vma->page_offset + i + 1);
+  return p0 == NULL || p1 == NULL || p1->slot != p0->slot + 1;
+}
+
+/* The boundaries next to pages [first, last] of @vma (relative indexes). */
+static guint64
+vma_boundaries_near (BfVma *vma, guint64 first, guint64 last)
+{
+  guint64 n = 0, end;
+
+  if (vma->n_pages < 2)
+    return 0;
+  end = MIN (last, vma->n_pages - 2);
+  for (guint64 j = first > 0 ? first - 1 : 0; j <= end; j++)
+    n += vma_boundary_after (vma, j);
+  return n;
+}
+
+static void
+vma_account (BfVma *vma, guint64 before, guint64 after)
+{
+  vma->boundaries = vma->boundaries - before + after;
+  kernel_maps = kernel_maps - before + after;
+}
+
+static void flush_mappings (void);
+
+/* Called before a change that can add up to two kernel VMAs. */
+static void
+ensure_kernel_maps_room (void)
+{
+  if (kernel_maps + 2 > kernel_maps_get_cap ())
+    flush_mappings ();
+}
+
+/* Put PROT_NONE back over pages [i, i+count) of @vma (relative indexes).
+ * If the kernel refuses (it may need a new kernel VMA to split a mapping),
+ * the old mapping would keep showing slots that are about to be reused for
+ * other data: that must never happen, so fall back to mprotect and, failing
+ * that too, stop the process.  The room kept under vm.max_map_count makes
+ * this practically impossible. */
+static void
+vma_unmap_range (BfVma *vma, guint64 i, guint64 count)
+{
+  guint8 *addr = vma->start + (i << vma->handle->page_shift);
+  gsize len = (gsize)count << vma->handle->page_shift;
+  guint64 before = vma_boundaries_near (vma, i, i + count - 1);
+
+  if (mmap (addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
+          == MAP_FAILED
+      && mprotect (addr, len, PROT_NONE) != 0)
+    g_error ("Could not unmap bigfile pages at %p: %s", addr, g_strerror (errno));
+
+  for (guint64 j = i; j < i + count; j++)
+    {
+      bit_set (vma->mapped, j, FALSE);
+      bit_set (vma->writable, j, FALSE);
+    }
+  vma_account (vma, before, vma_boundaries_near (vma, i, i + count - 1));
+}
+
 static void
 vma_unmap_page (BfVma *vma, guint64 index)
 {
   guint64 i = index - vma->page_offset;
-  guint8 *addr = vma_page_addr (vma, index);
-  gsize ps = vma->handle->page_size;
 
-  if (!bit_get (vma->mapped, i))
-    return;
+  if (bit_get (vma->mapped, i))
+    vma_unmap_range (vma, i, 1);
+}
 
-  if (mmap (addr, ps, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
-          == MAP_FAILED
-      && mprotect (addr, ps, PROT_NONE) != 0)
-    g_error ("Could not unmap a bigfile page at %p: %s", addr, g_strerror (errno));
+/* Drop every mapping of a page that is not pinned, in all VMAs. */
+static void
+flush_mappings (void)
+{
+  GPtrArray *vmas = bf_registry_get_all ();
 
-  bit_set (vma->mapped, i, FALSE);
-  bit_set (vma->writable, i, FALSE);
+  for (guint v = 0; vmas != NULL && v < vmas->len; v++)
+    {
+      BfVma *vma = g_ptr_array_index (vmas, v);
+      guint64 i = 0;
+
+      while (i < vma->n_pages)
+        {
+          guint64 j;
+          BfPage *page;
+
+          /* Skip unmapped pages a word at a time. */
+          if (i % 64 == 0 && vma->mapped[i / 64] == 0)
+            {
+              i += 64;
+              continue;
+            }
+          if (!bit_get (vma->mapped, i))
+            {
+              i++;
+              continue;
+            }
+          for (j = i; j < vma->n_pages && bit_get (vma->mapped, j); j++)
+            {
+              page = handle_lookup (vma->handle, vma->page_offset + j);
+              if (page != NULL && page->pin_count > 0)
+                break;
+            }
+          if (j > i)
+            vma_unmap_range (vma, i, j - i);
+          i = j + 1; /* j is pinned, unmapped or the end */
+        }
+    }
 }
 
 static gboolean
@@ -195,11 +361,15 @@ vma_map_page (BfVma *vma, BfPage *page, gboolean writable, GError **error)
   BfHandle *handle = vma->handle;
   gsize ps = handle->page_size;
   int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+  guint64 before;
 
+  if (bit_get (vma->mapped, i) && bit_get (vma->writable, i) == writable)
+    return TRUE;
+
+  ensure_kernel_maps_room ();
+  before = vma_boundaries_near (vma, i, i);
   if (bit_get (vma->mapped, i))
     {
-      if (bit_get (vma->writable, i) == writable)
-        return TRUE;
       if (mprotect (addr, ps, prot) != 0)
         goto fail;
     }
@@ -214,6 +384,7 @@ vma_map_page (BfVma *vma, BfPage *page, gboolean writable, GError **error)
       bit_set (vma->mapped, i, TRUE);
     }
   bit_set (vma->writable, i, writable);
+  vma_account (vma, before, vma_boundaries_near (vma, i, i));
   return TRUE;
 
 fail:
@@ -237,23 +408,28 @@ page_write_protect (BfPage *page)
   for (GList *l = handle->vmas.head; l != NULL; l = l->next)
     {
       BfVma *vma = l->data;
-      guint64 i;
+      guint64 i, before;
 
       if (!vma_covers (vma, page->index))
         continue;
       i = page->index - vma->page_offset;
-      if (bit_get (vma->writable, i))
+      if (!bit_get (vma->writable, i))
+        continue;
+
+      ensure_kernel_maps_room ();
+      if (!bit_get (vma->writable, i)) /* the flush unmapped it */
+        continue;
+      before = vma_boundaries_near (vma, i, i);
+      if (mprotect (vma_page_addr (vma, page->index), handle->page_size, PROT_READ) != 0)
         {
-          if (mprotect (vma_page_addr (vma, page->index), handle->page_size, PROT_READ) != 0)
-            {
-              /* Could only be ENOMEM from splitting; keeping it writable would
-               * let a write slip past dirty tracking.  Unmapping always works
-               * or stops the process. */
-              vma_unmap_page (vma, page->index);
-            }
-          else
-            bit_set (vma->writable, i, FALSE);
+          /* Could only be ENOMEM from splitting; keeping it writable would
+           * let a write slip past dirty tracking.  Unmapping always works
+           * or stops the process. */
+          vma_unmap_page (vma, page->index);
+          continue;
         }
+      bit_set (vma->writable, i, FALSE);
+      vma_account (vma, before, vma_boundaries_near (vma, i, i));
     }
 }
 
@@ -364,6 +540,40 @@ bf_page_drop (BfPage *page)
       return;
     }
   page_free (page);
+}
+
+/* Reclaim @page (clean, in the LRU).  Reclaim goes in LRU order, and in a
+ * sequential scan the pages after this one in the LRU are its next indexes,
+ * to be reclaimed next: unmap them too, in the same call, so that their own
+ * reclaim costs no system call.  They stay loaded; an access before their
+ * turn maps them again without loading. */
+#define RECLAIM_UNMAP_AHEAD 16
+
+void
+bf_page_reclaim (BfPage *page)
+{
+  BfHandle *handle = page->handle;
+
+  for (GList *l = handle->vmas.head; l != NULL; l = l->next)
+    {
+      BfVma *vma = l->data;
+      guint64 count = 1;
+
+      if (!vma_covers (vma, page->index))
+        continue;
+      for (GList *n = page->lru_link.next; n != NULL && count < RECLAIM_UNMAP_AHEAD; n = n->next)
+        {
+          BfPage *next = n->data;
+          if (next->handle != handle || next->index != page->index + count
+              || !vma_covers (vma, next->index))
+            break;
+          count++;
+        }
+      /* Not mapped: an earlier reclaim unmapped it ahead, nothing to do. */
+      if (bit_get (vma->mapped, page->index - vma->page_offset))
+        vma_unmap_range (vma, page->index - vma->page_offset, count);
+    }
+  bf_page_drop (page);
 }
 
 static void
@@ -941,6 +1151,7 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
   g_queue_push_tail_link (&handle->vmas, &vma->handle_link);
   bf_registry_add (vma);
   vma->registered = TRUE;
+  kernel_maps++;
   bf_unlock ();
   return vma;
 }
@@ -965,6 +1176,8 @@ bf_vma_unmap (BfVma *vma)
       bf_registry_remove (vma);
       g_queue_unlink (&vma->handle->vmas, &vma->handle_link);
       vma->registered = FALSE;
+      kernel_maps -= 1 + vma->boundaries;
+      vma->boundaries = 0;
       munmap (vma->start, vma->length);
       memset (vma->mapped, 0, (vma->n_pages + 63) / 64 * sizeof (guint64));
       memset (vma->writable, 0, (vma->n_pages + 63) / 64 * sizeof (guint64));
