@@ -116,6 +116,9 @@ typedef enum
  * @BIGFILE_FILE_ERROR_INVALID_DATA: a load returned more bytes than a block holds.
  * @BIGFILE_FILE_ERROR_READ_ONLY: a store was asked of a file opened read-only.
  * @BIGFILE_FILE_ERROR_NOT_SUPPORTED: the implementation lacks the method.
+ * @BIGFILE_FILE_ERROR_WRONG_THREAD: a block of a file that is not
+ *   thread-safe (see bigfile_file_is_thread_safe()) was needed on a thread
+ *   other than the one that opened the handle.
  *
  * Errors of #BigfileFile and its implementations. Implementations may also
  * report errors of other domains (#G_IO_ERROR for system errors).
@@ -128,6 +131,7 @@ typedef enum
   BIGFILE_FILE_ERROR_INVALID_DATA,
   BIGFILE_FILE_ERROR_READ_ONLY,
   BIGFILE_FILE_ERROR_NOT_SUPPORTED,
+  BIGFILE_FILE_ERROR_WRONG_THREAD,
 } BigfileFileError;
 
 BIGFILE_AVAILABLE_IN_ALL

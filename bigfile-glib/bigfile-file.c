@@ -163,6 +163,33 @@ call_load_block_raw (BigfileFile *file, BigfileFileInterface *iface, guint64 blo
 }
 
 /**
+ * bigfile_file_is_thread_safe:
+ * @file: a #BigfileFile
+ *
+ * Tells whether the load and store methods of @file may be called from any
+ * thread, also several at once. A file whose implementation does not say
+ * (every file implemented in JavaScript or Python) is not: a #BigfileHandle
+ * then calls its methods only on the thread that opened the handle, and
+ * fails with %BIGFILE_FILE_ERROR_WRONG_THREAD where a block is needed on
+ * another thread, and bigfile_handle_writeout_async() stores its blocks in
+ * slices on the handle's main context instead of in a worker thread.
+ *
+ * Returns: %TRUE if @file may be used from any thread
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_file_is_thread_safe (BigfileFile *file)
+{
+  BigfileFileInterface *iface;
+
+  g_return_val_if_fail (BIGFILE_IS_FILE (file), FALSE);
+
+  iface = BIGFILE_FILE_GET_IFACE (file);
+  return iface->is_thread_safe != NULL && iface->is_thread_safe (file);
+}
+
+/**
  * bigfile_file_get_block_size:
  * @file: a #BigfileFile
  *

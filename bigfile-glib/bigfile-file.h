@@ -27,6 +27,10 @@ G_DECLARE_INTERFACE (BigfileFile, bigfile_file, BIGFILE, FILE, GObject)
  * @store_block: stores a whole block given as #GBytes. The method for bindings.
  * @load_block_raw: C fast path of @load_block: fills @buffer with @length bytes.
  * @store_block_raw: C fast path of @store_block: stores @length bytes from @data.
+ * @is_thread_safe: returns %TRUE if the load and store methods may be called
+ *   from any thread, at once. Not implementing it means %FALSE: the methods
+ *   are then only called on the thread that opened the handle (as gjs and
+ *   PyGObject implementations require).
  *
  * The virtual methods of #BigfileFile. Implement @get_block_size and at
  * least one of @load_block and @load_block_raw (and of the store pair, unless
@@ -45,13 +49,16 @@ struct _BigfileFileInterface
                               GError **error);
   gboolean (*store_block_raw) (BigfileFile *file, guint64 block, const guint8 *data, gsize length,
                                GError **error);
+  gboolean (*is_thread_safe) (BigfileFile *file);
 
   /*< private >*/
-  gpointer padding[8];
+  gpointer padding[7];
 };
 
 BIGFILE_AVAILABLE_IN_ALL
 gsize bigfile_file_get_block_size (BigfileFile *file);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_file_is_thread_safe (BigfileFile *file);
 BIGFILE_AVAILABLE_IN_ALL
 GBytes *bigfile_file_load_block (BigfileFile *file, guint64 block, GError **error);
 BIGFILE_AVAILABLE_IN_ALL

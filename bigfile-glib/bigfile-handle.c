@@ -51,9 +51,21 @@
  * return bigfile_handle_writeout (handle, BIGFILE_WRITEOUT_DEFAULT, &error);
  * ]|
  *
- * The methods of a handle may be called from any thread. Closing it, or
- * dropping its last reference, while other threads use it is a programmer
- * error.
+ * ## Threads and main contexts
+ *
+ * A handle belongs to the thread that created it, and to that thread's
+ * thread-default #GMainContext (its owner context). Its signals and
+ * property notifications are emitted there only, never from the thread that
+ * faulted or from a worker thread, so handlers written in JavaScript or
+ * Python work. #BigfileHandle:n-dirty-pages changes inside page faults, so
+ * its notification comes from an idle on the owner context, shortly after.
+ *
+ * The methods of a handle may be called from any thread. Blocks of a file
+ * that is not thread-safe (bigfile_file_is_thread_safe()), such as one
+ * implemented in a script, are loaded and stored on the owner thread only:
+ * elsewhere, an access that needs a load fails with
+ * %BIGFILE_FILE_ERROR_WRONG_THREAD. Closing a handle, or dropping its last
+ * reference, while other threads use it is a programmer error.
  *
  * Since: 1.0
  */
@@ -73,6 +85,18 @@ struct _BigfileHandle
   BfHandle *engine;
   gsize page_size;
   gboolean closed;
+
+  /* Where signals go: the thread that created the handle and its
+   * thread-default context.  Non-thread-safe files are used there only. */
+  GThread *owner_thread;
+  GMainContext *owner_context;
+  gboolean thread_safe;
+
+  /* n-dirty-pages changes with the engine lock held, often in the fault
+   * handler: the engine's dirty_changed hook sets this flag and wakes
+   * notify_source, which notifies on the owner context. */
+  gint dirty_changed;
+  GSource *notify_source;
 };
 
 enum
@@ -88,33 +112,83 @@ enum
 
 static GParamSpec *props[N_PROPS];
 
+enum
+{
+  SIGNAL_PAGE_INVALIDATED,
+  N_SIGNALS
+};
+
+static guint signals[N_SIGNALS];
+
 G_DEFINE_TYPE (BigfileHandle, bigfile_handle, G_TYPE_OBJECT)
 
 /* The public flags are passed to the engine as they are. */
 G_STATIC_ASSERT ((int)BIGFILE_WRITEOUT_STORE == (int)BF_WRITEOUT_STORE);
 G_STATIC_ASSERT ((int)BIGFILE_WRITEOUT_MARK_STORED == (int)BF_WRITEOUT_MARKSTORED);
 
-/* The engine's callbacks. @file is the BigfileFile given to bf_handle_new(),
- * kept alive by the BigfileHandle for as long as the engine handle exists.
- * They run with the engine lock released, on the thread that needs the page
- * (any thread, for a fault). The invokers make sure a failure carries an
- * error, even from an implementation in a binding that forgot to set one. */
+/* The engine's callbacks; @data is the BigfileHandle, which outlives its
+ * engine handle.  load and store run with the engine lock released, on the
+ * thread that needs the page (any thread, for a fault).  The invokers make
+ * sure a failure carries an error, even from an implementation in a binding
+ * that forgot to set one. */
 static gboolean
-handle_load (gpointer file, guint64 block, void *buf, gsize len, GError **error)
+check_thread (BigfileHandle *self, const char *what, guint64 block, GError **error)
 {
-  return bigfile_file_load_block_raw (file, block, buf, len, error);
+  if (self->thread_safe || g_thread_self () == self->owner_thread)
+    return TRUE;
+
+  g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_WRONG_THREAD,
+               "%s block %" G_GUINT64_FORMAT " of %s needs the thread that opened the handle: "
+               "the file is not thread-safe",
+               what, block, G_OBJECT_TYPE_NAME (self->file));
+  return FALSE;
 }
 
 static gboolean
-handle_store (gpointer file, guint64 block, const void *buf, gsize len, GError **error)
+handle_load (gpointer data, guint64 block, void *buf, gsize len, GError **error)
 {
-  return bigfile_file_store_block_raw (file, block, buf, len, error);
+  BigfileHandle *self = data;
+
+  return check_thread (self, "Loading", block, error)
+         && bigfile_file_load_block_raw (self->file, block, buf, len, error);
+}
+
+static gboolean
+handle_store (gpointer data, guint64 block, const void *buf, gsize len, GError **error)
+{
+  BigfileHandle *self = data;
+
+  return check_thread (self, "Storing", block, error)
+         && bigfile_file_store_block_raw (self->file, block, buf, len, error);
+}
+
+/* Engine lock held, any thread, maybe in the fault handler: note and wake. */
+static void
+handle_dirty_changed (gpointer data)
+{
+  BigfileHandle *self = data;
+
+  g_atomic_int_set (&self->dirty_changed, TRUE);
+  if (self->notify_source != NULL)
+    _bigfile_wake_source_wake (self->notify_source);
 }
 
 static const BfFileOps file_ops = {
   .load = handle_load,
   .store = handle_store,
+  .dirty_changed = handle_dirty_changed,
 };
+
+/* On the owner context, after the dirty count changed. */
+static gboolean
+notify_dirty_changed (gpointer user_data)
+{
+  BigfileHandle *self = user_data;
+
+  if (g_atomic_int_compare_and_exchange (&self->dirty_changed, TRUE, FALSE))
+    g_object_notify_by_pspec (G_OBJECT (self), props[PROP_N_DIRTY_PAGES]);
+  return G_SOURCE_CONTINUE;
+}
 
 static void
 set_closed_error (GError **error)
@@ -155,6 +229,7 @@ bigfile_handle_dispose (GObject *object)
       g_clear_object (&self->file);
       g_clear_object (&self->ram);
     }
+  g_clear_pointer (&self->notify_source, _bigfile_wake_source_free);
 
   G_OBJECT_CLASS (bigfile_handle_parent_class)->dispose (object);
 }
@@ -176,6 +251,7 @@ bigfile_handle_finalize (GObject *object)
        * with its file and RAM is the only safe thing left. */
       g_critical ("A BigfileHandle was finalized with mappings alive; leaking it");
     }
+  g_clear_pointer (&self->owner_context, g_main_context_unref);
 
   G_OBJECT_CLASS (bigfile_handle_parent_class)->finalize (object);
 }
@@ -255,13 +331,15 @@ bigfile_handle_class_init (BigfileHandleClass *klass)
    * BigfileHandle:n-dirty-pages:
    *
    * The number of dirty pages: changed, and not yet written out or
-   * discarded. It changes as pages are written to, from any thread, and is
-   * not notified.
+   * discarded. It changes as pages are written to, from any thread; the
+   * notification is emitted on the handle's owner context, from an idle
+   * shortly after the change (several changes may make one notification).
    *
    * Since: 1.0
    */
-  props[PROP_N_DIRTY_PAGES] = g_param_spec_uint64 ("n-dirty-pages", NULL, NULL, 0, G_MAXUINT64, 0,
-                                                   G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
+  props[PROP_N_DIRTY_PAGES]
+      = g_param_spec_uint64 ("n-dirty-pages", NULL, NULL, 0, G_MAXUINT64, 0,
+                             G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
 
   /**
    * BigfileHandle:closed:
@@ -275,6 +353,21 @@ bigfile_handle_class_init (BigfileHandleClass *klass)
                               G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
 
   g_object_class_install_properties (object_class, N_PROPS, props);
+
+  /**
+   * BigfileHandle::page-invalidated:
+   * @handle: the #BigfileHandle
+   * @page: the index of the page
+   *
+   * Emitted after bigfile_handle_invalidate_page() dropped a page, on the
+   * handle's owner context: at once when it was called on the owner
+   * thread, else from an idle there.
+   *
+   * Since: 1.0
+   */
+  signals[SIGNAL_PAGE_INVALIDATED]
+      = g_signal_new ("page-invalidated", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL,
+                      NULL, NULL, G_TYPE_NONE, 1, G_TYPE_UINT64);
 }
 
 static void
@@ -332,15 +425,23 @@ bigfile_handle_new (BigfileFile *file, BigfileRam *ram, GError **error)
       return NULL;
     }
 
-  engine = bf_handle_new (engine_ram, block_size, &file_ops, file, error);
-  if (engine == NULL)
-    return NULL;
-
   self = g_object_new (BIGFILE_TYPE_HANDLE, NULL);
   self->file = g_object_ref (file);
   self->ram = g_object_ref (ram);
-  self->engine = engine;
   self->page_size = block_size;
+  self->owner_thread = g_thread_self ();
+  self->owner_context = g_main_context_ref_thread_default ();
+  self->thread_safe = bigfile_file_is_thread_safe (file);
+  self->notify_source = _bigfile_wake_source_new (self->owner_context, "BigfileHandle notify",
+                                                  notify_dirty_changed, self);
+
+  engine = bf_handle_new (engine_ram, block_size, &file_ops, self, error);
+  if (engine == NULL)
+    {
+      g_object_unref (self);
+      return NULL;
+    }
+  self->engine = engine;
   self->closed = FALSE;
 
   return self;
@@ -576,6 +677,344 @@ bigfile_handle_writeout (BigfileHandle *handle, BigfileWriteoutFlags flags, GErr
   return bf_handle_writeout (handle->engine, (BfWriteoutFlags)flags, error);
 }
 
+/* -- asynchronous writeout ----------------------------------------------------
+ *
+ * The engine's writeout goes page by page (bf_writeout_step), so it can be
+ * driven from anywhere.  Two drivers:
+ *
+ *  - a worker thread (GTask), for files that are thread-safe: stores run
+ *    there, and the calling thread keeps running its main loop;
+ *  - slices from an idle source on the handle's owner context, for the others
+ *    (files implemented in JavaScript or Python must be called on the owner
+ *    thread): each dispatch stores pages for about WRITEOUT_SLICE_USEC, then
+ *    returns to the main loop.
+ *
+ * Either way progress goes to the caller's context (the task's) through one
+ * coalescing idle source, cancellation is checked between pages, and the
+ * engine keeps what was stored clean and the rest dirty.
+ */
+
+#define WRITEOUT_SLICE_USEC 5000
+
+typedef struct
+{
+  BfWriteout *wo;
+  gsize page_size;
+  int io_priority;
+
+  BigfileProgressCallback progress;
+  gpointer progress_data;
+  GDestroyNotify progress_data_destroy;
+
+  /* The caller's callback: the task calls writeout_task_done() first, on
+   * the caller's context, so that the progress data is freed there too
+   * (not on the worker thread that may drop the task's last reference). */
+  GAsyncReadyCallback callback;
+  gpointer user_data;
+
+  /* Progress noted by the driver, delivered by an idle on the task's
+   * context; progress_pending says one is attached. */
+  GMutex progress_lock;
+  guint64 progress_done;
+  guint64 progress_total;
+  gboolean progress_pending;
+} WriteoutData;
+
+static void
+release_progress (WriteoutData *data)
+{
+  GDestroyNotify destroy = data->progress_data_destroy;
+
+  data->progress = NULL;
+  data->progress_data_destroy = NULL;
+  if (destroy != NULL)
+    destroy (data->progress_data);
+}
+
+static void
+writeout_data_free (gpointer user_data)
+{
+  WriteoutData *data = user_data;
+
+  if (data->wo != NULL)
+    bf_writeout_end (data->wo);
+  release_progress (data);
+  g_mutex_clear (&data->progress_lock);
+  g_free (data);
+}
+
+/* Delivers the progress noted last, if not yet delivered. */
+static void
+flush_progress (GTask *task)
+{
+  WriteoutData *data = g_task_get_task_data (task);
+  guint64 done, total;
+
+  g_mutex_lock (&data->progress_lock);
+  if (!data->progress_pending || data->progress == NULL)
+    {
+      g_mutex_unlock (&data->progress_lock);
+      return;
+    }
+  done = data->progress_done;
+  total = data->progress_total;
+  data->progress_pending = FALSE;
+  g_mutex_unlock (&data->progress_lock);
+
+  data->progress (done, total, data->progress_data);
+}
+
+static gboolean
+deliver_progress_cb (gpointer user_data)
+{
+  flush_progress (user_data);
+  return G_SOURCE_REMOVE;
+}
+
+/* On the caller's context: the caller's callback, then the progress data
+ * goes (a late delivery idle finds no callback). */
+static void
+writeout_task_done (GObject *source_object, GAsyncResult *result, gpointer unused)
+{
+  WriteoutData *data = g_task_get_task_data (G_TASK (result));
+
+  if (data->callback != NULL)
+    data->callback (source_object, result, data->user_data);
+  release_progress (data);
+}
+
+/* Any thread.  Coalesced: while one delivery is pending, later progress
+ * only updates what it will deliver. */
+static void
+post_progress (GTask *task)
+{
+  WriteoutData *data = g_task_get_task_data (task);
+  guint64 pages_done, pages_total;
+  gboolean attach;
+
+  if (data->progress == NULL)
+    return;
+
+  bf_writeout_get_progress (data->wo, &pages_done, &pages_total);
+  g_mutex_lock (&data->progress_lock);
+  data->progress_done = pages_done * data->page_size;
+  data->progress_total = pages_total * data->page_size;
+  attach = !data->progress_pending;
+  data->progress_pending = TRUE;
+  g_mutex_unlock (&data->progress_lock);
+
+  if (attach)
+    {
+      GSource *source = g_idle_source_new ();
+
+      g_source_set_priority (source, g_task_get_priority (task));
+      g_source_set_static_name (source, "BigfileHandle writeout progress");
+      g_source_set_callback (source, deliver_progress_cb, g_object_ref (task), g_object_unref);
+      g_source_attach (source, g_task_get_context (task));
+      g_source_unref (source);
+    }
+}
+
+/* Runs writeout steps until done, an error, cancellation, or @deadline
+ * (monotonic µs; 0: none).  Returns TRUE when the writeout is over, with
+ * *error set if it failed. */
+static gboolean
+writeout_run (GTask *task, gint64 deadline, GError **error)
+{
+  WriteoutData *data = g_task_get_task_data (task);
+  GCancellable *cancellable = g_task_get_cancellable (task);
+  gboolean done = FALSE;
+
+  while (!done)
+    {
+      if (g_cancellable_set_error_if_cancelled (cancellable, error))
+        return TRUE;
+      if (!bf_writeout_step (data->wo, &done, error))
+        return TRUE;
+      post_progress (task);
+      if (!done && deadline != 0 && g_get_monotonic_time () >= deadline)
+        return FALSE;
+    }
+  return TRUE;
+}
+
+static void
+writeout_return (GTask *task, GError *error)
+{
+  WriteoutData *data = g_task_get_task_data (task);
+
+  /* End the engine writeout before completing: the callback may start
+   * another one. */
+  bf_writeout_end (data->wo);
+  data->wo = NULL;
+
+  /* The last progress goes before the callback.  From a worker thread the
+   * pending idle runs first (same priority, queued earlier); on the task's
+   * own context GTask may call back at once, so deliver it here. */
+  if (data->progress != NULL && g_main_context_is_owner (g_task_get_context (task)))
+    flush_progress (task);
+
+  if (error != NULL)
+    g_task_return_error (task, error);
+  else
+    g_task_return_boolean (task, TRUE);
+}
+
+static void
+writeout_thread (GTask *task, gpointer source_object, gpointer task_data, GCancellable *cancellable)
+{
+  GError *error = NULL;
+
+  writeout_run (task, 0, &error);
+  writeout_return (task, error);
+}
+
+static gboolean
+writeout_slice (gpointer user_data)
+{
+  GTask *task = user_data;
+  GError *error = NULL;
+
+  if (!writeout_run (task, g_get_monotonic_time () + WRITEOUT_SLICE_USEC, &error))
+    return G_SOURCE_CONTINUE;
+
+  writeout_return (task, error);
+  return G_SOURCE_REMOVE;
+}
+
+/**
+ * bigfile_handle_writeout_async:
+ * @handle: a #BigfileHandle
+ * @flags: what to do with the dirty pages: not 0
+ * @io_priority: the I/O priority of the request, e.g. %G_PRIORITY_DEFAULT
+ * @cancellable: (nullable): a #GCancellable, or %NULL
+ * @progress_callback: (nullable) (scope notified) (closure progress_data)
+ *   (destroy progress_data_destroy): called with the bytes written so far
+ * @progress_data: data for @progress_callback
+ * @progress_data_destroy: (nullable): frees @progress_data on the caller's
+ *   main context, right after @callback returns
+ * @callback: (scope async): called when the writeout is over
+ * @user_data: (closure callback): data for @callback
+ *
+ * Starts writing out @handle, like bigfile_handle_writeout(), without
+ * blocking the caller's main loop; @callback runs on the caller's
+ * thread-default main context when it is over: call
+ * bigfile_handle_writeout_finish() there.
+ *
+ * Which pages are written out is decided now: the dirty pages at this call,
+ * stored in the order of their index. The program may go on reading and
+ * writing the mappings meanwhile: a page is read-only only while it is being
+ * stored (a writer waits for that one store), and what the program changes
+ * during the writeout is dirty after it.
+ *
+ * If the file is thread-safe (bigfile_file_is_thread_safe()), pages are
+ * stored in a worker thread. Otherwise (files implemented in JavaScript or
+ * Python) they are stored on the handle's owner context, in slices of about
+ * 5 ms from an idle source of priority @io_priority or
+ * %G_PRIORITY_DEFAULT_IDLE, whichever is lower, so that the main loop stays
+ * responsive; that context must be running.
+ *
+ * @progress_callback, if given, is called on the caller's main context as
+ * pages are stored, with the bytes stored so far and the bytes to store in
+ * all; the last call (done == total) comes before @callback, when the
+ * writeout succeeds.
+ *
+ * Cancelling @cancellable stops the writeout between two pages: the pages
+ * stored before stay stored (and, with %BIGFILE_WRITEOUT_MARK_STORED,
+ * clean), the others stay dirty, and the finish function fails with
+ * %G_IO_ERROR_CANCELLED. A failed store stops it the same way with the
+ * store's error. Nothing is lost: a later writeout stores what is left.
+ *
+ * Only one writeout of a handle runs at a time: another one fails with
+ * %BIGFILE_HANDLE_ERROR_BUSY. The handle must not be closed before
+ * @callback runs.
+ *
+ * Since: 1.0
+ */
+void
+bigfile_handle_writeout_async (BigfileHandle *handle, BigfileWriteoutFlags flags, int io_priority,
+                               GCancellable *cancellable, BigfileProgressCallback progress_callback,
+                               gpointer progress_data, GDestroyNotify progress_data_destroy,
+                               GAsyncReadyCallback callback, gpointer user_data)
+{
+  g_autoptr (GTask) task = NULL;
+  WriteoutData *data;
+  GError *error = NULL;
+  GSource *source;
+
+  g_return_if_fail (BIGFILE_IS_HANDLE (handle));
+  g_return_if_fail (flags != 0 && (flags & ~BIGFILE_WRITEOUT_DEFAULT) == 0);
+  g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+  task = g_task_new (handle, cancellable, writeout_task_done, NULL);
+  g_task_set_source_tag (task, bigfile_handle_writeout_async);
+  g_task_set_priority (task, io_priority);
+  g_task_set_name (task, "bigfile_handle_writeout_async");
+
+  data = g_new0 (WriteoutData, 1);
+  data->page_size = handle->page_size;
+  data->io_priority = io_priority;
+  data->progress = progress_callback;
+  data->progress_data = progress_data;
+  data->progress_data_destroy = progress_data_destroy;
+  data->callback = callback;
+  data->user_data = user_data;
+  g_mutex_init (&data->progress_lock);
+  g_task_set_task_data (task, data, writeout_data_free);
+
+  if (handle->engine == NULL)
+    {
+      g_task_return_new_error (task, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_CLOSED,
+                               "The handle is closed");
+      return;
+    }
+
+  data->wo = bf_writeout_begin (handle->engine, (BfWriteoutFlags)flags, &error);
+  if (data->wo == NULL)
+    {
+      g_task_return_error (task, error);
+      return;
+    }
+
+  if (handle->thread_safe)
+    {
+      g_task_run_in_thread (task, writeout_thread);
+      return;
+    }
+
+  source = g_idle_source_new ();
+  g_source_set_priority (source, MAX (io_priority, G_PRIORITY_DEFAULT_IDLE));
+  g_source_set_static_name (source, "BigfileHandle writeout slices");
+  g_source_set_callback (source, writeout_slice, g_object_ref (task), g_object_unref);
+  g_source_attach (source, handle->owner_context);
+  g_source_unref (source);
+}
+
+/**
+ * bigfile_handle_writeout_finish:
+ * @handle: a #BigfileHandle
+ * @result: the #GAsyncResult given to the callback
+ * @error: return location for a #GError
+ *
+ * Finishes bigfile_handle_writeout_async().
+ *
+ * Returns: %TRUE if every page was written out; %FALSE with @error set if a
+ *   store failed, the writeout was cancelled (%G_IO_ERROR_CANCELLED), or it
+ *   could not start
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_handle_writeout_finish (BigfileHandle *handle, GAsyncResult *result, GError **error)
+{
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), FALSE);
+  g_return_val_if_fail (g_task_is_valid (result, handle), FALSE);
+  g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == bigfile_handle_writeout_async,
+                        FALSE);
+
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
 /**
  * bigfile_handle_discard:
  * @handle: a #BigfileHandle
@@ -603,6 +1042,55 @@ bigfile_handle_discard (BigfileHandle *handle)
   return bf_handle_discard (handle->engine);
 }
 
+typedef struct
+{
+  BigfileHandle *handle;
+  guint64 page;
+} InvalidatedData;
+
+static gboolean
+emit_page_invalidated_cb (gpointer user_data)
+{
+  InvalidatedData *data = user_data;
+
+  g_signal_emit (data->handle, signals[SIGNAL_PAGE_INVALIDATED], 0, data->page);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+invalidated_data_free (gpointer user_data)
+{
+  InvalidatedData *data = user_data;
+
+  g_object_unref (data->handle);
+  g_free (data);
+}
+
+/* Signals are emitted on the owner context only: at once on the owner
+ * thread, else from an idle there. */
+static void
+emit_page_invalidated (BigfileHandle *self, guint64 page)
+{
+  InvalidatedData *data;
+  GSource *source;
+
+  if (g_thread_self () == self->owner_thread)
+    {
+      g_signal_emit (self, signals[SIGNAL_PAGE_INVALIDATED], 0, page);
+      return;
+    }
+
+  data = g_new (InvalidatedData, 1);
+  data->handle = g_object_ref (self);
+  data->page = page;
+  source = g_idle_source_new ();
+  g_source_set_priority (source, G_PRIORITY_DEFAULT);
+  g_source_set_static_name (source, "BigfileHandle page-invalidated");
+  g_source_set_callback (source, emit_page_invalidated_cb, data, invalidated_data_free);
+  g_source_attach (source, self->owner_context);
+  g_source_unref (source);
+}
+
 /**
  * bigfile_handle_invalidate_page:
  * @handle: a #BigfileHandle
@@ -621,6 +1109,8 @@ bigfile_handle_discard (BigfileHandle *handle)
  * stored is dropped from memory; the store in flight still completes.
  * Does nothing once @handle is closed.
  *
+ * Emits #BigfileHandle::page-invalidated on the owner context.
+ *
  * Since: 1.0
  */
 void
@@ -632,6 +1122,7 @@ bigfile_handle_invalidate_page (BigfileHandle *handle, guint64 page)
     return;
 
   bf_handle_invalidate_page (handle->engine, page);
+  emit_page_invalidated (handle, page);
 }
 
 /**

@@ -8,7 +8,7 @@
 #error "Only <bigfile-glib/bigfile.h> can be included directly."
 #endif
 
-#include <glib-object.h>
+#include <gio/gio.h>
 #include "bigfile-macros.h"
 #include "bigfile-file.h"
 #include "bigfile-ram.h"
@@ -58,6 +58,20 @@ typedef enum
 
 typedef struct _BigfileVma BigfileVma;
 
+/**
+ * BigfileProgressCallback:
+ * @bytes_done: the bytes written out so far
+ * @bytes_total: the bytes this writeout has to write
+ * @user_data: the data given with the callback
+ *
+ * Tells how far an asynchronous writeout has come. Called on the main
+ * context of the caller of bigfile_handle_writeout_async().
+ *
+ * Since: 1.0
+ */
+typedef void (*BigfileProgressCallback) (guint64 bytes_done, guint64 bytes_total,
+                                         gpointer user_data);
+
 #define BIGFILE_TYPE_HANDLE (bigfile_handle_get_type ())
 BIGFILE_AVAILABLE_IN_ALL
 G_DECLARE_FINAL_TYPE (BigfileHandle, bigfile_handle, BIGFILE, HANDLE, GObject)
@@ -83,6 +97,15 @@ BigfileVma *bigfile_handle_map (BigfileHandle *handle, guint64 first_page, guint
 BIGFILE_AVAILABLE_IN_ALL
 gboolean bigfile_handle_writeout (BigfileHandle *handle, BigfileWriteoutFlags flags,
                                   GError **error);
+BIGFILE_AVAILABLE_IN_ALL
+void bigfile_handle_writeout_async (BigfileHandle *handle, BigfileWriteoutFlags flags,
+                                    int io_priority, GCancellable *cancellable,
+                                    BigfileProgressCallback progress_callback,
+                                    gpointer progress_data, GDestroyNotify progress_data_destroy,
+                                    GAsyncReadyCallback callback, gpointer user_data);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_handle_writeout_finish (BigfileHandle *handle, GAsyncResult *result,
+                                         GError **error);
 BIGFILE_AVAILABLE_IN_ALL
 guint bigfile_handle_discard (BigfileHandle *handle);
 BIGFILE_AVAILABLE_IN_ALL

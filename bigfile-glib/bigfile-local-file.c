@@ -415,6 +415,13 @@ bigfile_local_file_store_block_raw (BigfileFile *file, guint64 block, const guin
   return TRUE;
 }
 
+/* pread and pwrite on one descriptor: safe from any thread at once. */
+static gboolean
+bigfile_local_file_is_thread_safe (BigfileFile *file)
+{
+  return TRUE;
+}
+
 static void
 bigfile_local_file_file_iface_init (BigfileFileInterface *iface)
 {
@@ -423,6 +430,7 @@ bigfile_local_file_file_iface_init (BigfileFileInterface *iface)
   iface->get_block_size = bigfile_local_file_get_block_size;
   iface->load_block_raw = bigfile_local_file_load_block_raw;
   iface->store_block_raw = bigfile_local_file_store_block_raw;
+  iface->is_thread_safe = bigfile_local_file_is_thread_safe;
 }
 
 /**

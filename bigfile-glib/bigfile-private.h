@@ -20,4 +20,12 @@ BigfileVma *_bigfile_vma_new (BigfileHandle *handle, BfVma *engine_vma);
 /* Hooks for tests: is @page of @vma's handle mapped in @vma, and writable? */
 gboolean _bigfile_vma_page_is_mapped (BigfileVma *vma, guint64 page, gboolean *writable);
 
+/* A source on @context whose @callback runs after _bigfile_wake_source_wake(),
+ * which any thread may call, also with the engine lock held or inside the
+ * fault handler.  The callback returns G_SOURCE_CONTINUE. */
+GSource *_bigfile_wake_source_new (GMainContext *context, const char *name, GSourceFunc callback,
+                                   gpointer user_data);
+void _bigfile_wake_source_wake (GSource *source);
+void _bigfile_wake_source_free (GSource *source);
+
 G_END_DECLS

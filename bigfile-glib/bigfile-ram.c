@@ -30,6 +30,12 @@
  * #BigfileRam:n-dirty-pages) change as pages fault in, from any thread, so
  * they are not notified: read them when you need them.
  *
+ * When pages are reclaimed, by the budget or by bigfile_ram_reclaim(),
+ * #BigfileRam::reclaimed is emitted on the main context that was the
+ * thread-default one when the #BigfileRam was created (its owner context).
+ * By default (#BigfileRam:reclaim-on-low-memory) a #BigfileRam also gives
+ * its clean pages back when #GMemoryMonitor warns of low memory.
+ *
  * |[<!-- language="C" -->
  * g_autoptr(BigfileRam) ram = bigfile_ram_new (512 * 1024 * 1024);  // 512 MiB
  * g_autoptr(BigfileHandle) handle = bigfile_handle_new (file, ram, &error);
@@ -58,6 +64,18 @@ struct _BigfileRam
    * Written under budget_lock so that concurrent setters notify correctly. */
   GMutex budget_lock;
   guint64 budget;
+
+  /* Reclaims happen with the engine lock held, on any thread and often in
+   * the fault handler: the engine's hook adds to pending_reclaimed and wakes
+   * reclaimed_source, which emits ::reclaimed on the owner context. */
+  GThread *owner_thread;
+  GMainContext *owner_context;
+  GSource *reclaimed_source;
+  gint pending_reclaimed;
+
+  gboolean reclaim_on_low_memory;
+  GMemoryMonitor *monitor; /* while reclaim-on-low-memory */
+  gulong monitor_handler;
 };
 
 enum
@@ -67,10 +85,19 @@ enum
   PROP_USED_BYTES,
   PROP_N_PAGES,
   PROP_N_DIRTY_PAGES,
+  PROP_RECLAIM_ON_LOW_MEMORY,
   N_PROPS
 };
 
 static GParamSpec *props[N_PROPS];
+
+enum
+{
+  SIGNAL_RECLAIMED,
+  N_SIGNALS
+};
+
+static guint signals[N_SIGNALS];
 
 G_DEFINE_TYPE (BigfileRam, bigfile_ram, G_TYPE_OBJECT)
 
@@ -104,6 +131,51 @@ resolve_budget (guint64 budget)
   return budget != 0 ? budget : default_budget ();
 }
 
+/* Engine lock held, any thread, maybe in the fault handler: note and wake. */
+static void
+engine_reclaimed (gpointer data, guint n_pages)
+{
+  BigfileRam *self = data;
+
+  g_atomic_int_add (&self->pending_reclaimed, (gint)n_pages);
+  _bigfile_wake_source_wake (self->reclaimed_source);
+}
+
+/* On the owner context. */
+static gboolean
+emit_pending_reclaimed (gpointer user_data)
+{
+  BigfileRam *self = user_data;
+  guint n = (guint)g_atomic_int_and (&self->pending_reclaimed, 0);
+
+  if (n > 0)
+    g_signal_emit (self, signals[SIGNAL_RECLAIMED], 0, n);
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+on_low_memory_warning (GMemoryMonitor *monitor, GMemoryMonitorWarningLevel level,
+                       gpointer user_data)
+{
+  bigfile_ram_reclaim (BIGFILE_RAM (user_data));
+}
+
+static void
+watch_memory_monitor (BigfileRam *self, gboolean watch)
+{
+  if (watch && self->monitor == NULL)
+    {
+      self->monitor = g_memory_monitor_dup_default ();
+      self->monitor_handler = g_signal_connect_object (self->monitor, "low-memory-warning",
+                                                       G_CALLBACK (on_low_memory_warning), self, 0);
+    }
+  else if (!watch && self->monitor != NULL)
+    {
+      g_clear_signal_handler (&self->monitor_handler, self->monitor);
+      g_clear_object (&self->monitor);
+    }
+}
+
 static void
 bigfile_ram_constructed (GObject *object)
 {
@@ -122,13 +194,38 @@ bigfile_ram_constructed (GObject *object)
       g_clear_error (&error);
     }
 
+  self->owner_thread = g_thread_self ();
+  self->owner_context = g_main_context_ref_thread_default ();
+  self->reclaimed_source = _bigfile_wake_source_new (self->owner_context, "BigfileRam reclaimed",
+                                                     emit_pending_reclaimed, self);
+  if (self->engine != NULL)
+    bf_ram_set_reclaim_hook (self->engine, engine_reclaimed, self);
+
   self->constructed = TRUE;
+  if (self->reclaim_on_low_memory)
+    watch_memory_monitor (self, TRUE);
+}
+
+static void
+bigfile_ram_dispose (GObject *object)
+{
+  BigfileRam *self = BIGFILE_RAM (object);
+
+  watch_memory_monitor (self, FALSE);
+
+  G_OBJECT_CLASS (bigfile_ram_parent_class)->dispose (object);
 }
 
 static void
 bigfile_ram_finalize (GObject *object)
 {
   BigfileRam *self = BIGFILE_RAM (object);
+
+  /* No handle is left (each holds a reference), so no reclaim can run. */
+  if (self->engine != NULL)
+    bf_ram_set_reclaim_hook (self->engine, NULL, NULL);
+  g_clear_pointer (&self->reclaimed_source, _bigfile_wake_source_free);
+  g_clear_pointer (&self->owner_context, g_main_context_unref);
 
   /* Every handle holds a reference on its BigfileRam, so no engine handle
    * uses this RAM any more. */
@@ -161,6 +258,10 @@ bigfile_ram_get_property (GObject *object, guint prop_id, GValue *value, GParamS
         g_value_set_uint64 (value, bigfile_ram_get_n_dirty_pages (self));
         break;
 
+      case PROP_RECLAIM_ON_LOW_MEMORY:
+        g_value_set_boolean (value, self->reclaim_on_low_memory);
+        break;
+
       default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
     }
@@ -181,6 +282,13 @@ bigfile_ram_set_property (GObject *object, guint prop_id, const GValue *value, G
           bigfile_ram_set_budget (self, g_value_get_uint64 (value));
         break;
 
+      case PROP_RECLAIM_ON_LOW_MEMORY:
+        if (!self->constructed)
+          self->reclaim_on_low_memory = g_value_get_boolean (value);
+        else
+          bigfile_ram_set_reclaim_on_low_memory (self, g_value_get_boolean (value));
+        break;
+
       default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
     }
@@ -192,6 +300,7 @@ bigfile_ram_class_init (BigfileRamClass *klass)
   GObjectClass *object_class = G_OBJECT_CLASS (klass);
 
   object_class->constructed = bigfile_ram_constructed;
+  object_class->dispose = bigfile_ram_dispose;
   object_class->finalize = bigfile_ram_finalize;
   object_class->get_property = bigfile_ram_get_property;
   object_class->set_property = bigfile_ram_set_property;
@@ -246,7 +355,36 @@ bigfile_ram_class_init (BigfileRamClass *klass)
   props[PROP_N_DIRTY_PAGES] = g_param_spec_uint64 ("n-dirty-pages", NULL, NULL, 0, G_MAXUINT64, 0,
                                                    G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
 
+  /**
+   * BigfileRam:reclaim-on-low-memory:
+   *
+   * Whether to reclaim clean pages (as bigfile_ram_reclaim() does) when the
+   * default #GMemoryMonitor emits #GMemoryMonitor::low-memory-warning.
+   *
+   * Since: 1.0
+   */
+  props[PROP_RECLAIM_ON_LOW_MEMORY] = g_param_spec_boolean (
+      "reclaim-on-low-memory", NULL, NULL, TRUE,
+      G_PARAM_READWRITE | G_PARAM_CONSTRUCT | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
+
   g_object_class_install_properties (object_class, N_PROPS, props);
+
+  /**
+   * BigfileRam::reclaimed:
+   * @ram: the #BigfileRam
+   * @n_pages: how many pages were reclaimed
+   *
+   * Emitted on the owner context of @ram after clean pages were dropped to
+   * make room or by bigfile_ram_reclaim(). Reclaims in page faults and on
+   * other threads are counted and reported together, from an idle shortly
+   * after; bigfile_ram_reclaim() called on the owner thread emits before it
+   * returns.
+   *
+   * Since: 1.0
+   */
+  signals[SIGNAL_RECLAIMED]
+      = g_signal_new ("reclaimed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
+                      NULL, G_TYPE_NONE, 1, G_TYPE_UINT);
 }
 
 static void
@@ -425,12 +563,58 @@ bigfile_ram_get_n_dirty_pages (BigfileRam *ram)
 guint
 bigfile_ram_reclaim (BigfileRam *ram)
 {
+  guint n;
+
   g_return_val_if_fail (BIGFILE_IS_RAM (ram), 0);
 
   if (ram->engine == NULL)
     return 0;
 
-  return bf_ram_reclaim (ram->engine);
+  n = bf_ram_reclaim (ram->engine);
+  if (g_thread_self () == ram->owner_thread)
+    emit_pending_reclaimed (ram);
+  return n;
+}
+
+/**
+ * bigfile_ram_get_reclaim_on_low_memory:
+ * @ram: a #BigfileRam
+ *
+ * Gets #BigfileRam:reclaim-on-low-memory.
+ *
+ * Returns: whether @ram reclaims clean pages on a low-memory warning
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_ram_get_reclaim_on_low_memory (BigfileRam *ram)
+{
+  g_return_val_if_fail (BIGFILE_IS_RAM (ram), FALSE);
+
+  return ram->reclaim_on_low_memory;
+}
+
+/**
+ * bigfile_ram_set_reclaim_on_low_memory:
+ * @ram: a #BigfileRam
+ * @reclaim: whether to reclaim clean pages on a low-memory warning
+ *
+ * Sets #BigfileRam:reclaim-on-low-memory. Call it on the owner thread of
+ * @ram.
+ *
+ * Since: 1.0
+ */
+void
+bigfile_ram_set_reclaim_on_low_memory (BigfileRam *ram, gboolean reclaim)
+{
+  g_return_if_fail (BIGFILE_IS_RAM (ram));
+
+  reclaim = !!reclaim;
+  if (ram->reclaim_on_low_memory == reclaim)
+    return;
+  ram->reclaim_on_low_memory = reclaim;
+  watch_memory_monitor (ram, reclaim);
+  g_object_notify_by_pspec (G_OBJECT (ram), props[PROP_RECLAIM_ON_LOW_MEMORY]);
 }
 
 /* The engine RAM behind @ram: NULL if it could not be set up. */

@@ -31,5 +31,9 @@ BIGFILE_AVAILABLE_IN_ALL
 guint64 bigfile_ram_get_n_dirty_pages (BigfileRam *ram);
 BIGFILE_AVAILABLE_IN_ALL
 guint bigfile_ram_reclaim (BigfileRam *ram);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_ram_get_reclaim_on_low_memory (BigfileRam *ram);
+BIGFILE_AVAILABLE_IN_ALL
+void bigfile_ram_set_reclaim_on_low_memory (BigfileRam *ram, gboolean reclaim);
 
 G_END_DECLS

@@ -21,6 +21,7 @@ struct _TestMemFile
   GArray *store_log;
   GHashTable *fail_load; /* block -> GINT (1 error, 2 no error) */
   GHashTable *fail_store;
+  gboolean not_thread_safe;
   TestMemFileHook load_hook, store_hook;
   gpointer load_hook_data, store_hook_data;
 };
@@ -137,12 +138,20 @@ test_mem_file_store_block_raw (BigfileFile *file, guint64 block, const guint8 *d
   return mem_store (self, block, data, error);
 }
 
+/* Its state is under its own mutex, and hooks decide the rest. */
+static gboolean
+test_mem_file_is_thread_safe (BigfileFile *file)
+{
+  return !TEST_MEM_FILE (file)->not_thread_safe;
+}
+
 static void
 test_mem_file_iface_init (BigfileFileInterface *iface)
 {
   iface->get_block_size = test_mem_file_get_block_size;
   iface->load_block_raw = test_mem_file_load_block_raw;
   iface->store_block_raw = test_mem_file_store_block_raw;
+  iface->is_thread_safe = test_mem_file_is_thread_safe;
 }
 
 static void
@@ -283,6 +292,12 @@ void
 test_mem_file_set_fail_store (TestMemFile *self, guint64 block, gboolean fail, gboolean no_gerror)
 {
   set_fail (self, self->fail_store, block, fail, no_gerror);
+}
+
+void
+test_mem_file_set_thread_safe (TestMemFile *self, gboolean thread_safe)
+{
+  self->not_thread_safe = !thread_safe;
 }
 
 void

@@ -40,6 +40,10 @@ void test_mem_file_set_fail_load (TestMemFile *file, guint64 block, gboolean fai
 void test_mem_file_set_fail_store (TestMemFile *file, guint64 block, gboolean fail,
                                    gboolean no_gerror);
 
+/* Whether it says it is thread-safe (default TRUE); FALSE makes it behave,
+ * for a handle, like a file implemented in a script. */
+void test_mem_file_set_thread_safe (TestMemFile *file, gboolean thread_safe);
+
 void test_mem_file_set_load_hook (TestMemFile *file, TestMemFileHook hook, gpointer user_data);
 void test_mem_file_set_store_hook (TestMemFile *file, TestMemFileHook hook, gpointer user_data);
 

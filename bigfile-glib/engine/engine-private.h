@@ -76,6 +76,8 @@ struct _BfRam
   guint64 n_reclaimed;
   GPtrArray *pools; /* BfPool*, one per page size in use */
   GQueue lru;       /* clean reclaimable pages, least recently used first */
+  void (*reclaimed) (gpointer data, guint n_pages);
+  gpointer reclaimed_data;
 };
 
 BfPool *bf_ram_get_pool (BfRam *ram, gsize page_size, GError **error);

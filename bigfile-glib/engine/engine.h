@@ -63,14 +63,22 @@ typedef enum
   BF_PAGE_DIRTY,
 } BfPageState;
 
-/* Callbacks into the file layer.  Both run with the engine lock released,
- * on whatever thread needed the page (the faulting thread for a fault), and
- * must return FALSE with @error set on failure (the engine makes a generic
- * error if they do not).  @buf is exactly the page, @len bytes. */
+/* Callbacks into the layer above, with the @data given to bf_handle_new().
+ *
+ * load and store run with the engine lock released, on whatever thread
+ * needed the page (the faulting thread for a fault; the thread running the
+ * writeout), and must return FALSE with @error set on failure (the engine
+ * makes a generic error if they do not).  @buf is exactly the page, @len
+ * bytes.
+ *
+ * dirty_changed runs with the engine lock HELD, on any thread, possibly
+ * inside the fault handler: it may only note the change and wake a main
+ * context (no engine call, no waiting, no signal emission).  May be NULL. */
 typedef struct
 {
-  gboolean (*load) (gpointer file, guint64 block, void *buf, gsize len, GError **error);
-  gboolean (*store) (gpointer file, guint64 block, const void *buf, gsize len, GError **error);
+  gboolean (*load) (gpointer data, guint64 block, void *buf, gsize len, GError **error);
+  gboolean (*store) (gpointer data, guint64 block, const void *buf, gsize len, GError **error);
+  void (*dirty_changed) (gpointer data);
 } BfFileOps;
 
 typedef enum
@@ -95,10 +103,15 @@ void bf_ram_unref (BfRam *ram);
 void bf_ram_set_budget (BfRam *ram, guint64 budget);
 void bf_ram_get_stats (BfRam *ram, BfRamStats *stats);
 guint bf_ram_reclaim (BfRam *ram);
+/* @reclaimed runs with the engine lock HELD, on any thread, possibly inside
+ * the fault handler, after pages were reclaimed (by budget or explicitly):
+ * like BfFileOps.dirty_changed it may only note and wake.  NULL to unset. */
+void bf_ram_set_reclaim_hook (BfRam *ram, void (*reclaimed) (gpointer data, guint n_pages),
+                              gpointer data);
 
 /* Handles */
 gboolean bf_page_size_is_valid (gsize page_size);
-BfHandle *bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer file,
+BfHandle *bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer data,
                          GError **error);
 gboolean bf_handle_close (BfHandle *handle);
 gsize bf_handle_get_page_size (BfHandle *handle);

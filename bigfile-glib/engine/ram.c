@@ -263,6 +263,8 @@ ram_reclaim_one (BfRam *ram)
     return FALSE;
   bf_page_reclaim (link->data);
   ram->n_reclaimed++;
+  if (ram->reclaimed != NULL)
+    ram->reclaimed (ram->reclaimed_data, 1);
   return TRUE;
 }
 
@@ -376,6 +378,16 @@ bf_ram_unref (BfRam *ram)
 {
   bf_lock ();
   bf_ram_unref_locked (ram);
+  bf_unlock ();
+}
+
+void
+bf_ram_set_reclaim_hook (BfRam *ram, void (*reclaimed) (gpointer data, guint n_pages),
+                         gpointer data)
+{
+  bf_lock ();
+  ram->reclaimed = reclaimed;
+  ram->reclaimed_data = data;
   bf_unlock ();
 }
 

@@ -53,7 +53,7 @@ struct _BfHandle
   gsize page_size;
   guint page_shift;
   const BfFileOps *ops;
-  gpointer file;
+  gpointer data; /* for ops */
   GHashTable *pages; /* &page->index -> BfPage */
   GQueue dirty;      /* BfPage, via dirty_link */
   GQueue vmas;       /* BfVma, via handle_link */
@@ -148,6 +148,13 @@ handle_unref_locked (BfHandle *handle)
   g_hash_table_unref (handle->pages);
   bf_ram_unref_locked (handle->ram);
   g_free (handle);
+}
+
+static inline void
+handle_dirty_changed (BfHandle *handle)
+{
+  if (handle->ops->dirty_changed != NULL)
+    handle->ops->dirty_changed (handle->data);
 }
 
 /* -- mapping pages into VMAs ------------------------------------------------- */
@@ -478,6 +485,7 @@ page_set_dirty (BfPage *page)
   page->in_dirty = TRUE;
   handle->n_dirty++;
   handle->ram->n_dirty++;
+  handle_dirty_changed (handle);
   page_update_lru (page, FALSE);
 }
 
@@ -494,6 +502,7 @@ page_set_clean (BfPage *page)
       page->in_dirty = FALSE;
       handle->n_dirty--;
       handle->ram->n_dirty--;
+      handle_dirty_changed (handle);
     }
   page_update_lru (page, TRUE);
 }
@@ -524,6 +533,7 @@ bf_page_drop (BfPage *page)
       page->in_dirty = FALSE;
       handle->n_dirty--;
       handle->ram->n_dirty--;
+      handle_dirty_changed (handle);
     }
   if (page->in_lru)
     {
@@ -639,7 +649,7 @@ page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out, GError 
       handle->refs++; /* the handle must outlive the load, even if closed meanwhile */
 
       bf_unlock ();
-      ok = handle->ops->load (handle->file, index, bf_pool_slot_addr (handle->pool, slot),
+      ok = handle->ops->load (handle->data, index, bf_pool_slot_addr (handle->pool, slot),
                               handle->page_size, &local_error);
       bf_lock ();
 
@@ -749,7 +759,7 @@ bf_fault_locked (void *addr, int write, GError **error)
 /* -- handles ------------------------------------------------------------------- */
 
 BfHandle *
-bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer file, GError **error)
+bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer data, GError **error)
 {
   BfHandle *handle;
   BfPool *pool;
@@ -778,7 +788,7 @@ bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer file,
   handle->page_size = page_size;
   handle->page_shift = (guint)g_bit_nth_lsf (page_size, -1);
   handle->ops = ops;
-  handle->file = file;
+  handle->data = data;
   handle->pages = g_hash_table_new (g_int64_hash, g_int64_equal);
   g_queue_init (&handle->dirty);
   g_queue_init (&handle->vmas);
@@ -997,7 +1007,7 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
           page_write_protect (page);
 
           bf_unlock ();
-          ok = handle->ops->store (handle->file, page->index,
+          ok = handle->ops->store (handle->data, page->index,
                                    bf_pool_slot_addr (handle->pool, page->slot), handle->page_size,
                                    &local_error);
           bf_lock ();
