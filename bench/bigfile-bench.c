@@ -5,15 +5,16 @@
  * Run it with no arguments, in a directory with 1.2 GiB free: it makes its
  * data files there (bigfile-bench-PID-*.dat) and removes them on every way
  * out (normal end, error exit, Ctrl-C, a crash signal).  A full run takes
- * about half a minute here.  Arguments, if any, name the rows to run, which
- * is handy to profile one of them (perf record -g bigfile-bench fault-read-4k).
+ * about 45 s here.  Arguments, if any, name the rows to run, which is handy
+ * to profile one of them (perf record -g bigfile-bench fault-read-4k).
  *
  * stdout gets one JSON object per line, one per measurement:
  *
  *   {"bench": NAME, "value": V, "unit": U, "baseline": B, "ratio": R}
  *
- * ratio is always value / baseline: for a cost ("us", microseconds) lower is
- * better, for a throughput ("GB/s", 10^9 bytes per second) higher is better.
+ * ratio is always value / baseline: for a cost ("us", microseconds; "ms",
+ * milliseconds) lower is better, for a throughput ("GB/s", 10^9 bytes per
+ * second) higher is better.
  * The program does not judge the numbers; stderr gets the details of each
  * measurement and a table for humans at the end.
  *
@@ -55,6 +56,25 @@
  *       measure overwriting cached blocks of an allocated file, not block
  *       allocation).  Five runs each, alternating which goes first; medians
  *       (a run is only ~0.1 s, and single runs vary by 30% here).
+ *   mainloop-lateness-worst-c, mainloop-lateness-p99-c
+ *   mainloop-lateness-worst-script, mainloop-lateness-p99-script
+ *       ms by which a 10 ms g_timeout_add() timer of a GMainLoop runs late
+ *       while bigfile_handle_writeout_async(DEFAULT) writes out 512 MiB of
+ *       dirty 2 MiB pages (dirtied by memset before the loop starts), with a
+ *       progress callback: the worst tick, and the 99th percentile (nearest
+ *       rank).  How a tick's lateness is defined: see lateness_tick().
+ *       -c: to a BigfileLocalFile, which is thread-safe, so the pages are
+ *       stored in a worker thread.  -script: to a file made like one written
+ *       in JavaScript or Python (GBytes methods only, not thread-safe), so
+ *       the pages are stored in ~5 ms slices on the main loop itself.  Both
+ *       overwrite a pre-existing file in the current directory.  A writeout
+ *       to the page cache is short (~0.1 s: 10 ticks), so it is repeated
+ *       until 3 s of writeout were measured (at least 3 runs), and the ticks
+ *       of all runs are pooled.  Baseline: the same timer on the same loop,
+ *       idle, for as long as each writeout took, right after it.  Note that
+ *       10 ms is two of the ~5 ms slices of -script: ticks fall into step
+ *       with the slices and wait only for a slice's overrun (median ~0.5
+ *       ms); a 16 ms (frame) timer waits ~4.5 ms at every tick here.
  */
 #include "config.h"
 
@@ -320,7 +340,20 @@ typedef struct
   const char *target; /* for the human summary only */
 } Row;
 
-static Row rows[8];
+static const char *const row_names[] = {
+  "fault-read-4k",
+  "fault-read-64k",
+  "fault-read-2m",
+  "fault-write-4k",
+  "seqread-2m",
+  "writeout-2m",
+  "mainloop-lateness-worst-c",
+  "mainloop-lateness-p99-c",
+  "mainloop-lateness-worst-script",
+  "mainloop-lateness-p99-script",
+};
+
+static Row rows[G_N_ELEMENTS (row_names)];
 static guint n_rows;
 
 static void
@@ -342,12 +375,12 @@ emit_row (const char *bench, double value, const char *unit, double baseline, co
 static void
 print_summary (void)
 {
-  g_printerr ("\n%-16s %10s %6s %10s %8s   %s\n", "bench", "value", "unit", "baseline", "ratio",
+  g_printerr ("\n%-30s %10s %6s %10s %8s   %s\n", "bench", "value", "unit", "baseline", "ratio",
               "target (issue)");
   for (guint i = 0; i < n_rows; i++)
-    g_printerr ("%-16s %10.3f %6s %10.3f %8.3f   %s\n", rows[i].bench, rows[i].value, rows[i].unit,
+    g_printerr ("%-30s %10.3f %6s %10.3f %8.3f   %s\n", rows[i].bench, rows[i].value, rows[i].unit,
                 rows[i].baseline, rows[i].value / rows[i].baseline, rows[i].target);
-  g_printerr ("ratio = value / baseline (us: lower is better; GB/s: higher is better)\n");
+  g_printerr ("ratio = value / baseline (us, ms: lower is better; GB/s: higher is better)\n");
 }
 
 /* -- a BigfileFile whose load and store do nothing ----------------------------
@@ -787,11 +820,342 @@ bench_writeout_2m (double *value, double *baseline)
   *baseline = median (kgbs, WRITEOUT_RUNS);
 }
 
-/* -- main ---------------------------------------------------------------------------- */
+/* -- main-loop lateness during an async writeout ---------------------------------
+ *
+ * First a "script-like" file: what a BigfileFile written in JavaScript or
+ * Python looks like to the engine.  It implements only the GBytes methods
+ * (load_block, store_block), not is_thread_safe, so the handle calls it on
+ * its owner thread only and writes out in slices on the owner's main
+ * context.  Under it is a plain file (pread, pwrite), as a script would use. */
 
-static const char *const row_names[] = {
-  "fault-read-4k", "fault-read-64k", "fault-read-2m", "fault-write-4k", "seqread-2m", "writeout-2m",
+#define BENCH_TYPE_SCRIPT_FILE (bench_script_file_get_type ())
+G_DECLARE_FINAL_TYPE (BenchScriptFile, bench_script_file, BENCH, SCRIPT_FILE, GObject)
+
+struct _BenchScriptFile
+{
+  GObject parent_instance;
+  gsize block_size;
+  int fd;
+  char *path;
 };
+
+static void bench_script_file_iface_init (BigfileFileInterface *iface);
+
+G_DEFINE_TYPE_WITH_CODE (BenchScriptFile, bench_script_file, G_TYPE_OBJECT,
+                         G_IMPLEMENT_INTERFACE (BIGFILE_TYPE_FILE, bench_script_file_iface_init))
+
+static gsize
+bench_script_file_get_block_size (BigfileFile *file)
+{
+  return BENCH_SCRIPT_FILE (file)->block_size;
+}
+
+static void
+set_io_error (GError **error, int errsv, const char *what, guint64 block, BenchScriptFile *self)
+{
+  g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errsv),
+               "%s block %" G_GUINT64_FORMAT " of %s: %s", what, block, self->path,
+               g_strerror (errsv));
+}
+
+static GBytes *
+bench_script_file_load_block (BigfileFile *file, guint64 block, GError **error)
+{
+  BenchScriptFile *self = BENCH_SCRIPT_FILE (file);
+  guint8 *buf = g_malloc (self->block_size);
+  gsize got = 0;
+
+  /* Stops short at the end of the file: the caller pads with zeros. */
+  while (got < self->block_size)
+    {
+      ssize_t n = pread (self->fd, buf + got, self->block_size - got,
+                         (off_t)(block * self->block_size + got));
+
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        {
+          set_io_error (error, errno, "Reading", block, self);
+          g_free (buf);
+          return NULL;
+        }
+      if (n == 0)
+        break;
+      got += (gsize)n;
+    }
+  return g_bytes_new_take (buf, got);
+}
+
+static gboolean
+bench_script_file_store_block (BigfileFile *file, guint64 block, GBytes *data, GError **error)
+{
+  BenchScriptFile *self = BENCH_SCRIPT_FILE (file);
+  gsize len;
+  const guint8 *p = g_bytes_get_data (data, &len);
+  off_t off = (off_t)(block * self->block_size);
+
+  while (len > 0)
+    {
+      ssize_t n = pwrite (self->fd, p, len, off);
+
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        {
+          set_io_error (error, n < 0 ? errno : EIO, "Writing", block, self);
+          return FALSE;
+        }
+      p += n;
+      len -= (gsize)n;
+      off += n;
+    }
+  return TRUE;
+}
+
+static void
+bench_script_file_iface_init (BigfileFileInterface *iface)
+{
+  iface->get_block_size = bench_script_file_get_block_size;
+  iface->load_block = bench_script_file_load_block;
+  iface->store_block = bench_script_file_store_block;
+}
+
+static void
+bench_script_file_finalize (GObject *object)
+{
+  BenchScriptFile *self = BENCH_SCRIPT_FILE (object);
+
+  if (self->fd >= 0)
+    close (self->fd);
+  g_free (self->path);
+  G_OBJECT_CLASS (bench_script_file_parent_class)->finalize (object);
+}
+
+static void
+bench_script_file_class_init (BenchScriptFileClass *klass)
+{
+  G_OBJECT_CLASS (klass)->finalize = bench_script_file_finalize;
+}
+
+static void
+bench_script_file_init (BenchScriptFile *self)
+{
+  self->fd = -1;
+}
+
+static BenchScriptFile *
+bench_script_file_new (const char *path, gsize block_size)
+{
+  BenchScriptFile *self = g_object_new (BENCH_TYPE_SCRIPT_FILE, NULL);
+
+  self->block_size = block_size;
+  self->path = g_strdup (path);
+  self->fd = open (path, O_RDWR | O_CLOEXEC);
+  if (self->fd < 0)
+    die ("opening %s: %s", path, g_strerror (errno));
+  return self;
+}
+
+/* Then the measurement: a timer ticking on the main loop. */
+
+#define LATENESS_TICK_MS 10
+/* Writeouts are repeated until this much writeout time was measured, and
+ * at least LATENESS_MIN_RUNS times (a p99 wants a few hundred ticks). */
+#define LATENESS_MIN_USEC (3 * G_USEC_PER_SEC)
+#define LATENESS_MIN_RUNS 3
+#define LATENESS_MAX_RUNS 100
+/* The clock counts whole µs, so a baseline of 0 means "under 1 µs": the
+ * baseline is reported (and divided by) as 1 µs at least, which keeps the
+ * ratio finite. */
+#define LATENESS_FLOOR_MS 0.001
+
+typedef struct
+{
+  GMainLoop *loop;
+  GArray *lateness_ms; /* double, one per tick */
+  gint64 due;          /* when the next tick is due, monotonic µs */
+  gint64 quit_at;      /* idle rounds: the first tick from then on quits */
+
+  /* Writeout rounds. */
+  GError *error;
+  guint n_progress;
+  guint64 bytes_done, bytes_total;
+} Lateness;
+
+/* A tick's lateness is how long after it was due it ran, and it is due
+ * LATENESS_TICK_MS after the main-loop iteration that ran the previous tick
+ * (the first: after the timer was added).  That is how GLib re-arms a
+ * g_timeout_add() source, from the iteration's time (g_source_get_time()),
+ * not from when the tick was due: this is how late GLib ran the timer
+ * against the time it armed it for.  In other words: the interval since the previous
+ * tick minus 10 ms (never below 0), with the previous tick's time taken as
+ * GLib took it.  Against a fixed schedule (start + n * 10 ms) instead, the
+ * small delay of every tick (poll() sleeps in whole ms) would add up along
+ * a run, and after one stall every later tick would count as late too. */
+static gboolean
+lateness_tick (gpointer user_data)
+{
+  Lateness *l = user_data;
+  gint64 t = g_get_monotonic_time ();
+  double ms = (double)MAX (t - l->due, 0) / 1000.0;
+
+  g_array_append_val (l->lateness_ms, ms);
+  l->due = g_source_get_time (g_main_current_source ()) + LATENESS_TICK_MS * 1000;
+  if (l->quit_at != 0 && t >= l->quit_at)
+    g_main_loop_quit (l->loop);
+  return G_SOURCE_CONTINUE;
+}
+
+/* What a progress bar would do, on the main loop. */
+static void
+lateness_progress (guint64 bytes_done, guint64 bytes_total, gpointer user_data)
+{
+  Lateness *l = user_data;
+
+  l->n_progress++;
+  l->bytes_done = bytes_done;
+  l->bytes_total = bytes_total;
+}
+
+static void
+lateness_writeout_done (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Lateness *l = user_data;
+
+  bigfile_handle_writeout_finish (BIGFILE_HANDLE (source), result, &l->error);
+  g_main_loop_quit (l->loop);
+}
+
+/* Runs @loop with the ticking timer and appends the lateness of its ticks
+ * to @lateness_ms: with @handle, from the start of its writeout until the
+ * writeout's callback; without, for @duration µs.  Returns how long it
+ * ran, µs; *n_progress gets the progress callbacks of the writeout. */
+static gint64
+lateness_round (GMainLoop *loop, BigfileHandle *handle, gint64 duration, GArray *lateness_ms,
+                guint *n_progress)
+{
+  Lateness l = { .loop = loop, .lateness_ms = lateness_ms };
+  guint timer;
+  gint64 t0;
+
+  timer = g_timeout_add (LATENESS_TICK_MS, lateness_tick, &l);
+  t0 = g_get_monotonic_time ();
+  l.due = t0 + LATENESS_TICK_MS * 1000;
+  if (handle != NULL)
+    bigfile_handle_writeout_async (handle, BIGFILE_WRITEOUT_DEFAULT, G_PRIORITY_DEFAULT, NULL,
+                                   lateness_progress, &l, NULL, lateness_writeout_done, &l);
+  else
+    l.quit_at = t0 + duration;
+  g_main_loop_run (loop);
+  duration = g_get_monotonic_time () - t0;
+  g_source_remove (timer);
+
+  if (handle != NULL)
+    {
+      check_error (l.error, "bigfile_handle_writeout_async");
+      if (l.bytes_done != WRITEOUT_SIZE || l.bytes_total != WRITEOUT_SIZE)
+        die ("mainloop-lateness: last progress %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
+             " bytes, expected %" G_GSIZE_FORMAT,
+             l.bytes_done, l.bytes_total, WRITEOUT_SIZE);
+      if (bigfile_handle_get_n_dirty_pages (handle) != 0)
+        die ("mainloop-lateness: pages still dirty after the writeout");
+      *n_progress = l.n_progress;
+    }
+  return duration;
+}
+
+typedef struct
+{
+  double median, p99, worst; /* ms */
+} LatenessStats;
+
+/* Sorts @lateness_ms.  p99 by nearest rank: the smallest value that at
+ * least 99% of the ticks do not exceed. */
+static LatenessStats
+lateness_stats (GArray *lateness_ms)
+{
+  double *v = (double *)lateness_ms->data;
+  guint n = lateness_ms->len;
+  LatenessStats s;
+
+  if (n == 0)
+    die ("mainloop-lateness: the timer never fired");
+  s.median = median (v, n); /* sorts */
+  s.p99 = v[(99 * n + 99) / 100 - 1];
+  s.worst = v[n - 1];
+  return s;
+}
+
+/* Writes out 512 MiB of dirty pages of @file again and again with the
+ * timer running, then lets the loop idle with the timer as long again. */
+static void
+bench_mainloop_lateness (BigfileFile *file, const char *what, LatenessStats *busy,
+                         LatenessStats *idle)
+{
+  const guint64 n_pages = WRITEOUT_SIZE / (2 * MiB);
+  GError *error = NULL;
+  BigfileRam *ram = bigfile_ram_new (WRITEOUT_BUDGET);
+  BigfileHandle *handle = bigfile_handle_new (file, ram, &error);
+  BigfileVma *vma;
+  GMainLoop *loop = g_main_loop_new (NULL, FALSE); /* the handle's owner context */
+  GArray *busy_ms = g_array_new (FALSE, FALSE, sizeof (double));
+  GArray *idle_ms = g_array_new (FALSE, FALSE, sizeof (double));
+  gint64 busy_usec = 0;
+  guint64 n_progress = 0;
+  guint8 *data;
+  guint runs;
+
+  check_error (error, "bigfile_handle_new");
+  vma = bigfile_handle_map (handle, 0, n_pages, &error);
+  check_error (error, "bigfile_handle_map");
+  data = bigfile_vma_get_data (vma);
+
+  for (runs = 0;
+       runs < LATENESS_MAX_RUNS && (runs < LATENESS_MIN_RUNS || busy_usec < LATENESS_MIN_USEC);
+       runs++)
+    {
+      gint64 usec;
+      guint n;
+
+      /* Write faults (the first run loads the pages, too): every page
+       * dirty before the loop runs. */
+      memset (data, 'a' + (int)(runs % 26), WRITEOUT_SIZE);
+      if (bigfile_handle_get_n_dirty_pages (handle) != n_pages)
+        die ("mainloop-lateness: %" G_GUINT64_FORMAT " dirty pages, expected %" G_GUINT64_FORMAT,
+             bigfile_handle_get_n_dirty_pages (handle), n_pages);
+
+      usec = lateness_round (loop, handle, 0, busy_ms, &n);
+      busy_usec += usec;
+      n_progress += n;
+      lateness_round (loop, NULL, usec, idle_ms, NULL);
+    }
+
+  g_printerr ("mainloop-lateness, %s: %u writeouts of %" G_GSIZE_FORMAT
+              " MiB of dirty 2 MiB pages, %.2f s in all (%.2f GB/s), %.0f progress calls per "
+              "writeout, budget %" G_GSIZE_FORMAT " MiB; %u ticks of %d ms during writeouts, %u "
+              "idle\n",
+              what, runs, WRITEOUT_SIZE / MiB, (double)busy_usec / 1e6,
+              (double)WRITEOUT_SIZE * runs / ((double)busy_usec / 1e6) / 1e9,
+              (double)n_progress / runs, WRITEOUT_BUDGET / MiB, busy_ms->len, LATENESS_TICK_MS,
+              idle_ms->len);
+  *busy = lateness_stats (busy_ms);
+  *idle = lateness_stats (idle_ms);
+  print_values ("writeout: median, p99, worst:", (double[]){ busy->median, busy->p99, busy->worst },
+                3, "ms late");
+  print_values ("idle: median, p99, worst:", (double[]){ idle->median, idle->p99, idle->worst }, 3,
+                "ms late");
+
+  g_array_unref (busy_ms);
+  g_array_unref (idle_ms);
+  g_main_loop_unref (loop);
+  bigfile_vma_unmap (vma);
+  g_object_unref (vma);
+  bigfile_handle_close (handle);
+  g_object_unref (handle);
+  g_object_unref (ram);
+}
+
+/* -- main ---------------------------------------------------------------------------- */
 
 /* With no arguments every row runs; otherwise only the rows named (for
  * profiling one of them under perf). */
@@ -848,6 +1212,63 @@ run_fault_rows (char **names)
   g_array_unref (first_touch_us);
 }
 
+static void
+run_lateness_rows (char **names)
+{
+  gboolean want_c
+      = want (names, "mainloop-lateness-worst-c") || want (names, "mainloop-lateness-p99-c");
+  gboolean want_script = want (names, "mainloop-lateness-worst-script")
+                         || want (names, "mainloop-lateness-p99-script");
+  LatenessStats busy, idle;
+  GError *error = NULL;
+  char *path;
+
+  if (!want_c && !want_script)
+    return;
+
+  path = data_file_add ("lateness");
+  g_printerr ("mainloop-lateness: writing a %" G_GSIZE_FORMAT " MiB file...\n",
+              WRITEOUT_SIZE / MiB);
+  create_data_file (path, WRITEOUT_SIZE);
+
+  if (want_c)
+    {
+      BigfileLocalFile *file
+          = bigfile_local_file_new (path, 2 * MiB, BIGFILE_LOCAL_FILE_FLAGS_NONE, &error);
+
+      check_error (error, "bigfile_local_file_new");
+      if (!bigfile_file_is_thread_safe (BIGFILE_FILE (file)))
+        die ("mainloop-lateness: BigfileLocalFile is not thread-safe: no worker thread");
+      bench_mainloop_lateness (BIGFILE_FILE (file), "C (BigfileLocalFile, worker thread)", &busy,
+                               &idle);
+      g_object_unref (file);
+      if (want (names, "mainloop-lateness-worst-c"))
+        emit_row ("mainloop-lateness-worst-c", busy.worst, "ms",
+                  MAX (idle.worst, LATENESS_FLOOR_MS), "< 50 ms");
+      if (want (names, "mainloop-lateness-p99-c"))
+        emit_row ("mainloop-lateness-p99-c", busy.p99, "ms", MAX (idle.p99, LATENESS_FLOOR_MS), "");
+    }
+
+  if (want_script)
+    {
+      BenchScriptFile *file = bench_script_file_new (path, 2 * MiB);
+
+      if (bigfile_file_is_thread_safe (BIGFILE_FILE (file)))
+        die ("mainloop-lateness: the script-like file claims to be thread-safe");
+      bench_mainloop_lateness (BIGFILE_FILE (file), "script-like (GBytes, slices on the loop)",
+                               &busy, &idle);
+      g_object_unref (file);
+      if (want (names, "mainloop-lateness-worst-script"))
+        emit_row ("mainloop-lateness-worst-script", busy.worst, "ms",
+                  MAX (idle.worst, LATENESS_FLOOR_MS), "< 50 ms");
+      if (want (names, "mainloop-lateness-p99-script"))
+        emit_row ("mainloop-lateness-p99-script", busy.p99, "ms", MAX (idle.p99, LATENESS_FLOOR_MS),
+                  "");
+    }
+
+  data_file_remove (path);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -889,6 +1310,7 @@ main (int argc, char **argv)
       bench_writeout_2m (&value, &baseline);
       emit_row ("writeout-2m", value, "GB/s", baseline, ">= 0.8x");
     }
+  run_lateness_rows (names);
 
   print_summary ();
   g_printerr ("baseline of the fault rows: kernel first touch of a new memfd page, us per 4 KiB\n"
