@@ -2,8 +2,12 @@
 # Installs what is needed (Debian 12, with apt-get), builds bigfile-glib twice
 # and runs the whole test suite in both builds:
 #
-#   build/       the plain build (debugoptimized, warnings are errors)
-#   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer
+#   build/       the plain build (debugoptimized, warnings are errors), with
+#                the GObject-Introspection data (Bigfile-1.0.gir, .typelib,
+#                the Vala binding) and the gtk-doc reference, which the test
+#                'gtkdoc-check' (suite docs) checks
+#   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer, with the
+#                introspection data but without the docs (see below)
 #
 # This is the README's test command and what CI runs (.ci/run).  It can be
 # run again: build dirs that exist are reconfigured.  It ends with one line,
@@ -50,12 +54,26 @@ run_build() {
 
 extra_test_args=("$@")
 
+# Introspection is 'enabled', not 'auto': install-deps.sh installed
+# g-ir-scanner, so a build without the GIR would be a silent failure.  With
+# -Dwerror=true the scanner's warnings are errors too (fatal_warnings).
 run_build build "" -- \
-  -Db_sanitize=none -Dwerror=true -Dtests=true
+  -Db_sanitize=none -Dwerror=true -Dtests=true -Dintrospection=enabled -Ddocs=true
 # -Db_lundef=false: sanitized shared objects leave the runtime's symbols to
 # the executable.  Sanitized code runs slower: give tests 3x their timeout.
+#
+# Introspection stays on here, so that the Python and gjs tests run the
+# library's code under the sanitizers too: g-ir-scanner's dumper is linked
+# against the ASan runtime by meson and runs as it is, and tests/meson.build
+# preloads the runtimes into python3 and gjs, which are not instrumented.
+# The docs are off: gtkdoc-scangobj links its program against the library
+# without the runtime coming first, so that program cannot even start under
+# ASan ("ASan runtime does not come first in initial library list"), and the
+# reference does not depend on how the library is compiled: the plain build
+# checks it.
 run_build build-asan "--timeout-multiplier 3" -- \
-  -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=false -Dtests=true
+  -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=false -Dtests=true \
+  -Dintrospection=enabled -Ddocs=false
 
 # Count the results of both builds from meson's JSON test logs: one count per
 # meson test (a test program), and, for information, the TAP subtests.

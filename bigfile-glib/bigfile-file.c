@@ -9,6 +9,28 @@
 #include <string.h>
 
 /**
+ * SECTION:bigfile-file
+ * @title: BigfileFile
+ * @short_description: Storage of fixed-size blocks, behind a handle
+ * @include: bigfile-glib/bigfile.h
+ * @see_also: #BigfileLocalFile, #BigfileHandle
+ *
+ * #BigfileFile is the interface a #BigfileHandle loads its pages from and
+ * stores its dirty pages to: an array of blocks of one size, a power of two
+ * from 4 KiB to 2 MiB. #BigfileLocalFile implements it over a regular
+ * file; implement it yourself, in C, Python or JavaScript, to map anything
+ * else.
+ *
+ * A C implementation may give the raw-buffer methods, which save a copy,
+ * and say that it is thread-safe (`is_thread_safe`): its blocks then load on
+ * whichever thread faults, and asynchronous writeouts store them from a
+ * worker thread. Implementations in other languages give the #GBytes methods
+ * and are called on the thread that opened the handle only. A load runs
+ * inside a page fault: see [the threading rules][bigfile-threads] for what
+ * it may do there.
+ */
+
+/**
  * BigfileFile:
  *
  * Storage of fixed-size blocks: what a #BigfileHandle loads its pages from

@@ -7,6 +7,23 @@
 #include "bigfile-private.h"
 
 /**
+ * SECTION:bigfile-handle
+ * @title: BigfileHandle
+ * @short_description: A changeable snapshot of a file: pages, changes, writeout
+ * @include: bigfile-glib/bigfile.h
+ * @see_also: #BigfileVma, #BigfileFile, #BigfileRam
+ *
+ * A #BigfileHandle opens a #BigfileFile, with its pages kept in a
+ * #BigfileRam. Map ranges of it with bigfile_handle_map() and use them as
+ * memory; what the program writes stays in memory as dirty pages until
+ * bigfile_handle_writeout() or bigfile_handle_writeout_async() stores it,
+ * or bigfile_handle_discard() drops it. Each page is EMPTY, LOADING, LOADED
+ * or DIRTY (#BigfilePageState): the [overview][bigfile-concepts] draws how
+ * one state leads to another, and states the rules of [threads and
+ * signals][bigfile-threads] and of [asynchronous writeout][bigfile-async].
+ */
+
+/**
  * BigfileHandle:
  *
  * An open #BigfileFile: its pages in memory, and the changes made to them.

@@ -15,6 +15,20 @@
 #include <glib/gstdio.h>
 
 /**
+ * SECTION:bigfile-local-file
+ * @title: BigfileLocalFile
+ * @short_description: A #BigfileFile over a regular local file
+ * @include: bigfile-glib/bigfile.h
+ * @see_also: #BigfileFile, #BigfileHandle
+ *
+ * #BigfileLocalFile reads and writes the blocks of a regular file with
+ * `pread()` and `pwrite()`: the #BigfileFile to use when the data is a file
+ * on a local disk. It is thread-safe, so its pages load on the thread that
+ * touches them, and bigfile_handle_writeout_async() stores them from a
+ * worker thread.
+ */
+
+/**
  * BigfileLocalFile:
  *
  * A #BigfileFile over a regular file of the local file system.

@@ -10,6 +10,27 @@
 #include <unistd.h>
 
 /**
+ * SECTION:bigfile-ram
+ * @title: BigfileRam
+ * @short_description: Page memory with a budget, shared by handles
+ * @include: bigfile-glib/bigfile.h
+ * @see_also: #BigfileHandle, #GMemoryMonitor
+ *
+ * A #BigfileRam is where the pages of one or more #BigfileHandle live, and
+ * how much memory they may take together. Make one for the program, or one
+ * for each group of files that should share a budget, and give it to
+ * bigfile_handle_new().
+ *
+ * When the budget is used up, the least recently used clean page is dropped
+ * to make room: it loads again from its file when next touched. Dirty and
+ * pinned pages are never dropped, so a budget full of them makes loads fail
+ * with %BIGFILE_RAM_ERROR_FULL until changes are written out or discarded.
+ * bigfile_ram_reclaim() gives clean pages back ahead of time, and
+ * #BigfileRam:reclaim-on-low-memory does it when the system runs short of
+ * memory; #BigfileRam::reclaimed reports both.
+ */
+
+/**
  * BigfileRam:
  *
  * A budget of memory for the pages of one or more #BigfileHandle.

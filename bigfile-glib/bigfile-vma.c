@@ -7,6 +7,23 @@
 #include "bigfile-private.h"
 
 /**
+ * SECTION:bigfile-vma
+ * @title: BigfileVma
+ * @short_description: A range of a handle's pages, mapped into memory
+ * @include: bigfile-glib/bigfile.h
+ * @see_also: #BigfileHandle
+ *
+ * A #BigfileVma is what bigfile_handle_map() returns: pages of a handle at
+ * a range of addresses. C code reads and writes the memory at
+ * bigfile_vma_get_data() directly, and pages load on the first touch.
+ * Bindings, and code that wants errors rather than signals, copy bytes in
+ * and out with bigfile_vma_read() and bigfile_vma_write(). A page that
+ * cannot be loaded ends a direct access with `SIGBUS`:
+ * bigfile_vma_take_fault_error() tells why, and [the overview][bigfile-sigbus]
+ * shows how to recover.
+ */
+
+/**
  * BigfileVma:
  *
  * A range of pages of a #BigfileHandle, mapped at a range of addresses.
