@@ -536,9 +536,10 @@ bigfile_vma_read (BigfileVma *vma, gsize offset, gsize length, GError **error)
  * Copies bytes out of @vma into @buffer, like bigfile_vma_read() but without
  * allocating. C only.
  *
- * @buffer must not lie in a mapping of bigfile-glib: the copy runs under
- * the engine's lock, where a page fault cannot be served. On error the
- * contents of @buffer are undefined.
+ * @buffer may itself lie in a mapping of bigfile-glib (the copy runs with
+ * the engine's lock released, so its page faults are served); a page of it
+ * that cannot be loaded gives `SIGBUS` there, as any raw access does. On
+ * error the contents of @buffer are undefined.
  *
  * Returns: %TRUE on success, %FALSE on error
  *
@@ -566,9 +567,8 @@ bigfile_vma_read_into (BigfileVma *vma, gsize offset, guint8 *buffer, gsize leng
  * cannot be loaded gives an error, not `SIGBUS`. If an error comes midway,
  * the pages before it were written.
  *
- * The data of @data must not lie in a mapping of bigfile-glib: the copy
- * runs under the engine's lock, where a page fault cannot be served. Copy
- * between mappings with bigfile_vma_read() and this.
+ * The data of @data may itself lie in a mapping of bigfile-glib: the copy
+ * runs with the engine's lock released, so its page faults are served.
  *
  * Fails with %BIGFILE_VMA_ERROR_OUT_OF_RANGE if the data does not fit
  * within @vma at @offset, and %BIGFILE_VMA_ERROR_UNMAPPED if @vma was
