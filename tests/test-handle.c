@@ -5,6 +5,9 @@
  */
 #include "config.h"
 
+#include <fcntl.h>
+#include <sys/uio.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -1069,6 +1072,103 @@ test_vma_api_buffer_in_mapping (void)
   mapping_teardown (&b);
 }
 
+/* A pinned page that is invalidated keeps its memory until unpinned: the
+ * kernel may still use it for I/O the program started (here a pipe holds
+ * references to it through vmsplice), so its slot must not be reused. */
+static void
+test_pin_survives_drop (void)
+{
+  Mapping m;
+  GError *error = NULL;
+  int fds[2];
+  struct iovec iov;
+  char got[8];
+
+  mapping_setup (&m, PS, 8, 8, 2 * PS); /* two pages: slots get reused at once */
+  g_assert_true (bigfile_vma_pin (m.vma, 0, PS, TRUE, &error));
+  g_assert_no_error (error);
+  memset (m.data, 'A', 8);
+
+  g_assert_cmpint (pipe (fds), ==, 0);
+  iov.iov_base = m.data;
+  iov.iov_len = 8;
+  g_assert_cmpint (vmsplice (fds[1], &iov, 1, 0), ==, 8);
+
+  bigfile_handle_invalidate_page (m.handle, 0);
+  g_assert_cmpint (page_state (&m, 0), ==, BIGFILE_PAGE_STATE_EMPTY);
+  /* The orphan still holds its slot. */
+  g_assert_cmpuint (bigfile_ram_get_n_pages (m.ram), ==, 1);
+  for (guint64 p = 1; p < 6; p++)
+    g_assert_cmpuint (raw_read (m.data + p * PS), ==, test_mem_file_pattern (p, 0));
+
+  g_assert_cmpint (read (fds[0], got, 8), ==, 8);
+  g_assert_cmpmem (got, 8, "AAAAAAAA", 8);
+  close (fds[0]);
+  close (fds[1]);
+
+  bigfile_vma_unpin (m.vma, 0, PS);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (m.ram), <=, 2);
+  mapping_teardown (&m);
+}
+
+/* Unpinning a page that was dropped and loaded again does not take away
+ * the pin of the new page. */
+static void
+test_pin_belongs_to_page (void)
+{
+  Mapping m;
+  GError *error = NULL;
+
+  mapping_setup (&m, PS, 8, 8, 8 * PS);
+  g_assert_true (bigfile_vma_pin (m.vma, 0, PS, FALSE, &error));
+  g_assert_no_error (error);
+  bigfile_handle_invalidate_page (m.handle, 0);
+  g_assert_true (bigfile_vma_pin (m.vma, 0, 2 * PS, FALSE, &error)); /* the new page 0 */
+  g_assert_no_error (error);
+
+  bigfile_vma_unpin (m.vma, 0, PS); /* the first pin, of the dropped page */
+  g_assert_cmpuint (bigfile_ram_reclaim (m.ram), ==, 0);
+  g_assert_cmpint (page_state (&m, 0), ==, BIGFILE_PAGE_STATE_LOADED);
+
+  bigfile_vma_unpin (m.vma, 0, 2 * PS);
+  g_assert_cmpuint (bigfile_ram_reclaim (m.ram), ==, 2);
+  mapping_teardown (&m);
+}
+
+/* A writable pin keeps write access through a writeout: the page is stored
+ * as it is and stays dirty, so system calls can go on writing into it. */
+static void
+test_pin_writable_through_writeout (void)
+{
+  Mapping m;
+  GError *error = NULL;
+  int fds[2];
+
+  mapping_setup (&m, PS, 8, 8, 8 * PS);
+  g_assert_true (bigfile_vma_pin (m.vma, 2 * PS, PS, TRUE, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (pipe (fds), ==, 0);
+
+  g_assert_cmpint (write (fds[1], "first", 5), ==, 5);
+  g_assert_cmpint (read (fds[0], m.data + 2 * PS, 5), ==, 5);
+  g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  g_assert_cmpmem (test_mem_file_peek (m.file, 2), 5, "first", 5);
+  g_assert_cmpint (page_state (&m, 2), ==, BIGFILE_PAGE_STATE_DIRTY);
+  assert_mapping (m.vma, 2, TRUE, TRUE);
+
+  g_assert_cmpint (write (fds[1], "again", 5), ==, 5);
+  g_assert_cmpint (read (fds[0], m.data + 2 * PS, 5), ==, 5);
+  bigfile_vma_unpin (m.vma, 2 * PS, PS);
+  g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_cmpmem (test_mem_file_peek (m.file, 2), 5, "again", 5);
+  g_assert_cmpint (page_state (&m, 2), ==, BIGFILE_PAGE_STATE_LOADED);
+
+  close (fds[0]);
+  close (fds[1]);
+  mapping_teardown (&m);
+}
+
 /* -- past the end of the file ---------------------------------------------------- */
 
 static void
@@ -1156,6 +1256,9 @@ main (int argc, char **argv)
   g_test_add_func ("/handle/populate/syscall", test_populate_syscall);
   g_test_add_func ("/handle/pin/not-reclaimed", test_pin_not_reclaimed);
   g_test_add_func ("/handle/pin/dropped-by-unmap", test_pin_dropped_by_unmap);
+  g_test_add_func ("/handle/pin/survives-drop", test_pin_survives_drop);
+  g_test_add_func ("/handle/pin/belongs-to-page", test_pin_belongs_to_page);
+  g_test_add_func ("/handle/pin/writable-through-writeout", test_pin_writable_through_writeout);
   g_test_add_func ("/handle/vma-api/buffer-in-mapping", test_vma_api_buffer_in_mapping);
   g_test_add_func ("/handle/past-eof/mem-file", test_past_eof_mem_file);
   g_test_add_func ("/handle/past-eof/local-file", test_past_eof_local_file);

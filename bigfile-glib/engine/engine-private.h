@@ -103,9 +103,12 @@ bf_pool_slot_addr (BfPool *pool, guint64 slot)
  *   - writers > 0 => state == DIRTY (unless orphaned): bf_vma_write() is
  *                   copying into the slot with the lock released; writeout
  *                   waits for writers to drain before it stores or marks
- *   - orphaned  <=> dropped from the table while io_refs > 0; its slot stays
- *                   allocated until the last io reference goes (so a load or
- *                   store in flight never sees its memory reused)
+ *   - orphaned  <=> dropped from the table while io_refs > 0 or pin_count > 0;
+ *                   its slot stays allocated until the last io reference and
+ *                   pin go (so a load, store, copy, or I/O the kernel does
+ *                   into pinned memory never sees the slot reused)
+ *   - write_pins > 0 => state == DIRTY: writeout stores the page as it is
+ *                   (the pin holder may be writing it) and leaves it dirty
  */
 struct _BfPage
 {
@@ -119,7 +122,8 @@ struct _BfPage
   guint in_dirty : 1;
   guint io_refs;           /* loader, writeout snapshot, or API copy in flight */
   guint writers;           /* API copies into the page in flight */
-  guint pin_count;         /* bf_vma_pin(hold): not reclaimable */
+  guint pin_count;         /* bf_vma_pin(hold): not reclaimable, slot kept if dropped */
+  guint write_pins;        /* ...of which writable: writeout neither protects nor cleans */
   gconstpointer io_thread; /* who loads or stores it, to catch self-deadlock */
   GList lru_link;          /* in ram->lru */
   GList dirty_link;        /* in handle->dirty */

@@ -53,7 +53,7 @@ struct _BfHandle
   gsize page_size;
   guint page_shift;
   const BfFileOps *ops;
-  gpointer data; /* for ops */
+  gpointer data;     /* for ops */
   GHashTable *pages; /* &page->index -> BfPage */
   GQueue dirty;      /* BfPage, via dirty_link */
   GQueue vmas;       /* BfVma, via handle_link */
@@ -77,10 +77,16 @@ struct _BfVma
   guint64 boundaries; /* see "kernel mappings" below */
 };
 
+/* A pin holds the pages themselves, not their indexes: a pinned page that
+ * is discarded or invalidated leaves the table, but its slot (which the
+ * kernel may be using for I/O on the program's behalf) is kept until the
+ * pin goes, and a new page of the same index is not unpinned by mistake. */
 typedef struct
 {
   gsize offset;
   gsize len;
+  gboolean writable;
+  GPtrArray *pages; /* BfPage*, each with pin_count (and write_pins) raised */
 } VmaPin;
 
 struct _BfWriteout
@@ -513,7 +519,7 @@ page_free (BfPage *page)
 {
   BfHandle *handle = page->handle;
 
-  g_assert (page->io_refs == 0 && !page->in_lru && !page->in_dirty);
+  g_assert (page->io_refs == 0 && page->pin_count == 0 && !page->in_lru && !page->in_dirty);
   bf_ram_free_slot (handle->ram, handle->pool, page->slot);
   g_free (page);
 }
@@ -541,9 +547,10 @@ bf_page_drop (BfPage *page)
       page->in_lru = FALSE;
     }
 
-  if (page->io_refs > 0)
+  if (page->io_refs > 0 || page->pin_count > 0)
     {
-      /* A load or a store is using the slot: its owner frees the page. */
+      /* A load, a store, a copy or a pin is using the slot: whoever lets
+       * go of it last frees the page. */
       page->orphaned = TRUE;
       if (page->state == BF_PAGE_LOADING)
         page->state = BF_PAGE_LOADING_INVALIDATED;
@@ -586,17 +593,34 @@ bf_page_reclaim (BfPage *page)
   bf_page_drop (page);
 }
 
+/* After an I/O reference or a pin went: free an orphan nobody uses any more. */
 static void
-page_io_unref (BfPage *page)
+page_release (BfPage *page)
 {
-  g_assert (page->io_refs > 0);
-  page->io_refs--;
-  if (page->io_refs == 0 && page->orphaned)
+  if (page->orphaned && page->io_refs == 0 && page->pin_count == 0)
     {
       page_free (page);
       return;
     }
   page_update_lru (page, FALSE);
+}
+
+static void
+page_io_unref (BfPage *page)
+{
+  g_assert (page->io_refs > 0);
+  page->io_refs--;
+  page_release (page);
+}
+
+static void
+page_unpin (BfPage *page, gboolean writable)
+{
+  g_assert (page->pin_count > 0);
+  page->pin_count--;
+  if (writable)
+    page->write_pins--;
+  page_release (page);
 }
 
 /* -- getting a page ------------------------------------------------------------ */
@@ -1004,7 +1028,10 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
 
           page->storing = TRUE;
           page->io_thread = bf_thread_self ();
-          page_write_protect (page);
+          /* A writable pin promises the holder write access (the kernel may
+           * be doing I/O into the page): such a page is stored as it is. */
+          if (page->write_pins == 0)
+            page_write_protect (page);
 
           bf_unlock ();
           ok = handle->ops->store (handle->data, page->index,
@@ -1024,8 +1051,9 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
             }
         }
 
+      /* ...and stays dirty, since it may have changed while stored. */
       if (ok && (wo->flags & BF_WRITEOUT_MARKSTORED) && !page->orphaned
-          && page->state == BF_PAGE_DIRTY)
+          && page->state == BF_PAGE_DIRTY && page->write_pins == 0)
         {
           /* Writes from now on must fault again, to dirty the page anew. */
           page_write_protect (page);
@@ -1088,19 +1116,11 @@ vma_end_index (BfVma *vma, gsize offset, gsize len)
 }
 
 static void
-vma_unpin_pages_locked (BfVma *vma, guint64 first, guint64 end)
+vma_pin_release (VmaPin *pin)
 {
-  for (guint64 index = first; index < end; index++)
-    {
-      BfPage *page = g_hash_table_lookup (vma->handle->pages, &index);
-
-      /* A page dropped by discard or invalidate lost its pin with it. */
-      if (page != NULL && page->pin_count > 0)
-        {
-          page->pin_count--;
-          page_update_lru (page, FALSE);
-        }
-    }
+  for (guint i = 0; i < pin->pages->len; i++)
+    page_unpin (g_ptr_array_index (pin->pages, i), pin->writable);
+  g_ptr_array_unref (pin->pages);
 }
 
 BfVma *
@@ -1175,11 +1195,7 @@ bf_vma_unmap (BfVma *vma)
       /* Pins are taken through a mapping and end with it: a binding whose
        * garbage collector drops a pinned mapping must not leak its pages. */
       for (guint i = 0; i < vma->pins->len; i++)
-        {
-          VmaPin *pin = &g_array_index (vma->pins, VmaPin, i);
-          vma_unpin_pages_locked (vma, vma_first_index (vma, pin->offset),
-                                  vma_end_index (vma, pin->offset, pin->len));
-        }
+        vma_pin_release (&g_array_index (vma->pins, VmaPin, i));
       g_array_set_size (vma->pins, 0);
 
       /* Out of the registry first: from now on a fault here is not ours. */
@@ -1343,17 +1359,19 @@ bf_vma_write (BfVma *vma, gsize offset, const void *src, gsize len, GError **err
 gboolean
 bf_vma_pin (BfVma *vma, gsize offset, gsize len, gboolean write, gboolean hold, GError **error)
 {
-  guint64 first, end, index;
+  VmaPin pin = { offset, len, write, NULL };
+  guint64 end, index;
 
   if (!vma_check_range (vma, offset, len, error))
     return FALSE;
   if (len == 0)
     return TRUE;
-  first = vma_first_index (vma, offset);
   end = vma_end_index (vma, offset, len);
+  if (hold)
+    pin.pages = g_ptr_array_new ();
 
   bf_lock ();
-  for (index = first; index < end;)
+  for (index = vma_first_index (vma, offset); index < end;)
     {
       BfPage *page = NULL;
 
@@ -1373,18 +1391,21 @@ bf_vma_pin (BfVma *vma, gsize offset, gsize len, gboolean write, gboolean hold, 
       if (hold)
         {
           page->pin_count++;
+          if (write)
+            page->write_pins++;
           page_update_lru (page, FALSE);
+          g_ptr_array_add (pin.pages, page);
         }
       index++;
     }
   if (hold)
-    g_array_append_val (vma->pins, ((VmaPin){ offset, len }));
+    g_array_append_val (vma->pins, pin);
   bf_unlock ();
   return TRUE;
 
 fail:
   if (hold)
-    vma_unpin_pages_locked (vma, first, index);
+    vma_pin_release (&pin);
   bf_unlock ();
   return FALSE;
 }
@@ -1402,8 +1423,7 @@ bf_vma_unpin (BfVma *vma, gsize offset, gsize len)
 
       if (pin->offset == offset && pin->len == len)
         {
-          vma_unpin_pages_locked (vma, vma_first_index (vma, offset),
-                                  vma_end_index (vma, offset, len));
+          vma_pin_release (pin);
           g_array_remove_index (vma->pins, i - 1);
           found = TRUE;
           break;
