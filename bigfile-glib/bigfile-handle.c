@@ -197,14 +197,13 @@ static const BfFileOps file_ops = {
 };
 
 /* On the owner context, after the dirty count changed. */
-static gboolean
-notify_dirty_changed (gpointer user_data)
+static void
+notify_dirty_changed (GObject *object)
 {
-  BigfileHandle *self = user_data;
+  BigfileHandle *self = BIGFILE_HANDLE (object);
 
   if (g_atomic_int_compare_and_exchange (&self->dirty_changed, TRUE, FALSE))
-    g_object_notify_by_pspec (G_OBJECT (self), props[PROP_N_DIRTY_PAGES]);
-  return G_SOURCE_CONTINUE;
+    g_object_notify_by_pspec (object, props[PROP_N_DIRTY_PAGES]);
 }
 
 static void
@@ -245,8 +244,9 @@ bigfile_handle_dispose (GObject *object)
     {
       g_clear_object (&self->file);
       g_clear_object (&self->ram);
+      /* Only now: an engine handle still open may call the dirty hook. */
+      g_clear_pointer (&self->notify_source, _bigfile_wake_source_free);
     }
-  g_clear_pointer (&self->notify_source, _bigfile_wake_source_free);
 
   G_OBJECT_CLASS (bigfile_handle_parent_class)->dispose (object);
 }
@@ -268,6 +268,7 @@ bigfile_handle_finalize (GObject *object)
        * with its file and RAM is the only safe thing left. */
       g_critical ("A BigfileHandle was finalized with mappings alive; leaking it");
     }
+  g_clear_pointer (&self->notify_source, _bigfile_wake_source_free);
   g_clear_pointer (&self->owner_context, g_main_context_unref);
 
   G_OBJECT_CLASS (bigfile_handle_parent_class)->finalize (object);
@@ -450,7 +451,7 @@ bigfile_handle_new (BigfileFile *file, BigfileRam *ram, GError **error)
   self->owner_context = g_main_context_ref_thread_default ();
   self->thread_safe = bigfile_file_is_thread_safe (file);
   self->notify_source = _bigfile_wake_source_new (self->owner_context, "BigfileHandle notify",
-                                                  notify_dirty_changed, self);
+                                                  G_OBJECT (self), notify_dirty_changed);
 
   engine = bf_handle_new (engine_ram, block_size, &file_ops, self, error);
   if (engine == NULL)
@@ -717,7 +718,6 @@ typedef struct
 {
   BfWriteout *wo;
   gsize page_size;
-  int io_priority;
 
   BigfileProgressCallback progress;
   gpointer progress_data;
@@ -970,7 +970,6 @@ bigfile_handle_writeout_async (BigfileHandle *handle, BigfileWriteoutFlags flags
 
   data = g_new0 (WriteoutData, 1);
   data->page_size = handle->page_size;
-  data->io_priority = io_priority;
   data->progress = progress_callback;
   data->progress_data = progress_data;
   data->progress_data_destroy = progress_data_destroy;
@@ -1084,14 +1083,14 @@ invalidated_data_free (gpointer user_data)
 }
 
 /* Signals are emitted on the owner context only: at once on the owner
- * thread, else from an idle there. */
+ * thread (unless inside a page fault), else from an idle there. */
 static void
 emit_page_invalidated (BigfileHandle *self, guint64 page)
 {
   InvalidatedData *data;
   GSource *source;
 
-  if (g_thread_self () == self->owner_thread)
+  if (_bigfile_can_emit_now (self->owner_thread))
     {
       g_signal_emit (self, signals[SIGNAL_PAGE_INVALIDATED], 0, page);
       return;

@@ -20,12 +20,14 @@ BigfileVma *_bigfile_vma_new (BigfileHandle *handle, BfVma *engine_vma);
 /* Hooks for tests: is @page of @vma's handle mapped in @vma, and writable? */
 gboolean _bigfile_vma_page_is_mapped (BigfileVma *vma, guint64 page, gboolean *writable);
 
-/* A source on @context whose @callback runs after _bigfile_wake_source_wake(),
- * which any thread may call, also with the engine lock held or inside the
- * fault handler.  The callback returns G_SOURCE_CONTINUE. */
-GSource *_bigfile_wake_source_new (GMainContext *context, const char *name, GSourceFunc callback,
-                                   gpointer user_data);
+/* A source on @context that runs @callback (@object) after
+ * _bigfile_wake_source_wake(), which any thread may call, also with the
+ * engine lock held or inside the fault handler.  @object is held weakly. */
+GSource *_bigfile_wake_source_new (GMainContext *context, const char *name, GObject *object,
+                                   void (*callback) (GObject *object));
 void _bigfile_wake_source_wake (GSource *source);
 void _bigfile_wake_source_free (GSource *source);
+
+gboolean _bigfile_can_emit_now (GThread *owner);
 
 G_END_DECLS

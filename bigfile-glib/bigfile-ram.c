@@ -163,15 +163,14 @@ engine_reclaimed (gpointer data, guint n_pages)
 }
 
 /* On the owner context. */
-static gboolean
-emit_pending_reclaimed (gpointer user_data)
+static void
+emit_pending_reclaimed (GObject *object)
 {
-  BigfileRam *self = user_data;
+  BigfileRam *self = BIGFILE_RAM (object);
   guint n = (guint)g_atomic_int_and (&self->pending_reclaimed, 0);
 
   if (n > 0)
     g_signal_emit (self, signals[SIGNAL_RECLAIMED], 0, n);
-  return G_SOURCE_CONTINUE;
 }
 
 static void
@@ -218,7 +217,7 @@ bigfile_ram_constructed (GObject *object)
   self->owner_thread = g_thread_self ();
   self->owner_context = g_main_context_ref_thread_default ();
   self->reclaimed_source = _bigfile_wake_source_new (self->owner_context, "BigfileRam reclaimed",
-                                                     emit_pending_reclaimed, self);
+                                                     G_OBJECT (self), emit_pending_reclaimed);
   if (self->engine != NULL)
     bf_ram_set_reclaim_hook (self->engine, engine_reclaimed, self);
 
@@ -592,8 +591,8 @@ bigfile_ram_reclaim (BigfileRam *ram)
     return 0;
 
   n = bf_ram_reclaim (ram->engine);
-  if (g_thread_self () == ram->owner_thread)
-    emit_pending_reclaimed (ram);
+  if (_bigfile_can_emit_now (ram->owner_thread))
+    emit_pending_reclaimed (G_OBJECT (ram));
   return n;
 }
 

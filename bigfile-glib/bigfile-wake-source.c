@@ -15,6 +15,38 @@
 
 #include "bigfile-private.h"
 
+/* The callback's object is held weakly: the source may dispatch while its
+ * object is being disposed on another thread (the last reference can go on
+ * a GTask worker), and must then do nothing. */
+typedef struct
+{
+  GWeakRef object;
+  void (*callback) (GObject *object);
+} WakeData;
+
+static void
+wake_data_free (gpointer user_data)
+{
+  WakeData *data = user_data;
+
+  g_weak_ref_clear (&data->object);
+  g_free (data);
+}
+
+static gboolean
+wake_source_run (gpointer user_data)
+{
+  WakeData *data = user_data;
+  GObject *object = g_weak_ref_get (&data->object);
+
+  if (object != NULL)
+    {
+      data->callback (object);
+      g_object_unref (object);
+    }
+  return G_SOURCE_CONTINUE;
+}
+
 static gboolean
 wake_source_dispatch (GSource *source, GSourceFunc callback, gpointer user_data)
 {
@@ -30,13 +62,16 @@ static GSourceFuncs wake_source_funcs = {
 };
 
 GSource *
-_bigfile_wake_source_new (GMainContext *context, const char *name, GSourceFunc callback,
-                          gpointer user_data)
+_bigfile_wake_source_new (GMainContext *context, const char *name, GObject *object,
+                          void (*callback) (GObject *object))
 {
   GSource *source = g_source_new (&wake_source_funcs, sizeof (GSource));
+  WakeData *data = g_new0 (WakeData, 1);
 
+  g_weak_ref_init (&data->object, object);
+  data->callback = callback;
   g_source_set_static_name (source, name);
-  g_source_set_callback (source, callback, user_data, NULL);
+  g_source_set_callback (source, wake_source_run, data, wake_data_free);
   g_source_set_ready_time (source, -1);
   g_source_attach (source, context);
   return source;
@@ -55,4 +90,13 @@ _bigfile_wake_source_free (GSource *source)
     return;
   g_source_destroy (source);
   g_source_unref (source);
+}
+
+/* May a signal be emitted right here, for an object owned by @owner? Only
+ * on the owner thread, and never from inside a page fault (a load callback
+ * runs in the SIGSEGV handler and may call the API). */
+gboolean
+_bigfile_can_emit_now (GThread *owner)
+{
+  return g_thread_self () == owner && !bf_fault_in_handler ();
 }

@@ -478,6 +478,36 @@ test_page_invalidated (void)
 }
 
 static void
+invalidate_from_load (TestMemFile *file, guint64 block, gpointer user_data)
+{
+  Mapping *m = user_data;
+
+  if (block == 3)
+    bigfile_handle_invalidate_page (m->handle, 7);
+}
+
+/* A load callback runs inside the SIGSEGV handler, even on the owner
+ * thread: an invalidation made from there is signalled later, from the main
+ * context, not from inside the fault. */
+static void
+test_not_in_fault (void)
+{
+  Mapping m;
+  Seen s = { 0 };
+
+  setup (&m, 8, 8 * PS, TRUE);
+  g_signal_connect (m.handle, "page-invalidated", G_CALLBACK (on_invalidated), &s);
+  test_mem_file_set_load_hook (m.file, invalidate_from_load, &m);
+
+  g_assert_cmpuint (raw_read (m.data + 3 * PS), ==, test_mem_file_pattern (3, 0));
+  g_assert_cmpuint (s.count, ==, 0);
+  iterate_pending ();
+  g_assert_cmpuint (s.count, ==, 1);
+  g_assert_cmpuint (s.last, ==, 7);
+  mapping_teardown (&m);
+}
+
+static void
 on_reclaimed (BigfileRam *ram, guint n_pages, gpointer user_data)
 {
   Seen *s = user_data;
@@ -605,6 +635,7 @@ main (int argc, char **argv)
   g_test_add_func ("/async/signals/notify-dirty", test_notify_dirty);
   g_test_add_func ("/async/signals/page-invalidated", test_page_invalidated);
   g_test_add_func ("/async/signals/reclaimed", test_reclaimed);
+  g_test_add_func ("/async/signals/not-in-fault", test_not_in_fault);
   g_test_add_func ("/async/low-memory", test_low_memory);
   g_test_add_func ("/async/wrong-thread", test_wrong_thread);
 

@@ -507,6 +507,67 @@ test_fault_wild_access_kills (void)
   g_test_trap_assert_passed ();
 }
 
+/* SIGSEGV sent with kill() is not a fault and will not run again: with the
+ * default disposition before the library's handler it must still kill the
+ * process; ignored before, it must stay ignored and leave the library's
+ * handler in place. */
+static void
+test_fault_kill_sigsegv (void)
+{
+  if (g_test_subprocess ())
+    {
+      Mapping m;
+      pid_t pid;
+      int status = 0;
+
+      mapping_setup (&m, PS, 4, 4, 1 << 20);
+
+      /* Default disposition: kill() kills. */
+      pid = fork ();
+      g_assert_cmpint (pid, >=, 0);
+      if (pid == 0)
+        {
+          struct rlimit no_core = { 0, 0 };
+
+          setrlimit (RLIMIT_CORE, &no_core);
+          if (raw_read (m.data + 1) != test_mem_file_pattern (0, 1))
+            _exit (2);
+          kill (getpid (), SIGSEGV);
+          _exit (0); /* survived: wrong */
+        }
+      g_assert_cmpint (waitpid (pid, &status, 0), ==, pid);
+      g_assert_true (WIFSIGNALED (status));
+      g_assert_cmpint (WTERMSIG (status), ==, SIGSEGV);
+
+      mapping_teardown (&m);
+      return;
+    }
+
+  g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+  g_test_trap_assert_passed ();
+}
+
+static void
+test_fault_kill_sigsegv_ignored (void)
+{
+  if (g_test_subprocess ())
+    {
+      Mapping m;
+
+      /* Ignored before the library installs its handler (at first map). */
+      signal (SIGSEGV, SIG_IGN);
+      mapping_setup (&m, PS, 4, 4, 1 << 20);
+      kill (getpid (), SIGSEGV);
+      /* Still ignored, and faults are still served. */
+      g_assert_cmpuint (raw_read (m.data + 2 * PS + 5), ==, test_mem_file_pattern (2, 5));
+      mapping_teardown (&m);
+      return;
+    }
+
+  g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+  g_test_trap_assert_passed ();
+}
+
 /* -- block sizes ------------------------------------------------------------------ */
 
 /* Every valid block size, 4 KiB to 2 MiB: faults load whole pages at the
@@ -604,6 +665,8 @@ main (int argc, char **argv)
   g_test_add_func ("/fault/budget-full/sigbus", test_fault_budget_full_sigbus);
   g_test_add_func ("/fault/not-ours/previous-handler", test_fault_chain_previous_handler);
   g_test_add_func ("/fault/not-ours/default-kills", test_fault_wild_access_kills);
+  g_test_add_func ("/fault/not-ours/kill-default", test_fault_kill_sigsegv);
+  g_test_add_func ("/fault/not-ours/kill-ignored", test_fault_kill_sigsegv_ignored);
   g_test_add_func ("/fault/block-sizes/valid", test_fault_block_sizes);
   g_test_add_func ("/fault/block-sizes/invalid", test_fault_invalid_block_sizes);
 

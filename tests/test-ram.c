@@ -401,6 +401,29 @@ test_ram_properties (void)
   g_object_unref (ram);
 }
 
+/* An explicit reclaim gives back all cached memory too, whatever the
+ * budget (a budget near G_MAXUINT64 must not overflow the arithmetic). */
+static void
+test_reclaim_gives_back_all (void)
+{
+  const guint64 budgets[] = { 1 << 20, G_MAXUINT64 };
+
+  for (guint b = 0; b < G_N_ELEMENTS (budgets); b++)
+    {
+      Mapping m;
+      BfRamStats stats;
+
+      mapping_setup (&m, 4096, 16, 16, budgets[b]);
+      for (guint64 p = 0; p < 16; p++)
+        (void)raw_read (m.data + p * 4096);
+      g_assert_cmpuint (bigfile_ram_reclaim (m.ram), ==, 16);
+      bf_ram_get_stats (_bigfile_ram_get_engine (m.ram), &stats);
+      g_assert_cmpuint (stats.used_bytes, ==, 0);
+      g_assert_cmpuint (stats.resident_bytes, ==, 0);
+      mapping_teardown (&m);
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -413,6 +436,8 @@ main (int argc, char **argv)
   g_test_add_func ("/ram/dirty-never-dropped", test_ram_dirty_never_dropped);
   g_test_add_func ("/ram/two-page-sizes", test_ram_two_page_sizes);
   g_test_add_func ("/ram/properties", test_ram_properties);
+
+  g_test_add_func ("/ram/reclaim/gives-back-all", test_reclaim_gives_back_all);
 
   return g_test_run ();
 }

@@ -150,6 +150,9 @@ gboolean bf_vma_unpin (BfVma *vma, gsize offset, gsize len);
 /* Faults on raw memory whose load failed end in SIGBUS to the faulting thread;
  * the reason is kept per thread until taken. */
 GError *bf_fault_take_error (void);
+/* Is this thread serving a page fault (so inside a signal handler, maybe in
+ * a load callback)?  Signals must not be emitted from there. */
+gboolean bf_fault_in_handler (void);
 
 /* For tests: the number of kernel mappings the engine counts for its VMAs,
  * and the cap past which it drops mappings of unpinned pages (0: half of

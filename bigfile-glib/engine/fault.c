@@ -160,6 +160,13 @@ bf_registry_lookup (const void *addr)
 /* -- fault errors, per thread ------------------------------------------------ */
 
 static __thread GError *fault_error;
+static __thread int fault_depth; /* > 0 while this thread runs on_sigsegv */
+
+gboolean
+bf_fault_in_handler (void)
+{
+  return fault_depth > 0;
+}
 
 GError *
 bf_fault_take_error (void)
@@ -213,7 +220,7 @@ fault_is_write (void *uctx)
 #endif
 }
 
-/* Pass a fault that is not ours to whoever had SIGSEGV before us. */
+/* Pass a signal that is not ours to whoever had SIGSEGV before us. */
 static void
 chain_sigsegv (int sig, siginfo_t *si, void *uctx)
 {
@@ -222,14 +229,26 @@ chain_sigsegv (int sig, siginfo_t *si, void *uctx)
       prev_sigsegv.sa_sigaction (sig, si, uctx);
       return;
     }
-  if (prev_sigsegv.sa_handler == SIG_DFL || prev_sigsegv.sa_handler == SIG_IGN)
+  if (prev_sigsegv.sa_handler != SIG_DFL && prev_sigsegv.sa_handler != SIG_IGN)
     {
-      /* Let the access happen again with the default action: the process
-       * dies with SIGSEGV and a core dump, at the faulting instruction. */
-      signal (SIGSEGV, SIG_DFL);
+      prev_sigsegv.sa_handler (sig);
       return;
     }
-  prev_sigsegv.sa_handler (sig);
+  if (si->si_code <= 0)
+    {
+      /* Sent by kill() or raise(): nothing will run again.  Ignored before
+       * us, it stays ignored; by default, it must still kill. */
+      if (prev_sigsegv.sa_handler == SIG_DFL)
+        {
+          signal (SIGSEGV, SIG_DFL);
+          raise (SIGSEGV);
+        }
+      return;
+    }
+  /* A real fault: let the access happen again with the default action
+   * (the kernel forces it for a fault even if SIGSEGV was ignored), so the
+   * process dies with SIGSEGV and a core dump at the faulting instruction. */
+  signal (SIGSEGV, SIG_DFL);
 }
 
 /* Deliver SIGBUS for @addr to this thread, as the kernel's force_sig does for
@@ -272,9 +291,11 @@ on_sigsegv (int sig, siginfo_t *si, void *uctx)
   /* si_code > 0: raised by the kernel for a real access, not sent by kill(). */
   if (si->si_code > 0 && !lock_held)
     {
+      fault_depth++;
       bf_lock ();
       result = bf_fault_locked (si->si_addr, fault_is_write (uctx), &error);
       bf_unlock ();
+      fault_depth--;
     }
 
   switch (result)

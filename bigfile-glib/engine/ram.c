@@ -423,7 +423,13 @@ bf_ram_reclaim (BfRam *ram)
   bf_lock ();
   while (ram_reclaim_one (ram))
     n++;
-  ram_trim_for (ram, NULL, ram->budget + 1); /* gives back every cached slot */
+  /* Give back every cached slot. */
+  for (guint i = 0; i < ram->pools->len; i++)
+    {
+      BfPool *pool = g_ptr_array_index (ram->pools, i);
+      while (pool->populated->len > 0)
+        pool_punch_one (ram, pool);
+    }
   bf_unlock ();
   return n;
 }
