@@ -643,6 +643,14 @@ bigfile_vma_populate (BigfileVma *vma, gsize offset, gsize length, gboolean writ
  * Pinned pages count in the budget of the #BigfileRam and cannot be
  * reclaimed, like dirty ones: pin only what you need.
  *
+ * A page pinned @writable stays writable and dirty through writeouts: they
+ * store it as it is at that moment and leave it dirty, since the holder of
+ * the pin may go on writing it. Discarding or invalidating a pinned page
+ * still drops it from the handle (the next access loads it again, at the
+ * same address), but its memory is kept, unused, until the pin goes, so
+ * I/O the kernel still does into it lands nowhere else. Unmapping @vma
+ * drops its pins.
+ *
  * Returns: %TRUE on success, %FALSE on error (no page is left pinned then)
  *
  * Since: 1.0
