@@ -453,7 +453,13 @@ bigfile_handle_new (BigfileFile *file, BigfileRam *ram, GError **error)
   self->notify_source = _bigfile_wake_source_new (self->owner_context, "BigfileHandle notify",
                                                   G_OBJECT (self), notify_dirty_changed);
 
-  engine = bf_handle_new (engine_ram, block_size, &file_ops, self, error);
+  /* A local file may let clean pages come straight from its page cache;
+   * the handle's reference keeps the descriptor open for the engine. */
+  engine = bf_handle_new (engine_ram, block_size, &file_ops, self,
+                          BIGFILE_IS_LOCAL_FILE (file)
+                              ? _bigfile_local_file_get_map_fd (BIGFILE_LOCAL_FILE (file))
+                              : -1,
+                          error);
   if (engine == NULL)
     {
       g_object_unref (self);

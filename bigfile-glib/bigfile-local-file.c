@@ -46,6 +46,23 @@
  * they may run on any thread, concurrently: #BigfileLocalFile is
  * thread-safe.
  *
+ * ## Clean pages straight from the page cache
+ *
+ * Opened with %BIGFILE_LOCAL_FILE_FLAGS_MAP_CLEAN_PAGES, the file lets its
+ * handles show the complete pages it has (those wholly below its size when
+ * a mapping is made) straight from the kernel's page cache, through a
+ * shared read-only mapping of the file: reading them is as fast as reading
+ * a plain mmap() of the file, and takes nothing from the #BigfileRam. The
+ * first write to a page copies it into the #BigfileRam (it is dirty from
+ * then on, in every mapping of the handle), and writeout stores it back.
+ * What changes: clean pages always show the file as it is now, so another
+ * writer's changes show at once (the handle is no longer a snapshot of
+ * them), bigfile_handle_get_page_state() reports such pages as empty, and
+ * a read error of the disk comes to the program as the kernel's `SIGBUS`,
+ * without a reason for bigfile_vma_take_fault_error(). Truncating the file
+ * under a mapping makes reads past its new end fail with `SIGBUS` too, as
+ * with any mmap() of a file.
+ *
  * It implements #GInitable: bindings create it with bigfile_local_file_new()
  * or, through its properties, with g_initable_new().
  *
@@ -457,7 +474,9 @@ bigfile_local_file_file_iface_init (BigfileFileInterface *iface)
  *
  * Opens the file at @path as a #BigfileFile, for reading and writing, or
  * only reading with %BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY. With
- * %BIGFILE_LOCAL_FILE_FLAGS_CREATE a missing file is created empty.
+ * %BIGFILE_LOCAL_FILE_FLAGS_CREATE a missing file is created empty. With
+ * %BIGFILE_LOCAL_FILE_FLAGS_MAP_CLEAN_PAGES, handles show its clean pages
+ * from the page cache (see the description of #BigfileLocalFile).
  *
  * Fails with a #G_IO_ERROR: the error of open() (for example
  * %G_IO_ERROR_NOT_FOUND), or %G_IO_ERROR_INVALID_ARGUMENT for a bad
@@ -512,4 +531,16 @@ bigfile_local_file_get_flags (BigfileLocalFile *file)
   g_return_val_if_fail (BIGFILE_IS_LOCAL_FILE (file), BIGFILE_LOCAL_FILE_FLAGS_NONE);
 
   return file->flags;
+}
+
+/* The descriptor handles map clean pages from, or -1 when the file was not
+ * opened with BIGFILE_LOCAL_FILE_FLAGS_MAP_CLEAN_PAGES. */
+int
+_bigfile_local_file_get_map_fd (BigfileLocalFile *file)
+{
+  g_return_val_if_fail (BIGFILE_IS_LOCAL_FILE (file), -1);
+
+  if (!(file->flags & BIGFILE_LOCAL_FILE_FLAGS_MAP_CLEAN_PAGES))
+    return -1;
+  return file->fd;
 }

@@ -19,6 +19,13 @@ G_BEGIN_DECLS
  * @BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY: open for reading only; stores fail with
  *   %BIGFILE_FILE_ERROR_READ_ONLY.
  * @BIGFILE_LOCAL_FILE_FLAGS_CREATE: create the file (empty) if it does not exist.
+ * @BIGFILE_LOCAL_FILE_FLAGS_MAP_CLEAN_PAGES: let handles show clean pages
+ *   straight from the kernel's page cache of the file (a shared read-only
+ *   mapping) instead of copies in their #BigfileRam: reading costs no page
+ *   fault, no copy and no budget. Only changed pages take RAM. Clean pages
+ *   then always show the file as it is now, changes by other writers
+ *   included, and pages that read as empty in bigfile_handle_get_page_state()
+ *   may still be read. See bigfile_local_file_new().
  *
  * How bigfile_local_file_new() opens its file.
  *
@@ -29,6 +36,7 @@ typedef enum /*< flags >*/
   BIGFILE_LOCAL_FILE_FLAGS_NONE = 0,
   BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY = 1 << 0,
   BIGFILE_LOCAL_FILE_FLAGS_CREATE = 1 << 1,
+  BIGFILE_LOCAL_FILE_FLAGS_MAP_CLEAN_PAGES = 1 << 2,
 } BigfileLocalFileFlags;
 
 #define BIGFILE_TYPE_LOCAL_FILE (bigfile_local_file_get_type ())

@@ -30,4 +30,6 @@ void _bigfile_wake_source_free (GSource *source);
 
 gboolean _bigfile_can_emit_now (GThread *owner);
 
+int _bigfile_local_file_get_map_fd (BigfileLocalFile *file);
+
 G_END_DECLS

@@ -111,8 +111,11 @@ void bf_ram_set_reclaim_hook (BfRam *ram, void (*reclaimed) (gpointer data, guin
 
 /* Handles */
 gboolean bf_page_size_is_valid (gsize page_size);
+/* @base_fd, if >= 0, is a file (kept open by the caller for the handle's
+ * life) whose complete pages every VMA shows while they are clean: see
+ * "Clean pages from the page cache" in virtmem.c. */
 BfHandle *bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer data,
-                         GError **error);
+                         int base_fd, GError **error);
 gboolean bf_handle_close (BfHandle *handle);
 gsize bf_handle_get_page_size (BfHandle *handle);
 guint64 bf_handle_get_n_dirty (BfHandle *handle);

@@ -24,6 +24,21 @@
  * (the fault tells which); a page that is already dirty is mapped RW even on a
  * read, since there is nothing left to track.
  *
+ * Clean pages from the page cache
+ * -------------------------------
+ * A handle may have a base file (base_fd: a BigfileLocalFile opened with
+ * MAP_CLEAN_PAGES).  Each VMA then maps the file's complete pages that it
+ * covers, shared and read-only, where unloaded pages would be PROT_NONE:
+ * reads are served by the kernel from its page cache, with no fault, no
+ * copy and no RAM.  Only writes fault there.  A page that becomes dirty gets
+ * a slot (loaded from the file) and is mapped over the base in *every* VMA
+ * at once (page_set_dirty), since the base would show stale data.  Whenever a
+ * page is unmapped the base shows through again (vma_unmap_range), which
+ * is right for clean pages (the file has their data) and would be wrong for
+ * dirty ones: those are never unmapped from a base, only hidden
+ * (PROT_NONE) when there is no other way, and the map-count flush skips
+ * them.  Pages past the file's last complete page work as without a base.
+ *
  * Writes during writeout
  * ----------------------
  * Before a dirty page is stored, it is marked "storing" and made read-only in
@@ -38,6 +53,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine-private.h"
@@ -60,6 +76,7 @@ struct _BfHandle
   guint64 n_dirty;
   gboolean closed;
   gboolean writeout_running;
+  int base_fd; /* >= 0: clean pages show this file (see "Clean pages from the page cache") */
 };
 
 struct _BfVma
@@ -75,6 +92,7 @@ struct _BfVma
   GList handle_link;
   GArray *pins;       /* VmaPin: pins taken through this VMA, undone at unmap */
   guint64 boundaries; /* see "kernel mappings" below */
+  guint64 base_end;   /* pages [0, base_end) show the base file when unmapped */
 };
 
 /* A pin holds the pages themselves, not their indexes: a pinned page that
@@ -252,7 +270,7 @@ vma_boundary_after (BfVma *vma, guint64 i)
   BfPage *p0, *p1;
 
   if (!m0 && !m1)
-    return FALSE;
+    return i + 1 == vma->base_end; /* the file, then PROT_NONE */
   if (m0 != m1 || bit_get (vma->writable, i) != bit_get (vma->writable, i + 1))
     return TRUE;
   p0 = handle_lookup (vma->handle, vma->page_offset + i);
@@ -291,30 +309,59 @@ ensure_kernel_maps_room (void)
     flush_mappings ();
 }
 
-/* Put PROT_NONE back over pages [i, i+count) of @vma (relative indexes).
- * If the kernel refuses (it may need a new kernel VMA to split a mapping),
- * the old mapping would keep showing slots that are about to be reused for
- * other data: that must never happen, so fall back to mprotect and, failing
- * that too, stop the process.  The room kept under vm.max_map_count makes
- * this practically impossible. */
+/* Replace pages [i, i+count) of @vma (relative indexes) with the base file
+ * (@base) or with PROT_NONE.  If the kernel refuses (it may need a new
+ * kernel VMA to split a mapping), the old mapping would keep showing slots
+ * that are about to be reused for other data: that must never happen, so
+ * fall back to PROT_NONE, then to mprotect and, failing all, stop the
+ * process.  The room kept under vm.max_map_count makes this practically
+ * impossible.  (A page of the base left PROT_NONE is still right: a fault
+ * there loads a copy.) */
 static void
-vma_unmap_range (BfVma *vma, guint64 i, guint64 count)
+vma_replace (BfVma *vma, guint64 i, guint64 count, gboolean base)
 {
-  guint8 *addr = vma->start + (i << vma->handle->page_shift);
-  gsize len = (gsize)count << vma->handle->page_shift;
-  guint64 before = vma_boundaries_near (vma, i, i + count - 1);
+  BfHandle *handle = vma->handle;
+  guint8 *addr = vma->start + (i << handle->page_shift);
+  gsize len = (gsize)count << handle->page_shift;
 
+  if (base
+      && mmap (addr, len, PROT_READ, MAP_SHARED | MAP_FIXED, handle->base_fd,
+               (off_t)((vma->page_offset + i) << handle->page_shift))
+             != MAP_FAILED)
+    return;
   if (mmap (addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
           == MAP_FAILED
       && mprotect (addr, len, PROT_NONE) != 0)
     g_error ("Could not unmap bigfile pages at %p: %s", addr, g_strerror (errno));
+}
 
-  for (guint64 j = i; j < i + count; j++)
+/* Unmap pages [i, i+count) of @vma: what shows there again is the base file
+ * where there is one, PROT_NONE elsewhere; or PROT_NONE everywhere if
+ * @hide (for a dirty page, which must never show the file's stale data). */
+static void
+vma_unmap_range_full (BfVma *vma, guint64 i, guint64 count, gboolean hide)
+{
+  guint64 end = i + count;
+  guint64 split = hide ? i : CLAMP (vma->base_end, i, end);
+  guint64 before = vma_boundaries_near (vma, i, end - 1);
+
+  if (split > i)
+    vma_replace (vma, i, split - i, TRUE);
+  if (end > split)
+    vma_replace (vma, split, end - split, FALSE);
+
+  for (guint64 j = i; j < end; j++)
     {
       bit_set (vma->mapped, j, FALSE);
       bit_set (vma->writable, j, FALSE);
     }
-  vma_account (vma, before, vma_boundaries_near (vma, i, i + count - 1));
+  vma_account (vma, before, vma_boundaries_near (vma, i, end - 1));
+}
+
+static void
+vma_unmap_range (BfVma *vma, guint64 i, guint64 count)
+{
+  vma_unmap_range_full (vma, i, count, FALSE);
 }
 
 static void
@@ -356,12 +403,16 @@ flush_mappings (void)
           for (j = i; j < vma->n_pages && bit_get (vma->mapped, j); j++)
             {
               page = handle_lookup (vma->handle, vma->page_offset + j);
-              if (page != NULL && page->pin_count > 0)
+              /* Pinned pages stay mapped; so do dirty pages over a base
+               * file, which would show the file's stale data. */
+              if (page != NULL
+                  && (page->pin_count > 0
+                      || (vma->handle->base_fd >= 0 && page->state == BF_PAGE_DIRTY)))
                 break;
             }
           if (j > i)
             vma_unmap_range (vma, i, j - i);
-          i = j + 1; /* j is pinned, unmapped or the end */
+          i = j + 1; /* j is kept, unmapped or the end */
         }
     }
 }
@@ -436,9 +487,9 @@ page_write_protect (BfPage *page)
       if (mprotect (vma_page_addr (vma, page->index), handle->page_size, PROT_READ) != 0)
         {
           /* Could only be ENOMEM from splitting; keeping it writable would
-           * let a write slip past dirty tracking.  Unmapping always works
-           * or stops the process. */
-          vma_unmap_page (vma, page->index);
+           * let a write slip past dirty tracking.  Hiding always works or
+           * stops the process. */
+          vma_unmap_range_full (vma, i, 1, TRUE);
           continue;
         }
       bit_set (vma->writable, i, FALSE);
@@ -480,6 +531,13 @@ page_update_lru (BfPage *page, gboolean touch)
     }
 }
 
+/* How a page may be mapped: writable once dirty, unless a store reads it. */
+static inline gboolean
+page_map_writable (BfPage *page)
+{
+  return page->state == BF_PAGE_DIRTY && !page->storing;
+}
+
 static void
 page_set_dirty (BfPage *page)
 {
@@ -493,6 +551,30 @@ page_set_dirty (BfPage *page)
   handle->ram->n_dirty++;
   handle_dirty_changed (handle);
   page_update_lru (page, FALSE);
+
+  /* Over a base file, every VMA that shows the file's page must show the
+   * changed copy from now on. */
+  if (handle->base_fd >= 0)
+    {
+      for (GList *l = handle->vmas.head; l != NULL; l = l->next)
+        {
+          BfVma *vma = l->data;
+          guint64 i;
+
+          if (!vma_covers (vma, page->index))
+            continue;
+          i = page->index - vma->page_offset;
+          if (i >= vma->base_end || bit_get (vma->mapped, i))
+            continue;
+          if (!vma_map_page (vma, page, page_map_writable (page), NULL))
+            {
+              /* PROT_NONE instead: an access there faults and maps it. */
+              guint64 before = vma_boundaries_near (vma, i, i);
+              vma_replace (vma, i, 1, FALSE);
+              vma_account (vma, before, vma_boundaries_near (vma, i, i));
+            }
+        }
+    }
 }
 
 static void
@@ -732,13 +814,6 @@ page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out, GError 
   return GET_OK;
 }
 
-/* How a page may be mapped: writable once dirty, unless a store reads it. */
-static inline gboolean
-page_map_writable (BfPage *page)
-{
-  return page->state == BF_PAGE_DIRTY && !page->storing;
-}
-
 BfFaultResult
 bf_fault_locked (void *addr, int write, GError **error)
 {
@@ -757,8 +832,9 @@ bf_fault_locked (void *addr, int write, GError **error)
       mapped = bit_get (vma->mapped, i);
       writable = bit_get (vma->writable, i);
 
-      /* Unknown direction: a fault on a readable page can only be a write. */
-      want_write = write > 0 || (write < 0 && mapped);
+      /* Unknown direction: a fault on a readable page (mapped, or showing
+       * the base file) can only be a write. */
+      want_write = write > 0 || (write < 0 && (mapped || i < vma->base_end));
 
       /* Another thread may have mapped the page since this fault was raised. */
       if (mapped && (writable || !want_write))
@@ -783,7 +859,8 @@ bf_fault_locked (void *addr, int write, GError **error)
 /* -- handles ------------------------------------------------------------------- */
 
 BfHandle *
-bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer data, GError **error)
+bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer data, int base_fd,
+               GError **error)
 {
   BfHandle *handle;
   BfPool *pool;
@@ -813,6 +890,7 @@ bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer data,
   handle->page_shift = (guint)g_bit_nth_lsf (page_size, -1);
   handle->ops = ops;
   handle->data = data;
+  handle->base_fd = base_fd;
   handle->pages = g_hash_table_new (g_int64_hash, g_int64_equal);
   g_queue_init (&handle->dirty);
   g_queue_init (&handle->vmas);
@@ -1123,6 +1201,42 @@ vma_pin_release (VmaPin *pin)
   g_ptr_array_unref (pin->pages);
 }
 
+/* Map the complete pages of the handle's base file that @vma covers,
+ * read-only and shared: the kernel's page cache, no copy, no fault. */
+static gboolean
+vma_map_base (BfVma *vma, BfHandle *handle, GError **error)
+{
+  struct stat st;
+  guint64 file_pages;
+
+  if (fstat (handle->base_fd, &st) != 0)
+    {
+      int errsv = errno;
+      g_set_error (error, BIGFILE_VMA_ERROR, BIGFILE_VMA_ERROR_MAP_FAILED,
+                   "Could not find the size of the file to map: %s", g_strerror (errsv));
+      return FALSE;
+    }
+  /* Only whole pages: reading past the end of a file mapping is SIGBUS. */
+  file_pages = (guint64)st.st_size >> handle->page_shift;
+  vma->base_end
+      = file_pages > vma->page_offset ? MIN (file_pages - vma->page_offset, vma->n_pages) : 0;
+  if (vma->base_end == 0)
+    return TRUE;
+
+  if (mmap (vma->start, (gsize)vma->base_end << handle->page_shift, PROT_READ,
+            MAP_SHARED | MAP_FIXED, handle->base_fd,
+            (off_t)(vma->page_offset << handle->page_shift))
+      == MAP_FAILED)
+    {
+      int errsv = errno;
+      g_set_error (error, BIGFILE_VMA_ERROR, BIGFILE_VMA_ERROR_MAP_FAILED,
+                   "Could not map %" G_GUINT64_FORMAT " pages of the file: %s", vma->base_end,
+                   g_strerror (errsv));
+      return FALSE;
+    }
+  return TRUE;
+}
+
 BfVma *
 bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **error)
 {
@@ -1163,6 +1277,18 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
   vma->handle_link.data = vma;
   vma->pins = g_array_new (FALSE, FALSE, sizeof (VmaPin));
 
+  /* Over a base file, its complete pages show through at once.  (The
+   * handle's base_fd never changes, so it is read without the lock.) */
+  if (handle->base_fd >= 0 && !vma_map_base (vma, handle, error))
+    {
+      munmap (addr, length);
+      g_array_unref (vma->pins);
+      g_free (vma->mapped);
+      g_free (vma->writable);
+      g_free (vma);
+      return NULL;
+    }
+
   bf_lock ();
   if (handle->closed)
     {
@@ -1181,7 +1307,26 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
   g_queue_push_tail_link (&handle->vmas, &vma->handle_link);
   bf_registry_add (vma);
   vma->registered = TRUE;
-  kernel_maps++;
+  vma->boundaries = vma->base_end > 0 && vma->base_end < n_pages;
+  kernel_maps += 1 + vma->boundaries;
+
+  /* Changed pages must show over the file. */
+  if (handle->base_fd >= 0)
+    for (GList *l = handle->dirty.head; l != NULL; l = l->next)
+      {
+        BfPage *page = l->data;
+        guint64 i;
+
+        if (!vma_covers (vma, page->index))
+          continue;
+        i = page->index - vma->page_offset;
+        if (!vma_map_page (vma, page, page_map_writable (page), NULL) && i < vma->base_end)
+          {
+            guint64 before = vma_boundaries_near (vma, i, i);
+            vma_replace (vma, i, 1, FALSE);
+            vma_account (vma, before, vma_boundaries_near (vma, i, i));
+          }
+      }
   bf_unlock ();
   return vma;
 }
