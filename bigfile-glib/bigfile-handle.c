@@ -1128,7 +1128,8 @@ emit_page_invalidated (BigfileHandle *self, guint64 page)
  *
  * May be called from any thread, also while a writeout runs and from inside
  * a load or store of @handle's file. A page invalidated while it is being
- * stored is dropped from memory; the store in flight still completes.
+ * stored is dropped from memory; the store in flight still completes, and
+ * the next access to the page waits for it before loading the block.
  * Does nothing once @handle is closed.
  *
  * Emits #BigfileHandle::page-invalidated on the owner context.

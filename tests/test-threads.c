@@ -767,6 +767,63 @@ test_invalidate_storing (void)
   held_store_clear (&hs);
 }
 
+typedef struct
+{
+  Mapping *fx;
+  gint done;
+  guint8 *data;
+} LateReader;
+
+static gpointer
+late_reader (gpointer user_data)
+{
+  LateReader *r = user_data;
+  GError *error = NULL;
+  GBytes *bytes = bigfile_vma_read (r->fx->vma, 1 * r->fx->ps, r->fx->ps, &error);
+  gsize size;
+
+  g_assert_no_error (error);
+  r->data = g_bytes_unref_to_data (bytes, &size);
+  g_assert_cmpuint (size, ==, r->fx->ps);
+  g_atomic_int_set (&r->done, 1);
+  return NULL;
+}
+
+static void
+test_invalidate_storing_then_read (void)
+{
+  Mapping fx;
+  HeldStore hs;
+  WriteoutThread wt;
+  LateReader r = { &fx, 0, NULL };
+  GThread *wo, *reader;
+
+  g_test_summary ("A page invalidated while its store runs is not loaded again before the "
+                  "store is over: the load would read a half-written block");
+
+  mapping_setup_small_pages (&fx, 16, 16);
+  dirty_three (&fx);
+  held_store_init (&hs, &fx, 1);
+  test_mem_file_set_store_hook (fx.file, held_store_hook, &hs);
+
+  wo = start_writeout (&wt, &fx, BIGFILE_WRITEOUT_DEFAULT);
+  g_assert_true (held_store_wait_started (&hs));
+  bigfile_handle_invalidate_page (fx.handle, 1);
+  reader = g_thread_new ("late reader", late_reader, &r);
+  g_usleep (100 * 1000);
+  g_assert_cmpint (g_atomic_int_get (&r.done), ==, 0); /* waits for the store */
+  g_assert_cmpuint (test_mem_file_get_n_loads (fx.file, 1), ==, 1);
+  held_store_release (&hs);
+  g_thread_join (reader);
+  join_writeout (wo, &wt);
+
+  g_assert_true (is_filled (r.data, 0x11, fx.ps));
+  g_assert_cmpuint (test_mem_file_get_n_loads (fx.file, 1), ==, 2);
+  g_free (r.data);
+  mapping_teardown (&fx);
+  held_store_clear (&hs);
+}
+
 static void
 invalidate_seven_in_hook (Mapping *fx, gpointer data)
 {
@@ -1265,6 +1322,8 @@ main (int argc, char *argv[])
   g_test_add_func ("/threads/writeout/api-write-waits", test_api_write_during_store);
   g_test_add_func ("/threads/writeout/dirtied-meanwhile", test_dirtied_during_writeout);
   g_test_add_func ("/threads/writeout/invalidate-storing", test_invalidate_storing);
+  g_test_add_func ("/threads/writeout/invalidate-storing-then-read",
+                   test_invalidate_storing_then_read);
   g_test_add_func ("/threads/writeout/invalidate-later", test_invalidate_later);
   g_test_add_func ("/threads/writeout/discard", test_discard_during_writeout);
   g_test_add_func ("/threads/writeout/racing-writers", test_writers_and_writeouts);

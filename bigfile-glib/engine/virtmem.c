@@ -77,6 +77,10 @@ struct _BfHandle
   gboolean closed;
   gboolean writeout_running;
   int base_fd; /* >= 0: clean pages show this file (see "Clean pages from the page cache") */
+  /* Pages dropped (discard, invalidate) while their store runs, by index:
+   * a new load of the index waits for that store, or it could read the
+   * block half written. */
+  GHashTable *dropped_storing;
 };
 
 struct _BfVma
@@ -170,6 +174,7 @@ handle_unref_locked (BfHandle *handle)
 
   g_assert (g_hash_table_size (handle->pages) == 0);
   g_hash_table_unref (handle->pages);
+  g_hash_table_unref (handle->dropped_storing);
   bf_ram_unref_locked (handle->ram);
   g_free (handle);
 }
@@ -636,6 +641,8 @@ bf_page_drop (BfPage *page)
       page->orphaned = TRUE;
       if (page->state == BF_PAGE_LOADING)
         page->state = BF_PAGE_LOADING_INVALIDATED;
+      if (page->storing)
+        g_hash_table_insert (handle->dropped_storing, &page->index, page);
       return;
     }
   page_free (page);
@@ -731,8 +738,14 @@ page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out, GError 
 
   if (page == NULL)
     {
+      BfPage *dropped = g_hash_table_lookup (handle->dropped_storing, &index);
       guint64 slot;
 
+      if (dropped != NULL && dropped->io_thread != bf_thread_self ())
+        {
+          bf_wait ();
+          return GET_RETRY;
+        }
       if (handle->closed)
         {
           g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_CLOSED,
@@ -892,6 +905,7 @@ bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer data,
   handle->data = data;
   handle->base_fd = base_fd;
   handle->pages = g_hash_table_new (g_int64_hash, g_int64_equal);
+  handle->dropped_storing = g_hash_table_new (g_int64_hash, g_int64_equal);
   g_queue_init (&handle->dirty);
   g_queue_init (&handle->vmas);
   bf_unlock ();
@@ -1119,6 +1133,8 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
 
           page->storing = FALSE;
           page->io_thread = NULL;
+          if (page->orphaned)
+            g_hash_table_remove (handle->dropped_storing, &page->index);
           bf_wake_all ();
           if (!ok)
             {
