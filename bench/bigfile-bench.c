@@ -47,6 +47,12 @@
  *       of passes 2-4 is reported.  Baseline: the same loop over a kernel
  *       mmap(MAP_SHARED, PROT_READ) of the same file, same passes,
  *       alternating with the bigfile passes.
+ *   seqread-2m-direct
+ *       The same, over the same file, with the BigfileLocalFile opened with
+ *       BIGFILE_LOCAL_FILE_FLAGS_MAP_CLEAN_PAGES: clean pages are shown
+ *       straight from the page cache, so nothing is loaded or reclaimed and
+ *       the budget is not used.  Baseline: the kernel mmap again, measured
+ *       alongside it as for seqread-2m.
  *   writeout-2m
  *       GB/s of bigfile_handle_writeout(DEFAULT) of 512 MiB of dirty 2 MiB
  *       pages (every byte written by memset before the clock starts) to a
@@ -267,8 +273,8 @@ ram_n_reclaimed (BigfileRam *ram)
   return stats.n_reclaimed;
 }
 
-/* The one reading loop of seqread-2m, for both the bigfile mapping and the
- * kernel's: not inlined, so both run the very same code. */
+/* The one reading loop of the seqread rows, for both the bigfile mapping
+ * and the kernel's: not inlined, so both run the very same code. */
 static G_GNUC_NO_INLINE guint64
 sum_words (const guint64 *p, gsize n_words)
 {
@@ -346,6 +352,7 @@ static const char *const row_names[] = {
   "fault-read-2m",
   "fault-write-4k",
   "seqread-2m",
+  "seqread-2m-direct",
   "writeout-2m",
   "mainloop-lateness-worst-c",
   "mainloop-lateness-p99-c",
@@ -636,11 +643,14 @@ bench_fault_write_4k (void)
 
 /* -- sequential read --------------------------------------------------------------- */
 
+/* One seqread row: the file at @path (already written, SEQ_FILE_SIZE
+ * bytes) read through a BigfileLocalFile opened with @flags, and through
+ * the kernel's mmap of it.  @bench names the row in the report. */
 static void
-bench_seqread_2m (double *value, double *baseline)
+bench_seqread_2m (const char *bench, const char *path, BigfileLocalFileFlags flags, double *value,
+                  double *baseline)
 {
   const gsize ps = 2 * MiB, n_words = SEQ_FILE_SIZE / 8;
-  char *path = data_file_add ("seqread");
   GError *error = NULL;
   BigfileLocalFile *file;
   BigfileRam *ram;
@@ -651,10 +661,7 @@ bench_seqread_2m (double *value, double *baseline)
   double bgbs[SEQ_PASSES], kgbs[SEQ_PASSES], t0;
   int fd;
 
-  g_printerr ("seqread-2m: writing a %" G_GSIZE_FORMAT " MiB file...\n", SEQ_FILE_SIZE / MiB);
-  create_data_file (path, SEQ_FILE_SIZE);
-
-  file = bigfile_local_file_new (path, ps, BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY, &error);
+  file = bigfile_local_file_new (path, ps, flags, &error);
   check_error (error, "bigfile_local_file_new");
   ram = bigfile_ram_new (SEQ_BUDGET);
   handle = bigfile_handle_new (BIGFILE_FILE (file), ram, &error);
@@ -674,7 +681,7 @@ bench_seqread_2m (double *value, double *baseline)
   bsum = sum_words (bp, n_words);
   ksum = sum_words (kp, n_words);
   if (bsum != ksum)
-    die ("seqread: the bigfile mapping and the kernel's read different data");
+    die ("%s: the bigfile mapping and the kernel's read different data", bench);
 
   reclaimed_before = ram_n_reclaimed (ram);
   for (guint i = 0; i < SEQ_PASSES; i++)
@@ -688,13 +695,14 @@ bench_seqread_2m (double *value, double *baseline)
       kgbs[i] = (double)SEQ_FILE_SIZE / (now () - t0) / 1e9;
 
       if (bsum != ksum)
-        die ("seqread: the bigfile mapping and the kernel's read different data");
+        die ("%s: the bigfile mapping and the kernel's read different data", bench);
     }
   sink += bsum;
 
-  g_printerr ("seqread-2m: %" G_GSIZE_FORMAT " MiB file, budget %" G_GSIZE_FORMAT
-              " MiB, %" G_GUINT64_FORMAT " pages reclaimed over the timed passes\n",
-              SEQ_FILE_SIZE / MiB, SEQ_BUDGET / MiB, ram_n_reclaimed (ram) - reclaimed_before);
+  g_printerr ("%s: %" G_GSIZE_FORMAT " MiB file, budget %" G_GSIZE_FORMAT " MiB, %" G_GUINT64_FORMAT
+              " pages reclaimed over the timed passes, %" G_GUINT64_FORMAT " pages in RAM after\n",
+              bench, SEQ_FILE_SIZE / MiB, SEQ_BUDGET / MiB,
+              ram_n_reclaimed (ram) - reclaimed_before, bigfile_ram_get_n_pages (ram));
   print_values ("bigfile GB/s, passes 2-4:", bgbs, SEQ_PASSES, "GB/s");
   print_values ("kernel mmap GB/s, passes 2-4:", kgbs, SEQ_PASSES, "GB/s");
 
@@ -706,7 +714,6 @@ bench_seqread_2m (double *value, double *baseline)
   g_object_unref (handle);
   g_object_unref (ram);
   g_object_unref (file);
-  data_file_remove (path);
 
   *value = median (bgbs, SEQ_PASSES);
   *baseline = median (kgbs, SEQ_PASSES);
@@ -1212,6 +1219,41 @@ run_fault_rows (char **names)
   g_array_unref (first_touch_us);
 }
 
+/* The seqread rows share one file, written once. */
+static void
+run_seqread_rows (char **names)
+{
+  static const struct
+  {
+    const char *bench;
+    BigfileLocalFileFlags flags;
+    const char *target;
+  } seqread_rows[] = {
+    { "seqread-2m", BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY, ">= 0.5x" },
+    { "seqread-2m-direct",
+      BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY | BIGFILE_LOCAL_FILE_FLAGS_MAP_CLEAN_PAGES, "" },
+  };
+  char *path = NULL;
+
+  for (guint i = 0; i < G_N_ELEMENTS (seqread_rows); i++)
+    {
+      double value, baseline;
+
+      if (!want (names, seqread_rows[i].bench))
+        continue;
+      if (path == NULL)
+        {
+          path = data_file_add ("seqread");
+          g_printerr ("seqread: writing a %" G_GSIZE_FORMAT " MiB file...\n", SEQ_FILE_SIZE / MiB);
+          create_data_file (path, SEQ_FILE_SIZE);
+        }
+      bench_seqread_2m (seqread_rows[i].bench, path, seqread_rows[i].flags, &value, &baseline);
+      emit_row (seqread_rows[i].bench, value, "GB/s", baseline, seqread_rows[i].target);
+    }
+  if (path != NULL)
+    data_file_remove (path);
+}
+
 static void
 run_lateness_rows (char **names)
 {
@@ -1300,11 +1342,7 @@ main (int argc, char **argv)
   check_free_space (SEQ_FILE_SIZE + 256 * MiB);
 
   run_fault_rows (names);
-  if (want (names, "seqread-2m"))
-    {
-      bench_seqread_2m (&value, &baseline);
-      emit_row ("seqread-2m", value, "GB/s", baseline, ">= 0.5x");
-    }
+  run_seqread_rows (names);
   if (want (names, "writeout-2m"))
     {
       bench_writeout_2m (&value, &baseline);

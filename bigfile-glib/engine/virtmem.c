@@ -35,9 +35,14 @@
  * at once (page_set_dirty), since the base would show stale data.  Whenever a
  * page is unmapped the base shows through again (vma_unmap_range), which
  * is right for clean pages (the file has their data) and would be wrong for
- * dirty ones: those are never unmapped from a base, only hidden
- * (PROT_NONE) when there is no other way, and the map-count flush skips
- * them.  Pages past the file's last complete page work as without a base.
+ * dirty ones: those are never unmapped from a base, only hidden (PROT_NONE
+ * for good, per-page bitmap "hidden") when there is no other way.  Clean
+ * copies are not kept over a base (they would go stale as the file changes):
+ * writeout drops the pages it marks clean, and an API read drops the copy it
+ * loaded.  The map-count flush hides whole VMAs (scattered dirty pages over
+ * a base cost two kernel mappings each, whatever is unmapped): such a VMA
+ * then works as one without a base.  Pages past the file's last complete
+ * page work as without a base.
  *
  * Writes during writeout
  * ----------------------
@@ -92,6 +97,8 @@ struct _BfVma
   guint64 n_pages;
   guint64 *mapped;     /* bitmap: page mapped in this VMA */
   guint64 *writable;   /* bitmap: ...and mapped read-write */
+  guint64 *hidden;     /* bitmap: below base_end, but PROT_NONE instead of the
+                        * base file when not mapped (see flush_mappings) */
   gboolean registered; /* in the registry and in handle->vmas */
   GList handle_link;
   GArray *pins;       /* VmaPin: pins taken through this VMA, undone at unmap */
@@ -267,6 +274,13 @@ handle_lookup (BfHandle *handle, guint64 index)
   return g_hash_table_lookup (handle->pages, &index);
 }
 
+/* Does page i of @vma (relative) show the base file when not mapped? */
+static inline gboolean
+vma_shows_base (BfVma *vma, guint64 i)
+{
+  return i < vma->base_end && !bit_get (vma->hidden, i);
+}
+
 /* Can the kernel not merge pages i and i+1 of @vma (relative indexes)? */
 static gboolean
 vma_boundary_after (BfVma *vma, guint64 i)
@@ -275,7 +289,7 @@ vma_boundary_after (BfVma *vma, guint64 i)
   BfPage *p0, *p1;
 
   if (!m0 && !m1)
-    return i + 1 == vma->base_end; /* the file, then PROT_NONE */
+    return vma_shows_base (vma, i) != vma_shows_base (vma, i + 1); /* file, PROT_NONE */
   if (m0 != m1 || bit_get (vma->writable, i) != bit_get (vma->writable, i + 1))
     return TRUE;
   p0 = handle_lookup (vma->handle, vma->page_offset + i);
@@ -341,24 +355,32 @@ vma_replace (BfVma *vma, guint64 i, guint64 count, gboolean base)
 }
 
 /* Unmap pages [i, i+count) of @vma: what shows there again is the base file
- * where there is one, PROT_NONE elsewhere; or PROT_NONE everywhere if
- * @hide (for a dirty page, which must never show the file's stale data). */
+ * where there is one (and it is not hidden), PROT_NONE elsewhere.  @hide
+ * first hides the range: PROT_NONE everywhere, for good (a dirty page must
+ * never show the file's stale data; the flush hides whole VMAs). */
 static void
 vma_unmap_range_full (BfVma *vma, guint64 i, guint64 count, gboolean hide)
 {
   guint64 end = i + count;
-  guint64 split = hide ? i : CLAMP (vma->base_end, i, end);
   guint64 before = vma_boundaries_near (vma, i, end - 1);
-
-  if (split > i)
-    vma_replace (vma, i, split - i, TRUE);
-  if (end > split)
-    vma_replace (vma, split, end - split, FALSE);
 
   for (guint64 j = i; j < end; j++)
     {
       bit_set (vma->mapped, j, FALSE);
       bit_set (vma->writable, j, FALSE);
+      if (hide && j < vma->base_end)
+        bit_set (vma->hidden, j, TRUE);
+    }
+  /* One call per run of pages that show the same thing. */
+  for (guint64 j = i; j < end;)
+    {
+      gboolean base = vma_shows_base (vma, j);
+      guint64 k = j + 1;
+
+      while (k < end && vma_shows_base (vma, k) == base)
+        k++;
+      vma_replace (vma, j, k - j, base);
+      j = k;
     }
   vma_account (vma, before, vma_boundaries_near (vma, i, end - 1));
 }
@@ -378,7 +400,11 @@ vma_unmap_page (BfVma *vma, guint64 index)
     vma_unmap_range (vma, i, 1);
 }
 
-/* Drop every mapping of a page that is not pinned, in all VMAs. */
+/* Drop every mapping of a page that is not pinned, in all VMAs.  Over a
+ * base file that is not enough (each scattered dirty page needs two kernel
+ * mappings, and the base one around it), so a VMA with a base is hidden
+ * whole, pinned pages apart: it then works as one without a base (clean
+ * pages load as copies) and costs one kernel mapping. */
 static void
 flush_mappings (void)
 {
@@ -387,37 +413,37 @@ flush_mappings (void)
   for (guint v = 0; vmas != NULL && v < vmas->len; v++)
     {
       BfVma *vma = g_ptr_array_index (vmas, v);
+      gboolean hide = vma->base_end > 0;
       guint64 i = 0;
 
       while (i < vma->n_pages)
         {
           guint64 j;
-          BfPage *page;
 
-          /* Skip unmapped pages a word at a time. */
-          if (i % 64 == 0 && vma->mapped[i / 64] == 0)
+          /* Skip what needs nothing done, a word at a time. */
+          if (i % 64 == 0 && vma->mapped[i / 64] == 0
+              && (!hide || i >= vma->base_end || vma->hidden[i / 64] == ~(guint64)0))
             {
               i += 64;
               continue;
             }
-          if (!bit_get (vma->mapped, i))
+          for (j = i; j < vma->n_pages; j++)
             {
-              i++;
-              continue;
-            }
-          for (j = i; j < vma->n_pages && bit_get (vma->mapped, j); j++)
-            {
+              BfPage *page;
+
+              if (!bit_get (vma->mapped, j))
+                {
+                  if (hide && vma_shows_base (vma, j))
+                    continue;
+                  break;
+                }
               page = handle_lookup (vma->handle, vma->page_offset + j);
-              /* Pinned pages stay mapped; so do dirty pages over a base
-               * file, which would show the file's stale data. */
-              if (page != NULL
-                  && (page->pin_count > 0
-                      || (vma->handle->base_fd >= 0 && page->state == BF_PAGE_DIRTY)))
+              if (page != NULL && page->pin_count > 0)
                 break;
             }
           if (j > i)
-            vma_unmap_range (vma, i, j - i);
-          i = j + 1; /* j is kept, unmapped or the end */
+            vma_unmap_range_full (vma, i, j - i, hide);
+          i = j + 1; /* j is pinned, needs nothing, or is the end */
         }
     }
 }
@@ -571,13 +597,9 @@ page_set_dirty (BfPage *page)
           i = page->index - vma->page_offset;
           if (i >= vma->base_end || bit_get (vma->mapped, i))
             continue;
+          /* Failing that, PROT_NONE: an access there faults and maps it. */
           if (!vma_map_page (vma, page, page_map_writable (page), NULL))
-            {
-              /* PROT_NONE instead: an access there faults and maps it. */
-              guint64 before = vma_boundaries_near (vma, i, i);
-              vma_replace (vma, i, 1, FALSE);
-              vma_account (vma, before, vma_boundaries_near (vma, i, i));
-            }
+            vma_unmap_range_full (vma, i, 1, TRUE);
         }
     }
 }
@@ -1152,6 +1174,10 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
           /* Writes from now on must fault again, to dirty the page anew. */
           page_write_protect (page);
           page_set_clean (page);
+          /* Over a base file the file has it now: let it show through, so
+           * that clean pages show the file as it is (other writers too). */
+          if (handle->base_fd >= 0)
+            bf_page_drop (page);
         }
     }
 
@@ -1290,6 +1316,7 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
   /* Large bitmaps come from calloc's mmap: untouched parts cost nothing. */
   vma->mapped = g_new0 (guint64, (n_pages + 63) / 64);
   vma->writable = g_new0 (guint64, (n_pages + 63) / 64);
+  vma->hidden = g_new0 (guint64, (n_pages + 63) / 64);
   vma->handle_link.data = vma;
   vma->pins = g_array_new (FALSE, FALSE, sizeof (VmaPin));
 
@@ -1301,6 +1328,7 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
       g_array_unref (vma->pins);
       g_free (vma->mapped);
       g_free (vma->writable);
+      g_free (vma->hidden);
       g_free (vma);
       return NULL;
     }
@@ -1313,6 +1341,7 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
       g_array_unref (vma->pins);
       g_free (vma->mapped);
       g_free (vma->writable);
+      g_free (vma->hidden);
       g_free (vma);
       g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_CLOSED,
                    "Cannot map: the handle is closed");
@@ -1337,11 +1366,7 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
           continue;
         i = page->index - vma->page_offset;
         if (!vma_map_page (vma, page, page_map_writable (page), NULL) && i < vma->base_end)
-          {
-            guint64 before = vma_boundaries_near (vma, i, i);
-            vma_replace (vma, i, 1, FALSE);
-            vma_account (vma, before, vma_boundaries_near (vma, i, i));
-          }
+          vma_unmap_range_full (vma, i, 1, TRUE);
       }
   bf_unlock ();
   return vma;
@@ -1382,6 +1407,7 @@ bf_vma_free (BfVma *vma)
   g_array_unref (vma->pins);
   g_free (vma->mapped);
   g_free (vma->writable);
+  g_free (vma->hidden);
   g_free (vma);
 }
 
@@ -1440,6 +1466,24 @@ vma_check_mapped (BfVma *vma, GError **error)
   return TRUE;
 }
 
+/* Drop the clean copy of page @index if nothing uses it: loaded, not
+ * mapped anywhere, not pinned, no I/O. */
+static void
+page_drop_unused_copy (BfHandle *handle, guint64 index)
+{
+  BfPage *page = handle_lookup (handle, index);
+
+  if (page == NULL || page->state != BF_PAGE_LOADED || page->pin_count > 0 || page->io_refs > 0)
+    return;
+  for (GList *l = handle->vmas.head; l != NULL; l = l->next)
+    {
+      BfVma *vma = l->data;
+      if (vma_covers (vma, index) && bit_get (vma->mapped, index - vma->page_offset))
+        return;
+    }
+  bf_page_drop (page);
+}
+
 /* Copy between @buf and the pages of [offset, offset+len) of @vma, page by
  * page, through the RAM window: no signal is involved, so a load error comes
  * back as a GError.  The copy itself runs with the lock released (@buf may
@@ -1492,6 +1536,10 @@ vma_copy (BfVma *vma, gsize offset, guint8 *buf, gsize len, gboolean write, GErr
       if (write && --page->writers == 0)
         bf_wake_all ();
       page_io_unref (page);
+      /* Over a base file, a clean copy loaded just for this read would go
+       * stale as the file changes: let the file show instead. */
+      if (!write && vma->handle->base_fd >= 0)
+        page_drop_unused_copy (vma->handle, index);
 
       buf += n;
       offset += n;

@@ -1,0 +1,1363 @@
+/* bigfile-glib tests - BigfileLocalFile with MAP_CLEAN_PAGES: clean pages
+ * straight from the kernel's page cache
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
+ * With BIGFILE_LOCAL_FILE_FLAGS_MAP_CLEAN_PAGES, every VMA of a handle shows
+ * the file's complete pages (those wholly below the file's size when the VMA
+ * is mapped) through a shared read-only mapping of the file.  What these
+ * tests hold the engine to:
+ *
+ *   - reading such a page, through raw memory or bigfile_vma_read(), takes
+ *     no fault and no RAM: the page stays EMPTY and the RAM counts no page
+ *     for it;
+ *   - the first write copies the page into RAM (DIRTY), and every VMA of
+ *     the handle shows the copy, those mapped before and after the write;
+ *     the file and other handles do not see it;
+ *   - writeout stores it and keeps it as a clean copy (LOADED) until it is
+ *     reclaimed; discard, invalidate and reclaim drop the copy, and the file
+ *     shows again;
+ *   - a clean page shows the file as it is now, also after someone else
+ *     wrote to it; a dirty page shows the handle's changes until they are
+ *     written out or dropped;
+ *   - pages from the last, partial one on load as before (zeros past the
+ *     end of the file);
+ *   - dropping mappings to stay under vm.max_map_count never lets a dirty
+ *     page show the file's data, and still keeps the count under the cap.
+ *
+ * A random run checks all of it against a model of the file and of the
+ * memory the handle shows.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <glib/gstdio.h>
+
+#include "test-util.h"
+
+#define PS ((gsize)4096)
+#define MiB ((gsize)1 << 20)
+#define CLEAN_PAGES BIGFILE_LOCAL_FILE_FLAGS_MAP_CLEAN_PAGES
+
+/* -- helpers ---------------------------------------------------------------------- */
+
+/* The byte at @offset of a file as the tests make it: it differs from its
+ * neighbours, and from the same byte of other pages of 4 KiB and of 2 MiB. */
+static guint8
+file_byte (guint64 offset)
+{
+  return (guint8)(offset * 7 + (offset >> 12) * 13 + (offset >> 21) * 29 + 5);
+}
+
+/* A temporary file of file_byte() and a mapping of it. */
+typedef struct
+{
+  char *dir;
+  char *path;
+  guint8 *contents; /* what the file held when it was made */
+  gsize len;
+  Mapping m;
+} Fixture;
+
+/* A file of @len bytes of file_byte(), opened with @flags in @block_size
+ * blocks, with a RAM of @budget_pages pages and its first @n_pages pages
+ * mapped (none if 0). */
+static void
+fixture_setup (Fixture *f, gsize block_size, gsize len, BigfileLocalFileFlags flags,
+               guint64 n_pages, guint64 budget_pages)
+{
+  f->dir = temp_dir_new ();
+  f->path = g_build_filename (f->dir, "data", NULL);
+  f->len = len;
+  f->contents = g_malloc (len);
+  for (gsize i = 0; i < len; i++)
+    f->contents[i] = file_byte (i);
+  write_file (f->path, f->contents, len);
+  mapping_setup_local_file (&f->m, f->path, block_size, flags, n_pages, budget_pages * block_size);
+}
+
+static void
+fixture_teardown (Fixture *f)
+{
+  mapping_teardown (&f->m);
+  temp_dir_remove (f->dir);
+  g_free (f->dir);
+  g_free (f->path);
+  g_free (f->contents);
+}
+
+static BigfileVma *
+vma_new (BigfileHandle *handle, guint64 first_page, guint64 n_pages)
+{
+  GError *error = NULL;
+  BigfileVma *vma = bigfile_handle_map (handle, first_page, n_pages, &error);
+
+  g_assert_no_error (error);
+  g_assert_nonnull (vma);
+  return vma;
+}
+
+static void
+vma_free (BigfileVma *vma)
+{
+  bigfile_vma_unmap (vma);
+  g_object_unref (vma);
+}
+
+/* Asserts that bigfile_vma_read() of @vma at @offset gives @expected. */
+static void
+assert_api_read (BigfileVma *vma, gsize offset, const guint8 *expected, gsize len)
+{
+  GError *error = NULL;
+  g_autoptr (GBytes) bytes = bigfile_vma_read (vma, offset, len, &error);
+
+  g_assert_no_error (error);
+  g_assert_cmpmem (g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes), expected, len);
+}
+
+static void
+assert_file_is (const char *path, const guint8 *expected, gsize len)
+{
+  g_autofree guint8 *back = NULL;
+  gsize back_len = 0;
+
+  back = read_file (path, &back_len);
+  g_assert_cmpmem (back, back_len, expected, len);
+}
+
+/* Changes the file behind the handle's back, with plain POSIX I/O. */
+static void
+external_write (const char *path, goffset offset, const guint8 *data, gsize len)
+{
+  int fd = open (path, O_WRONLY | O_CLOEXEC);
+
+  g_assert_cmpint (fd, >=, 0);
+  g_assert_cmpint (pwrite (fd, data, len, (off_t)offset), ==, (gssize)len);
+  g_assert_cmpint (close (fd), ==, 0);
+}
+
+/* -- reads ---------------------------------------------------------------------------- */
+
+/* Every page of the file, read through raw memory: the right data, and not
+ * a single page in RAM. */
+static void
+test_read (gconstpointer data)
+{
+  const gsize ps = GPOINTER_TO_SIZE (data);
+  const guint64 n = 16;
+  Fixture f;
+
+  /* A budget that holds every page: had they been loaded, they would all
+   * still be there to count. */
+  fixture_setup (&f, ps, n * ps, CLEAN_PAGES, n, n);
+
+  for (guint64 p = 0; p < n; p++)
+    {
+      g_assert_cmpuint (raw_read (f.m.data + p * ps + 5), ==, file_byte (p * ps + 5));
+      g_assert_cmpint (memcmp (f.m.data + p * ps, f.contents + p * ps, ps), ==, 0);
+      g_assert_cmpint (page_state (&f.m, p), ==, BIGFILE_PAGE_STATE_EMPTY);
+    }
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 0);
+  g_assert_cmpuint (bigfile_ram_get_used_bytes (f.m.ram), ==, 0);
+
+  fixture_teardown (&f);
+}
+
+/* The same through bigfile_vma_read(): a read, so it needs no RAM either. */
+static void
+test_read_api (void)
+{
+  const guint64 n = 16;
+  Fixture f;
+
+  fixture_setup (&f, PS, n * PS, CLEAN_PAGES, n, n);
+
+  assert_api_read (f.m.vma, 0, f.contents, n * PS);
+  assert_api_read (f.m.vma, 3 * PS - 7, f.contents + 3 * PS - 7, 14);
+  for (guint64 p = 0; p < n; p++)
+    g_assert_cmpint (page_state (&f.m, p), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 0);
+
+  fixture_teardown (&f);
+}
+
+/* -- writes --------------------------------------------------------------------------- */
+
+/* A write copies its page into RAM; every VMA of the handle shows the copy;
+ * the file and another handle of the same file do not. */
+static void
+test_write (void)
+{
+  Fixture f;
+  BigfileVma *before, *after;
+  guint8 *b, *a;
+  const guint8 v3 = (guint8)~file_byte (3 * PS + 10), v4 = (guint8)~file_byte (4 * PS);
+
+  fixture_setup (&f, PS, 8 * PS, CLEAN_PAGES, 8, 8);
+  before = vma_new (f.m.handle, 2, 4); /* pages 2-5 */
+  b = bigfile_vma_get_data (before);
+  g_assert_cmpuint (raw_read (b + 1 * PS + 10), ==, file_byte (3 * PS + 10));
+
+  raw_write (f.m.data + 3 * PS + 10, v3);
+  g_assert_cmpint (page_state (&f.m, 3), ==, BIGFILE_PAGE_STATE_DIRTY);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (f.m.handle), ==, 1);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 1);
+  g_assert_cmpuint (bigfile_ram_get_n_dirty_pages (f.m.ram), ==, 1);
+  /* Only the page written was copied. */
+  g_assert_cmpint (page_state (&f.m, 2), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpint (page_state (&f.m, 4), ==, BIGFILE_PAGE_STATE_EMPTY);
+
+  /* The copy holds the rest of the page, and the VMA mapped before the
+   * write shows it. */
+  g_assert_cmpuint (raw_read (f.m.data + 3 * PS + 10), ==, v3);
+  g_assert_cmpuint (raw_read (b + 1 * PS + 10), ==, v3);
+  g_assert_cmpint (memcmp (b + 1 * PS, f.contents + 3 * PS, 10), ==, 0);
+  g_assert_cmpint (memcmp (b + 1 * PS + 11, f.contents + 3 * PS + 11, PS - 11), ==, 0);
+  g_assert_cmpint (memcmp (f.m.data + 3 * PS + 11, f.contents + 3 * PS + 11, PS - 11), ==, 0);
+  assert_api_read (before, 1 * PS + 10, &v3, 1);
+
+  /* So does one mapped after it. */
+  after = vma_new (f.m.handle, 3, 1);
+  a = bigfile_vma_get_data (after);
+  g_assert_cmpuint (raw_read (a + 10), ==, v3);
+  g_assert_cmpint (memcmp (a + 11, f.contents + 3 * PS + 11, PS - 11), ==, 0);
+
+  /* A write through another VMA shows in the first. */
+  raw_write (b + 2 * PS, v4);
+  g_assert_cmpint (page_state (&f.m, 4), ==, BIGFILE_PAGE_STATE_DIRTY);
+  g_assert_cmpuint (raw_read (f.m.data + 4 * PS), ==, v4);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 2);
+  /* And a write through the one mapped last shows in the others. */
+  raw_write (a + 11, 0x5A);
+  g_assert_cmpuint (raw_read (f.m.data + 3 * PS + 11), ==, 0x5A);
+  g_assert_cmpuint (raw_read (b + 1 * PS + 11), ==, 0x5A);
+  g_assert_cmpuint (raw_read (f.m.data + 3 * PS + 10), ==, v3);
+
+  /* The file has not changed. */
+  assert_file_is (f.path, f.contents, f.len);
+
+  /* Another handle, of the very same BigfileLocalFile and of a second one
+   * opened on the same path, shows the file. */
+  for (guint i = 0; i < 2; i++)
+    {
+      GError *error = NULL;
+      g_autoptr (BigfileLocalFile) second = NULL;
+      BigfileFile *file;
+      BigfileRam *ram = bigfile_ram_new (8 * PS);
+      BigfileHandle *other;
+      BigfileVma *vma;
+      guint8 *o;
+
+      if (i == 0)
+        file = bigfile_handle_get_file (f.m.handle);
+      else
+        {
+          second = bigfile_local_file_new (f.path, PS, CLEAN_PAGES, &error);
+          g_assert_no_error (error);
+          file = BIGFILE_FILE (second);
+        }
+      other = bigfile_handle_new (file, ram, &error);
+      g_assert_no_error (error);
+      vma = vma_new (other, 0, 8);
+      o = bigfile_vma_get_data (vma);
+
+      g_assert_cmpint (memcmp (o, f.contents, 8 * PS), ==, 0);
+      g_assert_cmpint (bigfile_handle_get_page_state (other, 3), ==, BIGFILE_PAGE_STATE_EMPTY);
+      g_assert_cmpuint (bigfile_ram_get_n_pages (ram), ==, 0);
+      /* Its own write is its own, too. */
+      raw_write (o + 3 * PS + 12, 0xC3);
+      g_assert_cmpuint (raw_read (f.m.data + 3 * PS + 12), ==, file_byte (3 * PS + 12));
+      g_assert_cmpuint (bigfile_handle_discard (other), ==, 1);
+
+      vma_free (vma);
+      g_assert_true (bigfile_handle_close (other));
+      g_object_unref (other);
+      g_object_unref (ram);
+    }
+
+  vma_free (after);
+  vma_free (before);
+  bigfile_handle_discard (f.m.handle);
+  fixture_teardown (&f);
+}
+
+/* -- writeout ------------------------------------------------------------------------- */
+
+/* Writeout stores the copy and keeps it, clean, until it is reclaimed;
+ * then the file shows, with the stored data. */
+static void
+test_writeout (void)
+{
+  Fixture f;
+  GError *error = NULL;
+  g_autofree guint8 *expected = NULL;
+  BigfileRam *ram2 = bigfile_ram_new (8 * PS);
+  BigfileHandle *h2;
+  BigfileVma *b, *vma2;
+  guint8 *bd, *d2;
+  const guint8 v = (guint8)~file_byte (3 * PS + 10);
+
+  fixture_setup (&f, PS, 8 * PS, CLEAN_PAGES, 8, 8);
+  expected = g_memdup2 (f.contents, f.len);
+  b = vma_new (f.m.handle, 2, 4);
+  bd = bigfile_vma_get_data (b);
+  h2 = bigfile_handle_new (bigfile_handle_get_file (f.m.handle), ram2, &error);
+  g_assert_no_error (error);
+  vma2 = vma_new (h2, 0, 8);
+  d2 = bigfile_vma_get_data (vma2);
+
+  raw_write (f.m.data + 3 * PS + 10, v);
+  expected[3 * PS + 10] = v;
+  g_assert_cmpuint (raw_read (d2 + 3 * PS + 10), ==, file_byte (3 * PS + 10));
+
+  g_assert_true (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  assert_file_is (f.path, expected, f.len);
+  /* Stored, the copy goes: the file shows through, with what was stored. */
+  g_assert_cmpint (page_state (&f.m, 3), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (f.m.handle), ==, 0);
+  g_assert_cmpuint (bigfile_ram_get_n_dirty_pages (f.m.ram), ==, 0);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 0);
+  g_assert_cmpint (memcmp (f.m.data, expected, 8 * PS), ==, 0);
+  g_assert_cmpint (memcmp (bd, expected + 2 * PS, 4 * PS), ==, 0);
+  /* The other handle's clean page shows the file as it is now. */
+  g_assert_cmpint (memcmp (d2, expected, 8 * PS), ==, 0);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (ram2), ==, 0);
+
+  g_assert_cmpuint (bigfile_ram_reclaim (f.m.ram), ==, 0);
+  g_assert_cmpint (page_state (&f.m, 3), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 0);
+  g_assert_cmpuint (raw_read (f.m.data + 3 * PS + 10), ==, v);
+  g_assert_cmpuint (raw_read (bd + 1 * PS + 10), ==, v);
+  g_assert_cmpint (memcmp (f.m.data, expected, 8 * PS), ==, 0);
+  g_assert_cmpint (memcmp (bd, expected + 2 * PS, 4 * PS), ==, 0);
+  g_assert_cmpint (page_state (&f.m, 3), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 0);
+  assert_api_read (f.m.vma, 0, expected, 8 * PS);
+
+  /* A page written again after its writeout: dirty again (copied from the
+   * file, which has the first write), and stored again. */
+  raw_write (f.m.data + 5 * PS, 0x55);
+  g_assert_true (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (page_state (&f.m, 5), ==, BIGFILE_PAGE_STATE_EMPTY);
+  raw_write (bd + 3 * PS + 1, 0x56);
+  g_assert_cmpint (page_state (&f.m, 5), ==, BIGFILE_PAGE_STATE_DIRTY);
+  g_assert_cmpuint (raw_read (f.m.data + 5 * PS + 1), ==, 0x56);
+  g_assert_cmpuint (raw_read (f.m.data + 5 * PS), ==, 0x55);
+  g_assert_true (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (page_state (&f.m, 5), ==, BIGFILE_PAGE_STATE_EMPTY);
+  expected[5 * PS] = 0x55;
+  expected[5 * PS + 1] = 0x56;
+  assert_file_is (f.path, expected, f.len);
+  bigfile_ram_reclaim (f.m.ram);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 0);
+  g_assert_cmpint (memcmp (f.m.data, expected, 8 * PS), ==, 0);
+  g_assert_cmpint (page_state (&f.m, 5), ==, BIGFILE_PAGE_STATE_EMPTY);
+
+  vma_free (vma2);
+  g_assert_true (bigfile_handle_close (h2));
+  g_object_unref (h2);
+  g_object_unref (ram2);
+  vma_free (b);
+  fixture_teardown (&f);
+}
+
+/* -- discard -------------------------------------------------------------------------- */
+
+static void
+test_discard (void)
+{
+  Fixture f;
+  BigfileVma *b;
+  guint8 *bd;
+
+  fixture_setup (&f, PS, 8 * PS, CLEAN_PAGES, 8, 8);
+  b = vma_new (f.m.handle, 2, 4); /* pages 2-5 */
+  bd = bigfile_vma_get_data (b);
+
+  raw_write (f.m.data + 1 * PS + 1, (guint8)~file_byte (1 * PS + 1));
+  raw_write (bd + 1 * PS + 3, (guint8)~file_byte (3 * PS + 3));
+  raw_write (f.m.data + 4 * PS + 4, (guint8)~file_byte (4 * PS + 4));
+  g_assert_cmpuint (raw_read (bd + 2 * PS + 4), ==, (guint8)~file_byte (4 * PS + 4));
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 3);
+
+  g_assert_cmpuint (bigfile_handle_discard (f.m.handle), ==, 3);
+  for (guint64 p = 0; p < 8; p++)
+    g_assert_cmpint (page_state (&f.m, p), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (f.m.handle), ==, 0);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 0);
+
+  /* Every VMA shows the file again, and it was never written. */
+  g_assert_cmpint (memcmp (f.m.data, f.contents, 8 * PS), ==, 0);
+  g_assert_cmpint (memcmp (bd, f.contents + 2 * PS, 4 * PS), ==, 0);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 0);
+  assert_api_read (b, 0, f.contents + 2 * PS, 4 * PS);
+  assert_file_is (f.path, f.contents, f.len);
+
+  /* The page can be written again: a fresh copy of the file's data. */
+  raw_write (bd + 1 * PS + 3, 0x33);
+  g_assert_cmpint (page_state (&f.m, 3), ==, BIGFILE_PAGE_STATE_DIRTY);
+  g_assert_cmpuint (raw_read (f.m.data + 3 * PS + 3), ==, 0x33);
+  g_assert_cmpuint (raw_read (f.m.data + 3 * PS + 4), ==, file_byte (3 * PS + 4));
+
+  vma_free (b);
+  g_assert_cmpuint (bigfile_handle_discard (f.m.handle), ==, 1);
+  bigfile_ram_reclaim (f.m.ram);
+  fixture_teardown (&f);
+}
+
+/* -- changes to the file by someone else ---------------------------------------------- */
+
+/* A clean page shows them at once; a dirty page keeps the handle's data
+ * until it is invalidated. */
+static void
+test_external_change (void)
+{
+  Fixture f;
+  BigfileVma *b;
+  guint8 *bd;
+  guint8 news[PS], copy_source[PS];
+  const guint8 mine = 0x11;
+
+  fixture_setup (&f, PS, 8 * PS, CLEAN_PAGES, 8, 8);
+  b = vma_new (f.m.handle, 0, 8);
+  bd = bigfile_vma_get_data (b);
+
+  /* A clean page, read before. */
+  g_assert_cmpuint (raw_read (f.m.data + 2 * PS + 100), ==, file_byte (2 * PS + 100));
+  memset (news, 0x22, PS);
+  external_write (f.path, 2 * PS + 100, news, 50);
+  g_assert_cmpuint (raw_read (f.m.data + 2 * PS + 100), ==, 0x22);
+  g_assert_cmpuint (raw_read (f.m.data + 2 * PS + 149), ==, 0x22);
+  g_assert_cmpuint (raw_read (f.m.data + 2 * PS + 150), ==, file_byte (2 * PS + 150));
+  g_assert_cmpuint (raw_read (bd + 2 * PS + 120), ==, 0x22);
+  g_assert_cmpint (page_state (&f.m, 2), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 0);
+  assert_api_read (f.m.vma, 2 * PS + 100, news, 50);
+
+  /* A write now copies the file as it is now. */
+  raw_write (f.m.data + 2 * PS, 0x01);
+  memcpy (copy_source, f.contents + 2 * PS, PS);
+  memset (copy_source + 100, 0x22, 50);
+  copy_source[0] = 0x01;
+  g_assert_cmpint (memcmp (bd + 2 * PS, copy_source, PS), ==, 0);
+  g_assert_cmpuint (bigfile_handle_discard (f.m.handle), ==, 1);
+
+  /* A dirty page keeps the handle's data... */
+  raw_write (f.m.data + 5 * PS + 10, mine);
+  memset (news, 0x33, PS);
+  external_write (f.path, 5 * PS, news, PS);
+  g_assert_cmpuint (raw_read (f.m.data + 5 * PS + 10), ==, mine);
+  g_assert_cmpuint (raw_read (f.m.data + 5 * PS + 20), ==, file_byte (5 * PS + 20));
+  g_assert_cmpuint (raw_read (bd + 5 * PS + 20), ==, file_byte (5 * PS + 20));
+  assert_api_read (b, 5 * PS + 10, &mine, 1);
+  g_assert_cmpint (page_state (&f.m, 5), ==, BIGFILE_PAGE_STATE_DIRTY);
+
+  /* ...until it is invalidated: then the file shows, in every VMA. */
+  bigfile_handle_invalidate_page (f.m.handle, 5);
+  g_assert_cmpint (page_state (&f.m, 5), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 0);
+  g_assert_cmpint (memcmp (f.m.data + 5 * PS, news, PS), ==, 0);
+  g_assert_cmpint (memcmp (bd + 5 * PS, news, PS), ==, 0);
+  g_assert_cmpint (page_state (&f.m, 5), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (f.m.handle), ==, 0);
+
+  vma_free (b);
+  fixture_teardown (&f);
+}
+
+/* A page written out shows the file again (its copy goes), and clean pages
+ * show the file as it is now: a change by someone else must show through
+ * it too, and a write after it must not undo it. */
+static void
+test_external_change_written_out (void)
+{
+  Fixture f;
+  GError *error = NULL;
+  guint8 news[64];
+  g_autofree guint8 *expected = NULL;
+
+  fixture_setup (&f, PS, 8 * PS, CLEAN_PAGES, 8, 8);
+  expected = g_memdup2 (f.contents, f.len);
+  raw_write (f.m.data + 6 * PS + 1, 0x61);
+  expected[6 * PS + 1] = 0x61;
+  g_assert_true (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (page_state (&f.m, 6), ==, BIGFILE_PAGE_STATE_EMPTY);
+
+  memset (news, 0x62, sizeof news);
+  external_write (f.path, 6 * PS + 64, news, sizeof news);
+  memcpy (expected + 6 * PS + 64, news, sizeof news);
+  g_assert_cmpint (memcmp (f.m.data + 6 * PS, expected + 6 * PS, PS), ==, 0);
+  assert_api_read (f.m.vma, 6 * PS, expected + 6 * PS, PS);
+
+  raw_write (f.m.data + 6 * PS + 2, 0x63);
+  expected[6 * PS + 2] = 0x63;
+  g_assert_cmpint (memcmp (f.m.data + 6 * PS, expected + 6 * PS, PS), ==, 0);
+  g_assert_true (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  assert_file_is (f.path, expected, f.len);
+
+  bigfile_ram_reclaim (f.m.ram);
+  fixture_teardown (&f);
+}
+
+/* bigfile_vma_read() of a clean page shows the file as it is now, as raw
+ * memory does, and a write after someone else's change keeps it. */
+static void
+test_external_change_after_api_read (void)
+{
+  Fixture f;
+  GError *error = NULL;
+  guint8 news[64];
+  g_autofree guint8 *expected = NULL;
+
+  fixture_setup (&f, PS, 8 * PS, CLEAN_PAGES, 8, 8);
+  expected = g_memdup2 (f.contents, f.len);
+  assert_api_read (f.m.vma, 2 * PS, expected + 2 * PS, PS);
+
+  memset (news, 0x44, sizeof news);
+  external_write (f.path, 2 * PS + 64, news, sizeof news);
+  memcpy (expected + 2 * PS + 64, news, sizeof news);
+  g_assert_cmpint (memcmp (f.m.data + 2 * PS, expected + 2 * PS, PS), ==, 0);
+  assert_api_read (f.m.vma, 2 * PS, expected + 2 * PS, PS);
+
+  raw_write (f.m.data + 2 * PS, 0x45);
+  expected[2 * PS] = 0x45;
+  g_assert_cmpint (memcmp (f.m.data + 2 * PS, expected + 2 * PS, PS), ==, 0);
+  g_assert_true (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  assert_file_is (f.path, expected, f.len);
+
+  bigfile_ram_reclaim (f.m.ram);
+  fixture_teardown (&f);
+}
+
+/* -- past the end of the file --------------------------------------------------------- */
+
+/* Pages past the last complete one load as before: the partial page holds
+ * the file's bytes then zeros, the pages after it zeros; they take RAM.  A
+ * page stored past the end makes the file longer. */
+static void
+test_past_eof (void)
+{
+  Fixture f;
+  GError *error = NULL;
+  const gsize len = 5 * PS + PS / 2;
+  g_autofree guint8 *zeros = g_malloc0 (PS);
+  g_autofree guint8 *expected = g_malloc0 (9 * PS);
+  BigfileVma *later;
+  guint8 *ld;
+  GStatBuf st;
+
+  fixture_setup (&f, PS, len, CLEAN_PAGES, 10, 10);
+
+  g_assert_cmpint (memcmp (f.m.data, f.contents, 5 * PS), ==, 0);
+  for (guint64 p = 0; p < 5; p++)
+    g_assert_cmpint (page_state (&f.m, p), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 0);
+
+  g_assert_cmpint (memcmp (f.m.data + 5 * PS, f.contents + 5 * PS, PS / 2), ==, 0);
+  g_assert_cmpint (memcmp (f.m.data + 5 * PS + PS / 2, zeros, PS / 2), ==, 0);
+  for (guint64 p = 6; p < 10; p++)
+    g_assert_cmpint (memcmp (f.m.data + p * PS, zeros, PS), ==, 0);
+  for (guint64 p = 5; p < 10; p++)
+    g_assert_cmpint (page_state (&f.m, p), ==, BIGFILE_PAGE_STATE_LOADED);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 5);
+
+  raw_write (f.m.data + 8 * PS + 9, 0x99);
+  g_assert_cmpint (page_state (&f.m, 8), ==, BIGFILE_PAGE_STATE_DIRTY);
+  g_assert_true (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+
+  g_assert_cmpint (g_stat (f.path, &st), ==, 0);
+  g_assert_cmpint (st.st_size, ==, 9 * PS);
+  memcpy (expected, f.contents, len);
+  expected[8 * PS + 9] = 0x99;
+  assert_file_is (f.path, expected, 9 * PS);
+
+  /* Stored, page 8's copy went at once; reclaimed, the others read the
+   * longer file. */
+  g_assert_cmpint (page_state (&f.m, 8), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (bigfile_ram_reclaim (f.m.ram), ==, 4);
+  g_assert_cmpint (memcmp (f.m.data, expected, 9 * PS), ==, 0);
+  g_assert_cmpint (memcmp (f.m.data + 9 * PS, zeros, PS), ==, 0);
+
+  /* A VMA mapped now shows pages 5-8 from the file, without RAM. */
+  g_assert_cmpuint (bigfile_ram_reclaim (f.m.ram), >, 0);
+  later = vma_new (f.m.handle, 0, 10);
+  ld = bigfile_vma_get_data (later);
+  g_assert_cmpint (memcmp (ld, expected, 9 * PS), ==, 0);
+  for (guint64 p = 0; p < 9; p++)
+    g_assert_cmpint (page_state (&f.m, p), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 0);
+  g_assert_cmpint (memcmp (ld + 9 * PS, zeros, PS), ==, 0);
+  g_assert_cmpint (page_state (&f.m, 9), ==, BIGFILE_PAGE_STATE_LOADED);
+
+  vma_free (later);
+  fixture_teardown (&f);
+}
+
+/* -- staying under vm.max_map_count --------------------------------------------------- */
+
+/* With a small cap, the mappings of pages are dropped over and over: clean
+ * copies (written out, or past the end of the file) and dirty pages past
+ * the end may go, and come back on the next fault; a dirty page over the
+ * file must never show the file's data. */
+static void
+test_map_count_flush (void)
+{
+  const guint64 n_file = 512, n = n_file + 64, cap = 16;
+  Fixture f;
+  GError *error = NULL;
+  g_autofree guint8 *expected = g_malloc0 (n * PS);
+  g_autofree guint8 *buf = g_malloc (n * PS);
+  BigfileVma *other;
+  guint8 *od;
+  guint64 most_maps = 0;
+  guint n_dirty = 0;
+
+  bf_set_kernel_maps_cap (cap);
+  fixture_setup (&f, PS, n_file * PS, CLEAN_PAGES, n, n); /* every page fits: no reclaim */
+  other = vma_new (f.m.handle, 0, n);
+  od = bigfile_vma_get_data (other);
+  memcpy (expected, f.contents, n_file * PS);
+
+  /* Every third page, alone, through one VMA or the other, with a
+   * writeout halfway (so that clean copies are mapped too); then every
+   * ninth page again, after many flushes. */
+  for (guint pass = 0; pass < 2; pass++)
+    for (guint64 p = 0; p < n; p += pass == 0 ? 3 : 9)
+      {
+        gsize off = (gsize)(p * 37 + pass * 1001) % PS;
+        guint8 v = expected[p * PS + off] ^ (guint8)(0xA5 + pass);
+        guint8 *data = p % 2 == 0 ? f.m.data : od;
+
+        if (pass == 0 && p == 3 * 100)
+          {
+            g_assert_true (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+            g_assert_no_error (error);
+          }
+        raw_write (data + p * PS + off, v);
+        expected[p * PS + off] = v;
+        most_maps = MAX (most_maps, bf_get_kernel_maps ());
+      }
+  for (guint64 p = 0; p < n; p += 3)
+    n_dirty += p >= 3 * 100 || p % 9 == 0;
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (f.m.handle), ==, n_dirty);
+
+  /* Page by page through raw memory, in both VMAs, then through the API. */
+  for (guint64 p = 0; p < n; p++)
+    {
+      const char *what = p % 3 != 0 ? "clean" : p >= 3 * 100 || p % 9 == 0 ? "dirty" : "stored";
+
+      if (memcmp (f.m.data + p * PS, expected + p * PS, PS) != 0)
+        g_error ("page %" G_GUINT64_FORMAT " (%s) reads wrong through the first VMA", p, what);
+      if (memcmp (od + p * PS, expected + p * PS, PS) != 0)
+        g_error ("page %" G_GUINT64_FORMAT " (%s) reads wrong through the second VMA", p, what);
+      most_maps = MAX (most_maps, bf_get_kernel_maps ());
+    }
+  g_assert_true (bigfile_vma_read_into (f.m.vma, 0, buf, n * PS, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (memcmp (buf, expected, n * PS), ==, 0);
+  g_assert_true (bigfile_vma_read_into (other, 0, buf, n * PS, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (memcmp (buf, expected, n * PS), ==, 0);
+  g_test_message ("at most %" G_GUINT64_FORMAT " kernel mappings, with a cap of %" G_GUINT64_FORMAT,
+                  most_maps, cap);
+
+  /* Nothing was lost on the way.  The file now ends with the last page
+   * written. */
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (f.m.handle), ==, n_dirty);
+  g_assert_true (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  assert_file_is (f.path, expected, ((n - 1) / 3 * 3 + 1) * PS);
+
+  vma_free (other);
+  bigfile_ram_reclaim (f.m.ram);
+  fixture_teardown (&f);
+  bf_set_kernel_maps_cap (0);
+}
+
+/* The cap holds with dirty pages over the file too: they are what costs
+ * mappings there (each one splits the mapping of the file), so the engine
+ * must find a way to drop theirs that does not show the file. */
+static void
+test_map_count_cap (void)
+{
+  const guint64 n = 128, cap = 16;
+  Fixture f;
+
+  bf_set_kernel_maps_cap (cap);
+  fixture_setup (&f, PS, n * PS, CLEAN_PAGES, n, n);
+
+  for (guint64 p = 0; p < n; p += 3)
+    {
+      raw_write (f.m.data + p * PS, (guint8)~file_byte (p * PS));
+      if (bf_get_kernel_maps () > cap)
+        g_error ("%" G_GUINT64_FORMAT " kernel mappings, over the cap of %" G_GUINT64_FORMAT
+                 ", after writing %" G_GUINT64_FORMAT " scattered pages",
+                 bf_get_kernel_maps (), cap, p / 3 + 1);
+    }
+  for (guint64 p = 0; p < n; p++)
+    g_assert_cmpuint (raw_read (f.m.data + p * PS), ==,
+                      p % 3 == 0 ? (guint8)~file_byte (p * PS) : file_byte (p * PS));
+
+  bigfile_handle_discard (f.m.handle);
+  fixture_teardown (&f);
+  bf_set_kernel_maps_cap (0);
+}
+
+/* A single instruction that reads across two pages needs both mapped at
+ * once.  Over the cap, the fault for the second page must not drop the
+ * mapping of the first for good, or the instruction faults forever.  In a
+ * subprocess, which fails if it does not finish in time. */
+typedef guint64 __attribute__ ((aligned (1))) UnalignedU64;
+
+G_NO_INLINE static guint64
+raw_read_u64 (const guint8 *p)
+{
+  return *(const volatile UnalignedU64 *)p;
+}
+
+static void
+test_map_count_straddle (void)
+{
+  const guint64 n_file = 64, cap = 16;
+  Fixture f;
+
+  if (!g_test_subprocess ())
+    {
+      g_test_trap_subprocess (NULL, 10 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+      g_test_trap_assert_passed ();
+      return;
+    }
+
+  bf_set_kernel_maps_cap (cap);
+  /* Two pages past the end of the file: they need copies in RAM. */
+  fixture_setup (&f, PS, n_file * PS, CLEAN_PAGES, n_file + 2, n_file + 2);
+  for (guint64 p = 0; p < n_file; p += 3)
+    raw_write (f.m.data + p * PS, (guint8)~file_byte (p * PS));
+
+  g_assert_cmpuint (raw_read_u64 (f.m.data + (n_file + 1) * PS - 4), ==, 0);
+
+  bigfile_handle_discard (f.m.handle);
+  fixture_teardown (&f);
+  bf_set_kernel_maps_cap (0);
+}
+
+/* -- a read-only file ------------------------------------------------------------------ */
+
+/* Reads come from the file; a write makes a copy as ever, which cannot be
+ * stored and stays until discarded. */
+static void
+test_read_only (void)
+{
+  Fixture f;
+  GError *error = NULL;
+
+  fixture_setup (&f, PS, 4 * PS, CLEAN_PAGES | BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY, 4, 4);
+
+  g_assert_cmpint (memcmp (f.m.data, f.contents, 4 * PS), ==, 0);
+  g_assert_cmpint (page_state (&f.m, 1), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 0);
+
+  raw_write (f.m.data + 1 * PS + 3, 0xEE);
+  g_assert_cmpint (page_state (&f.m, 1), ==, BIGFILE_PAGE_STATE_DIRTY);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 1);
+  g_assert_cmpuint (raw_read (f.m.data + 1 * PS + 3), ==, 0xEE);
+  g_assert_cmpuint (raw_read (f.m.data + 1 * PS + 4), ==, file_byte (1 * PS + 4));
+
+  g_assert_false (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_READ_ONLY);
+  g_clear_error (&error);
+  g_assert_cmpint (page_state (&f.m, 1), ==, BIGFILE_PAGE_STATE_DIRTY);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (f.m.handle), ==, 1);
+  g_assert_cmpuint (raw_read (f.m.data + 1 * PS + 3), ==, 0xEE);
+  assert_file_is (f.path, f.contents, f.len);
+
+  g_assert_cmpuint (bigfile_handle_discard (f.m.handle), ==, 1);
+  g_assert_cmpint (memcmp (f.m.data, f.contents, 4 * PS), ==, 0);
+  fixture_teardown (&f);
+}
+
+/* -- random operations against a model ------------------------------------------------- *
+ *
+ * A file of M_FILE_PAGES pages, two VMAs of M_PAGES pages that reach past
+ * its end, a budget of M_BUDGET pages, and random operations: reads and
+ * writes through raw memory and the API, writeouts, discards, reclaims,
+ * invalidations, changes to the file behind the handle's back (of pages
+ * with no unsaved changes), and remapping the second VMA.  The model:
+ *
+ *   file     what the file holds (M_PAGES pages; zeros past its size)
+ *   memory   what the handle shows: the file, overlaid with the dirty pages
+ *   dirty    the pages with unsaved changes
+ *
+ * At most M_MAX_DIRTY pages are dirty (a write that would go over writes
+ * out first), so raw accesses never meet a budget full of dirty pages.
+ *   BIGFILE_TEST_DIRECT_MAP_SEED=<seed>    replay one seed
+ *   BIGFILE_TEST_DIRECT_MAP_STEPS=<n>      steps (default M_STEPS)
+ */
+
+#define M_FILE_PAGES 24
+#define M_PAGES 26
+#define M_BUDGET 12
+#define M_MAX_DIRTY 9
+#define M_STEPS 4000
+#define M_CHECK_EVERY 100
+#define M_HISTORY 16
+
+typedef enum
+{
+  M_RAW_READ,
+  M_RAW_WRITE,
+  M_API_READ,
+  M_API_WRITE,
+  M_WRITEOUT,
+  M_DISCARD,
+  M_RECLAIM,
+  M_INVALIDATE,
+  M_EXTERNAL_WRITE,
+  M_REMAP,
+  M_N_OPS
+} MOp;
+
+/* How often each operation is picked, out of the sum. */
+static const guint m_weights[M_N_OPS] = { 20, 20, 10, 10, 5, 3, 5, 8, 12, 3 };
+
+typedef struct
+{
+  guint64 first, n;
+  BigfileVma *vma;
+  guint8 *data;
+} MVma;
+
+typedef struct
+{
+  guint32 seed;
+  guint step;
+  GRand *rand;
+  char *last_op;
+  char *history[M_HISTORY]; /* the last operations, a ring, for failure reports */
+  guint n_logged;
+  Fixture f; /* no VMA of its own */
+  int fd;    /* the file, for changes behind the handle's back */
+  MVma vmas[2];
+
+  guint8 *file;
+  gsize file_size;
+  guint8 *memory;
+  gboolean dirty[M_PAGES];
+  guint n_dirty;
+  guint n_ops[M_N_OPS];
+} Model;
+
+static void model_fail (Model *mo, const char *file, int line, const char *func, const char *expr,
+                        const char *format, ...) G_GNUC_PRINTF (6, 7);
+
+static void
+model_fail (Model *mo, const char *file, int line, const char *func, const char *expr,
+            const char *format, ...)
+{
+  va_list args;
+  char *detail, *message;
+
+  va_start (args, format);
+  detail = g_strdup_vprintf (format, args);
+  va_end (args);
+  g_test_message ("The last operations, oldest first:");
+  for (guint i = 0; i < M_HISTORY; i++)
+    {
+      const char *op = mo->history[(mo->n_logged + i) % M_HISTORY];
+
+      if (op != NULL)
+        g_test_message ("  %s", op);
+    }
+  message = g_strdup_printf ("model check failed (%s): %s [step %u, after: %s; replay with "
+                             "BIGFILE_TEST_DIRECT_MAP_SEED=%u]",
+                             expr, detail, mo->step, mo->last_op, mo->seed);
+  g_assertion_message (G_LOG_DOMAIN, file, line, func, message);
+  g_free (message);
+  g_free (detail);
+  g_abort ();
+}
+
+#define model_assert(mo, expr, ...)                                                                \
+  G_STMT_START                                                                                     \
+  {                                                                                                \
+    if (G_LIKELY (expr))                                                                           \
+      ;                                                                                            \
+    else                                                                                           \
+      model_fail ((mo), __FILE__, __LINE__, G_STRFUNC, #expr, __VA_ARGS__);                        \
+  }                                                                                                \
+  G_STMT_END
+
+#define model_assert_no_error(mo, error, what)                                                     \
+  model_assert ((mo), (error) == NULL, "%s failed: %s", (what),                                    \
+                (error) != NULL ? (error)->message : "")
+
+static void model_log (Model *mo, const char *format, ...) G_GNUC_PRINTF (2, 3);
+
+static void
+model_log (Model *mo, const char *format, ...)
+{
+  va_list args;
+
+  va_start (args, format);
+  g_free (mo->last_op);
+  mo->last_op = g_strdup_vprintf (format, args);
+  va_end (args);
+  g_free (mo->history[mo->n_logged % M_HISTORY]);
+  mo->history[mo->n_logged++ % M_HISTORY] = g_strdup_printf ("step %u: %s", mo->step, mo->last_op);
+}
+
+/* Reports where @got first differs from @want, the model's bytes from @base. */
+static void
+model_assert_same (Model *mo, const guint8 *got, const guint8 *want, gsize len, gsize base,
+                   const char *what)
+{
+  if (memcmp (got, want, len) == 0)
+    return;
+  for (gsize i = 0; i < len; i++)
+    model_assert (mo, got[i] == want[i],
+                  "%s: byte %" G_GSIZE_FORMAT " (page %" G_GSIZE_FORMAT ", %s) is 0x%02x, want "
+                  "0x%02x",
+                  what, base + i, (base + i) / PS, mo->dirty[(base + i) / PS] ? "dirty" : "clean",
+                  got[i], want[i]);
+}
+
+/* In [begin, end). */
+static guint64
+m_rand (Model *mo, guint64 begin, guint64 end)
+{
+  return begin + (guint64)g_rand_int_range (mo->rand, 0, (gint32)(end - begin));
+}
+
+static void
+m_fill (Model *mo, guint8 *buf, gsize len)
+{
+  guint8 value = (guint8)g_rand_int (mo->rand);
+
+  for (gsize i = 0; i < len; i++)
+    buf[i] = value++;
+}
+
+static MVma *
+m_pick_vma (Model *mo)
+{
+  return &mo->vmas[m_rand (mo, 0, 2)];
+}
+
+/* A random range of @mv: small and anywhere, or across a page boundary, or
+ * up to two pages. */
+static void
+m_pick_range (Model *mo, MVma *mv, gsize *offset, gsize *len)
+{
+  gsize vlen = mv->n * PS, max_len;
+
+  /* Across a boundary needs two pages. */
+  switch (mv->n < 2 ? 0 : m_rand (mo, 0, 3))
+    {
+      case 0:
+        *offset = m_rand (mo, 0, vlen);
+        max_len = 64;
+        break;
+      case 1:
+        *offset = m_rand (mo, 1, mv->n) * PS - m_rand (mo, 1, 17);
+        max_len = 64;
+        break;
+      default:
+        *offset = m_rand (mo, 0, vlen);
+        max_len = 2 * PS;
+        break;
+    }
+  *len = m_rand (mo, 1, MIN (max_len, vlen - *offset) + 1);
+}
+
+static guint
+m_new_dirty (Model *mo, gsize at, gsize len)
+{
+  guint n = 0;
+
+  for (gsize p = at / PS; p <= (at + len - 1) / PS; p++)
+    n += !mo->dirty[p];
+  return n;
+}
+
+static void
+m_vma_map (Model *mo, MVma *mv, guint64 first, guint64 n)
+{
+  GError *error = NULL;
+
+  mv->first = first;
+  mv->n = n;
+  mv->vma = bigfile_handle_map (mo->f.m.handle, first, n, &error);
+  model_assert_no_error (mo, error, "map");
+  mv->data = bigfile_vma_get_data (mv->vma);
+}
+
+static void
+m_writeout (Model *mo)
+{
+  GError *error = NULL;
+
+  model_log (mo, "writeout of %u dirty pages", mo->n_dirty);
+  bigfile_handle_writeout (mo->f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error);
+  model_assert_no_error (mo, error, "writeout");
+  for (guint64 p = 0; p < M_PAGES; p++)
+    if (mo->dirty[p])
+      {
+        memcpy (mo->file + p * PS, mo->memory + p * PS, PS);
+        mo->file_size = MAX (mo->file_size, (p + 1) * PS);
+        mo->dirty[p] = FALSE;
+      }
+  mo->n_dirty = 0;
+}
+
+/* A write range that keeps the dirty pages within M_MAX_DIRTY: when it
+ * would go over, a writeout first. */
+static void
+m_pick_write_range (Model *mo, MVma *mv, gsize *offset, gsize *len)
+{
+  m_pick_range (mo, mv, offset, len);
+  if (mo->n_dirty + m_new_dirty (mo, mv->first * PS + *offset, *len) > M_MAX_DIRTY)
+    m_writeout (mo);
+}
+
+static void
+m_write (Model *mo, gsize at, const guint8 *data, gsize len)
+{
+  memcpy (mo->memory + at, data, len);
+  for (gsize p = at / PS; p <= (at + len - 1) / PS; p++)
+    if (!mo->dirty[p])
+      {
+        mo->dirty[p] = TRUE;
+        mo->n_dirty++;
+      }
+}
+
+/* The handle's changes to @page are gone: it shows the file. */
+static void
+m_drop (Model *mo, guint64 page)
+{
+  memcpy (mo->memory + page * PS, mo->file + page * PS, PS);
+  if (mo->dirty[page])
+    {
+      mo->dirty[page] = FALSE;
+      mo->n_dirty--;
+    }
+}
+
+static void
+m_step (Model *mo, MOp op)
+{
+  GError *error = NULL;
+  MVma *mv;
+  gsize offset, len;
+  guint8 *buf;
+  GBytes *bytes;
+  guint64 page;
+
+  switch (op)
+    {
+      case M_RAW_READ:
+        mv = m_pick_vma (mo);
+        m_pick_range (mo, mv, &offset, &len);
+        model_log (mo,
+                   "raw read of %" G_GSIZE_FORMAT " bytes at %" G_GSIZE_FORMAT
+                   " of pages %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT,
+                   len, offset, mv->first, mv->n);
+        buf = g_malloc (len);
+        memcpy (buf, mv->data + offset, len);
+        model_assert_same (mo, buf, mo->memory + mv->first * PS + offset, len,
+                           mv->first * PS + offset, "raw read");
+        g_free (buf);
+        break;
+
+      case M_RAW_WRITE:
+        mv = m_pick_vma (mo);
+        m_pick_write_range (mo, mv, &offset, &len);
+        model_log (mo,
+                   "raw write of %" G_GSIZE_FORMAT " bytes at %" G_GSIZE_FORMAT
+                   " of pages %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT,
+                   len, offset, mv->first, mv->n);
+        buf = g_malloc (len);
+        m_fill (mo, buf, len);
+        memcpy (mv->data + offset, buf, len);
+        m_write (mo, mv->first * PS + offset, buf, len);
+        g_free (buf);
+        break;
+
+      case M_API_READ:
+        mv = m_pick_vma (mo);
+        m_pick_range (mo, mv, &offset, &len);
+        model_log (mo,
+                   "API read of %" G_GSIZE_FORMAT " bytes at %" G_GSIZE_FORMAT
+                   " of pages %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT,
+                   len, offset, mv->first, mv->n);
+        bytes = bigfile_vma_read (mv->vma, offset, len, &error);
+        model_assert_no_error (mo, error, "bigfile_vma_read");
+        model_assert (mo, g_bytes_get_size (bytes) == len, "read %" G_GSIZE_FORMAT " bytes",
+                      g_bytes_get_size (bytes));
+        model_assert_same (mo, g_bytes_get_data (bytes, NULL), mo->memory + mv->first * PS + offset,
+                           len, mv->first * PS + offset, "API read");
+        g_bytes_unref (bytes);
+        break;
+
+      case M_API_WRITE:
+        mv = m_pick_vma (mo);
+        m_pick_write_range (mo, mv, &offset, &len);
+        model_log (mo,
+                   "API write of %" G_GSIZE_FORMAT " bytes at %" G_GSIZE_FORMAT
+                   " of pages %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT,
+                   len, offset, mv->first, mv->n);
+        buf = g_malloc (len);
+        m_fill (mo, buf, len);
+        bytes = g_bytes_new_take (buf, len);
+        bigfile_vma_write (mv->vma, offset, bytes, &error);
+        model_assert_no_error (mo, error, "bigfile_vma_write");
+        m_write (mo, mv->first * PS + offset, buf, len);
+        g_bytes_unref (bytes);
+        break;
+
+      case M_WRITEOUT:
+        m_writeout (mo);
+        break;
+
+      case M_DISCARD:
+        {
+          guint n_dirty = mo->n_dirty, n;
+
+          model_log (mo, "discard of %u dirty pages", n_dirty);
+          n = bigfile_handle_discard (mo->f.m.handle);
+          model_assert (mo, n == n_dirty, "discarded %u pages, want %u", n, n_dirty);
+          for (page = 0; page < M_PAGES; page++)
+            m_drop (mo, page);
+        }
+        break;
+
+      case M_RECLAIM:
+        model_log (mo, "reclaim");
+        bigfile_ram_reclaim (mo->f.m.ram);
+        model_assert (mo, bigfile_ram_get_n_pages (mo->f.m.ram) == mo->n_dirty,
+                      "%" G_GUINT64_FORMAT " pages left after reclaim, %u dirty",
+                      bigfile_ram_get_n_pages (mo->f.m.ram), mo->n_dirty);
+        break;
+
+      case M_INVALIDATE:
+        page = m_rand (mo, 0, M_PAGES);
+        model_log (mo, "invalidate page %" G_GUINT64_FORMAT " (%s)", page,
+                   mo->dirty[page] ? "dirty" : "clean");
+        bigfile_handle_invalidate_page (mo->f.m.handle, page);
+        m_drop (mo, page);
+        break;
+
+      case M_EXTERNAL_WRITE:
+        /* A page the handle has no changes to: both views change. */
+        page = m_rand (mo, 0, M_FILE_PAGES);
+        if (mo->dirty[page])
+          {
+            model_log (mo, "nothing (page %" G_GUINT64_FORMAT " is dirty)", page);
+            break;
+          }
+        offset = page * PS + m_rand (mo, 0, PS);
+        len = m_rand (mo, 1, (page + 1) * PS - offset + 1);
+        model_log (mo,
+                   "external write of %" G_GSIZE_FORMAT " bytes at %" G_GSIZE_FORMAT
+                   " (page %" G_GUINT64_FORMAT ", %s)",
+                   len, offset, page,
+                   bigfile_handle_get_page_state (mo->f.m.handle, page) == BIGFILE_PAGE_STATE_LOADED
+                       ? "LOADED"
+                       : "EMPTY");
+        buf = g_malloc (len);
+        m_fill (mo, buf, len);
+        model_assert (mo, pwrite (mo->fd, buf, len, (off_t)offset) == (gssize)len, "pwrite: %s",
+                      g_strerror (errno));
+        memcpy (mo->file + offset, buf, len);
+        memcpy (mo->memory + offset, buf, len);
+        g_free (buf);
+        break;
+
+      case M_REMAP:
+        {
+          guint64 first = m_rand (mo, 0, M_PAGES);
+          guint64 n = m_rand (mo, 1, M_PAGES - first + 1);
+
+          model_log (mo,
+                     "remap the second VMA as pages %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT
+                     " (file size %" G_GSIZE_FORMAT ")",
+                     first, n, mo->file_size);
+          vma_free (mo->vmas[1].vma);
+          m_vma_map (mo, &mo->vmas[1], first, n);
+        }
+        break;
+
+      default:
+        g_assert_not_reached ();
+    }
+  mo->n_ops[op]++;
+}
+
+/* After every step: states and counts; with @full, every byte of both VMAs
+ * and of the file, else a few samples of the VMAs. */
+static void
+m_check (Model *mo, gboolean full)
+{
+  guint n_present = 0;
+
+  for (guint64 p = 0; p < M_PAGES; p++)
+    {
+      BigfilePageState state = bigfile_handle_get_page_state (mo->f.m.handle, p);
+
+      if (mo->dirty[p])
+        model_assert (mo, state == BIGFILE_PAGE_STATE_DIRTY,
+                      "page %" G_GUINT64_FORMAT " has changes but is in state %d", p, state);
+      else
+        model_assert (mo, state == BIGFILE_PAGE_STATE_EMPTY || state == BIGFILE_PAGE_STATE_LOADED,
+                      "page %" G_GUINT64_FORMAT " is clean but is in state %d", p, state);
+      n_present += state != BIGFILE_PAGE_STATE_EMPTY;
+    }
+  model_assert (mo, bigfile_handle_get_n_dirty_pages (mo->f.m.handle) == mo->n_dirty,
+                "the handle counts %" G_GUINT64_FORMAT " dirty pages, want %u",
+                bigfile_handle_get_n_dirty_pages (mo->f.m.handle), mo->n_dirty);
+  model_assert (mo, bigfile_ram_get_n_dirty_pages (mo->f.m.ram) == mo->n_dirty,
+                "the RAM counts %" G_GUINT64_FORMAT " dirty pages, want %u",
+                bigfile_ram_get_n_dirty_pages (mo->f.m.ram), mo->n_dirty);
+  model_assert (mo, bigfile_ram_get_n_pages (mo->f.m.ram) == n_present,
+                "the RAM counts %" G_GUINT64_FORMAT " pages, the handle has %u",
+                bigfile_ram_get_n_pages (mo->f.m.ram), n_present);
+
+  for (guint v = 0; v < 2; v++)
+    {
+      MVma *mv = &mo->vmas[v];
+
+      if (full)
+        model_assert_same (mo, mv->data, mo->memory + mv->first * PS, mv->n * PS, mv->first * PS,
+                           v == 0 ? "first VMA" : "second VMA");
+      else
+        {
+          gsize at = m_rand (mo, 0, mv->n * PS - 16);
+
+          model_assert_same (mo, mv->data + at, mo->memory + mv->first * PS + at, 16,
+                             mv->first * PS + at, v == 0 ? "first VMA" : "second VMA");
+        }
+    }
+
+  if (full)
+    {
+      g_autofree guint8 *back = NULL;
+      gsize len = 0;
+
+      back = read_file (mo->f.path, &len);
+      model_assert (mo, len == mo->file_size,
+                    "the file has %" G_GSIZE_FORMAT " bytes, want %" G_GSIZE_FORMAT, len,
+                    mo->file_size);
+      model_assert_same (mo, back, mo->file, len, 0, "file");
+    }
+}
+
+static guint
+env_uint (const char *name, guint fallback)
+{
+  const char *value = g_getenv (name);
+  guint64 n;
+
+  if (value == NULL || *value == '\0')
+    return fallback;
+  if (!g_ascii_string_to_unsigned (value, 10, 0, G_MAXUINT32, &n, NULL))
+    g_error ("%s=%s is not a number", name, value);
+  return (guint)n;
+}
+
+static void
+test_model (void)
+{
+  Model mo = { 0 };
+  guint n_steps = env_uint ("BIGFILE_TEST_DIRECT_MAP_STEPS", M_STEPS);
+  guint total_weight = 0;
+
+  mo.seed = g_getenv ("BIGFILE_TEST_DIRECT_MAP_SEED") != NULL
+                ? env_uint ("BIGFILE_TEST_DIRECT_MAP_SEED", 0)
+                : (guint32)g_test_rand_int ();
+  g_test_message ("%u steps, seed %u (replay with BIGFILE_TEST_DIRECT_MAP_SEED=%u)", n_steps,
+                  mo.seed, mo.seed);
+  mo.rand = g_rand_new_with_seed (mo.seed);
+  mo.last_op = g_strdup ("nothing");
+
+  fixture_setup (&mo.f, PS, M_FILE_PAGES * PS, CLEAN_PAGES, 0, M_BUDGET);
+  mo.fd = open (mo.f.path, O_WRONLY | O_CLOEXEC);
+  g_assert_cmpint (mo.fd, >=, 0);
+  mo.file = g_malloc0 (M_PAGES * PS);
+  memcpy (mo.file, mo.f.contents, mo.f.len);
+  mo.file_size = mo.f.len;
+  mo.memory = g_memdup2 (mo.file, M_PAGES * PS);
+  m_vma_map (&mo, &mo.vmas[0], 0, M_PAGES);
+  m_vma_map (&mo, &mo.vmas[1], 4, M_PAGES - 4);
+
+  for (guint op = 0; op < M_N_OPS; op++)
+    total_weight += m_weights[op];
+
+  for (mo.step = 0; mo.step < n_steps; mo.step++)
+    {
+      guint r = (guint)m_rand (&mo, 0, total_weight);
+      MOp op = 0;
+
+      while (r >= m_weights[op])
+        r -= m_weights[op++];
+      m_step (&mo, op);
+      m_check (&mo, (mo.step + 1) % M_CHECK_EVERY == 0);
+    }
+  m_check (&mo, TRUE);
+
+  g_test_message ("ops: %u raw reads, %u raw writes, %u API reads, %u API writes, %u writeouts, "
+                  "%u discards, %u reclaims, %u invalidations, %u external writes, %u remaps",
+                  mo.n_ops[M_RAW_READ], mo.n_ops[M_RAW_WRITE], mo.n_ops[M_API_READ],
+                  mo.n_ops[M_API_WRITE], mo.n_ops[M_WRITEOUT], mo.n_ops[M_DISCARD],
+                  mo.n_ops[M_RECLAIM], mo.n_ops[M_INVALIDATE], mo.n_ops[M_EXTERNAL_WRITE],
+                  mo.n_ops[M_REMAP]);
+
+  vma_free (mo.vmas[0].vma);
+  vma_free (mo.vmas[1].vma);
+  bigfile_handle_discard (mo.f.m.handle);
+  g_assert_cmpint (close (mo.fd), ==, 0);
+  fixture_teardown (&mo.f);
+  g_free (mo.file);
+  g_free (mo.memory);
+  g_free (mo.last_op);
+  for (guint i = 0; i < M_HISTORY; i++)
+    g_free (mo.history[i]);
+  g_rand_free (mo.rand);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+
+  g_test_add_data_func ("/direct-map/read/4k", GSIZE_TO_POINTER (PS), test_read);
+  g_test_add_data_func ("/direct-map/read/2m", GSIZE_TO_POINTER (2 * MiB), test_read);
+  g_test_add_func ("/direct-map/read/api", test_read_api);
+  g_test_add_func ("/direct-map/write", test_write);
+  g_test_add_func ("/direct-map/writeout", test_writeout);
+  g_test_add_func ("/direct-map/discard", test_discard);
+  g_test_add_func ("/direct-map/external-change/clean-and-dirty", test_external_change);
+  g_test_add_func ("/direct-map/external-change/written-out", test_external_change_written_out);
+  g_test_add_func ("/direct-map/external-change/after-api-read",
+                   test_external_change_after_api_read);
+  g_test_add_func ("/direct-map/past-eof", test_past_eof);
+  g_test_add_func ("/direct-map/map-count/flush", test_map_count_flush);
+  g_test_add_func ("/direct-map/map-count/cap", test_map_count_cap);
+  g_test_add_func ("/direct-map/map-count/straddle", test_map_count_straddle);
+  g_test_add_func ("/direct-map/read-only", test_read_only);
+  g_test_add_func ("/direct-map/model/random", test_model);
+
+  return g_test_run ();
+}
