@@ -569,6 +569,20 @@ page_map_writable (BfPage *page)
   return page->state == BF_PAGE_DIRTY && !page->storing;
 }
 
+/* Show @page (dirty) in @vma where the base file would show its stale
+ * data: map it, or failing that hide the base (PROT_NONE), so that an
+ * access faults and maps it then. */
+static void
+vma_show_over_base (BfVma *vma, BfPage *page)
+{
+  guint64 i = page->index - vma->page_offset;
+
+  if (i >= vma->base_end || bit_get (vma->mapped, i))
+    return;
+  if (!vma_map_page (vma, page, page_map_writable (page), NULL))
+    vma_unmap_range_full (vma, i, 1, TRUE);
+}
+
 static void
 page_set_dirty (BfPage *page)
 {
@@ -586,22 +600,9 @@ page_set_dirty (BfPage *page)
   /* Over a base file, every VMA that shows the file's page must show the
    * changed copy from now on. */
   if (handle->base_fd >= 0)
-    {
-      for (GList *l = handle->vmas.head; l != NULL; l = l->next)
-        {
-          BfVma *vma = l->data;
-          guint64 i;
-
-          if (!vma_covers (vma, page->index))
-            continue;
-          i = page->index - vma->page_offset;
-          if (i >= vma->base_end || bit_get (vma->mapped, i))
-            continue;
-          /* Failing that, PROT_NONE: an access there faults and maps it. */
-          if (!vma_map_page (vma, page, page_map_writable (page), NULL))
-            vma_unmap_range_full (vma, i, 1, TRUE);
-        }
-    }
+    for (GList *l = handle->vmas.head; l != NULL; l = l->next)
+      if (vma_covers (l->data, page->index))
+        vma_show_over_base (l->data, page);
 }
 
 static void
@@ -1358,16 +1359,8 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
   /* Changed pages must show over the file. */
   if (handle->base_fd >= 0)
     for (GList *l = handle->dirty.head; l != NULL; l = l->next)
-      {
-        BfPage *page = l->data;
-        guint64 i;
-
-        if (!vma_covers (vma, page->index))
-          continue;
-        i = page->index - vma->page_offset;
-        if (!vma_map_page (vma, page, page_map_writable (page), NULL) && i < vma->base_end)
-          vma_unmap_range_full (vma, i, 1, TRUE);
-      }
+      if (vma_covers (vma, ((BfPage *)l->data)->index))
+        vma_show_over_base (vma, l->data);
   bf_unlock ();
   return vma;
 }
