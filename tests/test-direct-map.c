@@ -813,7 +813,6 @@ test_read_only (void)
 #define M_MAX_DIRTY 9
 #define M_STEPS 4000
 #define M_CHECK_EVERY 100
-#define M_HISTORY 16
 
 typedef enum
 {
@@ -846,10 +845,9 @@ typedef struct
   guint step;
   GRand *rand;
   char *last_op;
-  char *history[M_HISTORY]; /* the last operations, a ring, for failure reports */
-  guint n_logged;
-  Fixture f; /* no VMA of its own */
-  int fd;    /* the file, for changes behind the handle's back */
+  TestOpLog log; /* the last operations, for failure reports */
+  Fixture f;     /* no VMA of its own */
+  int fd;        /* the file, for changes behind the handle's back */
   MVma vmas[2];
 
   guint8 *file;
@@ -873,14 +871,7 @@ model_fail (Model *mo, const char *file, int line, const char *func, const char 
   va_start (args, format);
   detail = g_strdup_vprintf (format, args);
   va_end (args);
-  g_test_message ("The last operations, oldest first:");
-  for (guint i = 0; i < M_HISTORY; i++)
-    {
-      const char *op = mo->history[(mo->n_logged + i) % M_HISTORY];
-
-      if (op != NULL)
-        g_test_message ("  %s", op);
-    }
+  test_op_log_dump (&mo->log);
   message = g_strdup_printf ("model check failed (%s): %s [step %u, after: %s; replay with "
                              "BIGFILE_TEST_DIRECT_MAP_SEED=%u]",
                              expr, detail, mo->step, mo->last_op, mo->seed);
@@ -915,8 +906,7 @@ model_log (Model *mo, const char *format, ...)
   g_free (mo->last_op);
   mo->last_op = g_strdup_vprintf (format, args);
   va_end (args);
-  g_free (mo->history[mo->n_logged % M_HISTORY]);
-  mo->history[mo->n_logged++ % M_HISTORY] = g_strdup_printf ("step %u: %s", mo->step, mo->last_op);
+  test_op_log_add (&mo->log, "step %u: %s", mo->step, mo->last_op);
 }
 
 /* Reports where @got first differs from @want, the model's bytes from @base. */
@@ -1332,8 +1322,7 @@ test_model (void)
   g_free (mo.file);
   g_free (mo.memory);
   g_free (mo.last_op);
-  for (guint i = 0; i < M_HISTORY; i++)
-    g_free (mo.history[i]);
+  test_op_log_clear (&mo.log);
   g_rand_free (mo.rand);
 }
 

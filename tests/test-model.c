@@ -43,7 +43,6 @@
 #define CHECK_EVERY 50
 #define MAX_BUDGET_PAGES 12
 #define MIN_BUDGET_PAGES 3
-#define HISTORY 16
 
 typedef enum
 {
@@ -79,8 +78,7 @@ typedef struct
   guint32 seed;
   guint step;
   GRand *rand;
-  char *history[HISTORY]; /* the last operations, a ring, for failure reports */
-  guint n_logged;
+  TestOpLog log; /* the last operations, for failure reports */
 
   /* The system under test: file, RAM and handle (not mapped: n_pages 0),
    * and the mappings the run made */
@@ -118,13 +116,7 @@ model_fail (Model *m, const char *file, int line, const char *func, const char *
   detail = g_strdup_vprintf (format, args);
   va_end (args);
 
-  g_test_message ("The last operations, oldest first:");
-  for (guint i = 0; i < HISTORY; i++)
-    {
-      const char *op = m->history[(m->n_logged + i) % HISTORY];
-      if (op != NULL)
-        g_test_message ("  %s", op);
-    }
+  test_op_log_dump (&m->log);
   message = g_strdup_printf ("model check failed (%s): %s [page size %" G_GSIZE_FORMAT
                              ", seed %u, step %u; replay with BIGFILE_TEST_MODEL_SEED=%u]",
                              expr, detail, m->ps, m->seed, m->step, m->seed);
@@ -154,14 +146,12 @@ static void
 model_log (Model *m, const char *format, ...)
 {
   va_list args;
-  guint slot = m->n_logged++ % HISTORY;
   char *op;
 
   va_start (args, format);
   op = g_strdup_vprintf (format, args);
   va_end (args);
-  g_free (m->history[slot]);
-  m->history[slot] = g_strdup_printf ("step %u: %s", m->step, op);
+  test_op_log_add (&m->log, "step %u: %s", m->step, op);
   g_free (op);
 }
 
@@ -997,8 +987,7 @@ run_model (gsize requested_page_size)
   g_rand_free (m.rand);
   g_free (m.storage);
   g_free (m.memory);
-  for (guint i = 0; i < HISTORY; i++)
-    g_free (m.history[i]);
+  test_op_log_clear (&m.log);
 }
 
 static void

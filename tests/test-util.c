@@ -4,6 +4,8 @@
  */
 #include "config.h"
 
+#include <stdarg.h>
+
 #include <glib/gstdio.h>
 
 #include "test-util.h"
@@ -118,6 +120,41 @@ assert_store_log (TestMemFile *file, const guint64 *blocks, guint n_blocks)
   g_assert_cmpuint (log->len, ==, n_blocks);
   for (guint i = 0; i < n_blocks; i++)
     g_assert_cmpuint (g_array_index (log, guint64, i), ==, blocks[i]);
+}
+
+/* -- an operation log for failure reports ------------------------------------ */
+
+void
+test_op_log_add (TestOpLog *log, const char *format, ...)
+{
+  guint slot = log->n_logged++ % TEST_OP_LOG_SIZE;
+  va_list args;
+
+  va_start (args, format);
+  g_free (log->entries[slot]);
+  log->entries[slot] = g_strdup_vprintf (format, args);
+  va_end (args);
+}
+
+void
+test_op_log_dump (TestOpLog *log)
+{
+  g_test_message ("The last operations, oldest first:");
+  for (guint i = 0; i < TEST_OP_LOG_SIZE; i++)
+    {
+      const char *op = log->entries[(log->n_logged + i) % TEST_OP_LOG_SIZE];
+
+      if (op != NULL)
+        g_test_message ("  %s", op);
+    }
+}
+
+void
+test_op_log_clear (TestOpLog *log)
+{
+  for (guint i = 0; i < TEST_OP_LOG_SIZE; i++)
+    g_clear_pointer (&log->entries[i], g_free);
+  log->n_logged = 0;
 }
 
 /* -- temporary files ---------------------------------------------------------- */

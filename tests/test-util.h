@@ -68,6 +68,27 @@ G_NO_INLINE void raw_write (guint8 *p, guint8 value);
  * counters were last reset. */
 void assert_store_log (TestMemFile *file, const guint64 *blocks, guint n_blocks);
 
+/* -- an operation log for failure reports ------------------------------------ */
+
+#define TEST_OP_LOG_SIZE 16
+
+/* The last TEST_OP_LOG_SIZE operations of a random test, a ring: shown when
+ * a check fails. Zero-initialize it; test_op_log_clear() frees it. */
+typedef struct
+{
+  char *entries[TEST_OP_LOG_SIZE];
+  guint n_logged;
+} TestOpLog;
+
+/* Logs an operation, dropping the oldest if the ring is full. */
+void test_op_log_add (TestOpLog *log, const char *format, ...) G_GNUC_PRINTF (2, 3);
+
+/* g_test_message()s the logged operations, oldest first, under a heading. */
+void test_op_log_dump (TestOpLog *log);
+
+/* Frees the logged operations and empties @log. */
+void test_op_log_clear (TestOpLog *log);
+
 /* -- temporary files ---------------------------------------------------------- */
 
 /* A new empty directory, named after the test program. */
