@@ -12,7 +12,6 @@ G_BEGIN_DECLS
 /* The engine objects behind the public ones. */
 BfRam *_bigfile_ram_get_engine (BigfileRam *ram);
 BfHandle *_bigfile_handle_get_engine (BigfileHandle *handle);
-BfVma *_bigfile_vma_get_engine (BigfileVma *vma);
 
 /* Made by BigfileHandle: the VMA takes a reference on @handle. */
 BigfileVma *_bigfile_vma_new (BigfileHandle *handle, BfVma *engine_vma);

@@ -249,15 +249,6 @@ _bigfile_vma_new (BigfileHandle *handle, BfVma *engine_vma)
   return self;
 }
 
-/* The engine VMA behind @vma: valid until @vma is finalized. */
-BfVma *
-_bigfile_vma_get_engine (BigfileVma *vma)
-{
-  g_return_val_if_fail (BIGFILE_IS_VMA (vma), NULL);
-
-  return vma->engine;
-}
-
 /* For tests: is page @page (an index in the handle) mapped in @vma, and
  * if so, writable? */
 gboolean

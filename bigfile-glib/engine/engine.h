@@ -117,7 +117,6 @@ gboolean bf_page_size_is_valid (gsize page_size);
 BfHandle *bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer data,
                          int base_fd, GError **error);
 gboolean bf_handle_close (BfHandle *handle);
-gsize bf_handle_get_page_size (BfHandle *handle);
 guint64 bf_handle_get_n_dirty (BfHandle *handle);
 BfPageState bf_handle_get_page_state (BfHandle *handle, guint64 index);
 gboolean bf_handle_get_page_mapped (BfHandle *handle, BfVma *vma, guint64 index,

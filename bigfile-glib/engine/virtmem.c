@@ -973,12 +973,6 @@ bf_handle_close (BfHandle *handle)
   return TRUE;
 }
 
-gsize
-bf_handle_get_page_size (BfHandle *handle)
-{
-  return handle->page_size;
-}
-
 guint64
 bf_handle_get_n_dirty (BfHandle *handle)
 {
