@@ -648,6 +648,7 @@ bigfile_handle_map (BigfileHandle *handle, guint64 first_page, guint64 n_pages, 
     }
 
   /* The engine checks the range itself (INVALID_RANGE). */
+  bf_fault_install ();
   engine_vma = bf_vma_map (handle->engine, first_page, n_pages, error);
   if (engine_vma == NULL)
     return NULL;

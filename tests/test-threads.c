@@ -2,7 +2,7 @@
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
- * What these tests pin down (engine.h and virtmem.c say it in prose):
+ * What these tests pin down (engine.h and the engine's files say it in prose):
  *
  *  - a page is loaded at most once at a time: threads that fault on a page
  *    being loaded wait for that load instead of starting their own;

@@ -1,9 +1,55 @@
-/* bigfile-glib - engine internals shared by ram.c, virtmem.c and fault.c
+/* bigfile-glib - engine internals shared by the engine's files
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
- * Everything declared here is protected by the engine lock (bf_lock()),
- * unless a comment says otherwise.
+ * The engine, file by file, each calling only the ones below it:
+ *
+ *   fault.c     the SIGSEGV handler: serves a fault through vma.c
+ *      |
+ *   vma.c       VMAs: the registry, mapping pages into address ranges,
+ *      |        kernel-map accounting, fault service, API copies, pins
+ *      |
+ *   writeout.c  storing dirty pages, stepwise
+ *      |
+ *   handle.c    handles: the page table of one file, discard, invalidate
+ *      |
+ *   page.c      page states and lists, getting (loading) a page, dropping it
+ *      |
+ *   ram.c       page memory: memfd pools, slots, the budget, the LRU
+ *      |
+ *   lock.c      the engine lock and condition
+ *
+ * Two arrows point up, each through a small table of callbacks that the
+ * upper file fills in, so that no file calls a function of a file above it:
+ *   - page.c reaches the mappings of a page through handle->rmap
+ *     (BfRmapOps, set by vma.c when a handle gets its first VMA): unmap,
+ *     write-protect, show over the base file, unmap ahead for reclaim;
+ *   - ram.c reclaims a page of its LRU through ram->evict (set by handle.c).
+ *
+ * Lock order
+ * ----------
+ * There is one engine lock for every RAM, handle, page and VMA (lock.c): the
+ * fault handler must find a VMA from a bare address, and everything it
+ * touches then hangs off that VMA.  Locks outside the engine nest around it,
+ * never inside it:
+ *
+ *   a file's own locks (taken in load/store callbacks, which run with the
+ *   engine lock RELEASED)
+ *     -> the engine lock (bf_lock)
+ *          -> GLib's GMainContext lock (g_main_context_wakeup, g_source_attach
+ *             from dirty_changed and the reclaim hook, which run with the
+ *             engine lock held: BigfileHandle's wake source)
+ *
+ * Nothing takes the engine lock while holding a GMainContext lock, and no
+ * callback that runs with the engine lock held (dirty_changed, reclaimed)
+ * may take a lock that is held anywhere around an engine call.
+ *
+ * Fields
+ * ------
+ * Each structure below marks its fields as "immutable" (set before the
+ * object is reachable by another thread, never changed after) or as
+ * protected by the engine lock (the default: unless a field says
+ * otherwise, it is read and written with the engine lock held).
  */
 #pragma once
 
@@ -15,16 +61,16 @@ G_BEGIN_DECLS
 typedef struct _BfPool BfPool;
 typedef struct _BfPage BfPage;
 
-/* -- the engine lock ------------------------------------------------------
+/* -- the engine lock (lock.c) ---------------------------------------------
  *
- * One lock for all RAMs, handles and VMAs: the fault handler must find a VMA
- * from a bare address, and every structure it then touches hangs off that
- * VMA.  It is a plain (non-recursive) mutex; bf_lock_held() tells whether the
- * calling thread holds it, which lets the fault handler recognise a fault
- * raised by engine code itself (a bug) and crash instead of deadlocking.
+ * A plain (non-recursive) mutex; bf_lock_held() tells whether the calling
+ * thread holds it, which lets the fault handler recognise a fault raised by
+ * engine code itself (a bug) and crash instead of deadlocking.  Every
+ * function that needs the lock asserts it at entry with bf_assert_locked().
  *
  * bf_wait() sleeps on the one engine condition until some page changes state
- * (load done, store done); every such change calls bf_wake_all().
+ * (load done, store done, writers drained); every such change calls
+ * bf_wake_all().
  */
 void bf_lock (void);
 void bf_unlock (void);
@@ -32,6 +78,8 @@ gboolean bf_lock_held (void);
 void bf_wait (void);
 void bf_wake_all (void);
 gconstpointer bf_thread_self (void);
+
+#define bf_assert_locked() g_assert (bf_lock_held ())
 
 /* -- RAM: pools of page memory (ram.c) -------------------------------------
  *
@@ -55,11 +103,14 @@ gconstpointer bf_thread_self (void);
  */
 struct _BfPool
 {
+  /* Immutable. */
   BfRam *ram;
   gsize page_size;
   int memfd;
-  guint8 *window;    /* RW view of the memfd, reserved for capacity slots */
-  guint64 capacity;  /* slots the reservation can hold */
+  guint8 *window;   /* RW view of the memfd, reserved for capacity slots */
+  guint64 capacity; /* slots the reservation can hold */
+
+  /* Engine lock. */
   guint64 n_slots;   /* slots the memfd is long and the window maps */
   GArray *populated; /* free slots with memory, guint64, next to use last */
   GArray *holes;     /* free slots without memory, guint64, next to use last */
@@ -67,6 +118,7 @@ struct _BfPool
 
 struct _BfRam
 {
+  /* All under the engine lock. */
   gint refs;
   guint64 budget;
   guint64 resident_bytes;
@@ -75,7 +127,10 @@ struct _BfRam
   guint64 n_dirty;
   guint64 n_reclaimed;
   GPtrArray *pools; /* BfPool*, one per page size in use */
-  GQueue lru;       /* clean reclaimable pages, least recently used first */
+  GQueue lru;       /* clean reclaimable pages (via lru_link), least recently used first */
+  /* Reclaims one page of the LRU (page.c's bf_page_reclaim, set by
+   * handle.c): RAM knows pages only as entries of its LRU. */
+  void (*evict) (BfPage *page);
   void (*reclaimed) (gpointer data, guint n_pages);
   gpointer reclaimed_data;
 };
@@ -92,10 +147,69 @@ bf_pool_slot_addr (BfPool *pool, guint64 slot)
   return pool->window + slot * pool->page_size;
 }
 
-/* -- pages (virtmem.c) ------------------------------------------------------
+/* -- handles (handle.c) -----------------------------------------------------
+ *
+ * How page.c reaches the mappings of a page (its reverse map), without
+ * calling up into vma.c.  All run with the engine lock held. */
+typedef struct
+{
+  /* Unmap @page from every VMA (the base file shows through again where
+   * there is one). */
+  void (*unmap) (BfPage *page);
+  /* Map @page read-only wherever it is mapped writable. */
+  void (*write_protect) (BfPage *page);
+  /* @page just became dirty: show it over the base file in every VMA. */
+  void (*show_dirty) (BfPage *page);
+  /* @page is about to be reclaimed: unmap it, and the LRU pages that
+   * follow it in index order, in as few system calls as possible. */
+  void (*unmap_for_reclaim) (BfPage *page);
+} BfRmapOps;
+
+struct _BfHandle
+{
+  /* Immutable. */
+  BfRam *ram; /* a reference */
+  BfPool *pool;
+  gsize page_size;
+  guint page_shift;
+  const BfFileOps *ops;
+  gpointer data; /* for ops */
+  int base_fd;   /* >= 0: clean pages show this file (vma.c, "Clean pages from the page cache") */
+
+  /* Engine lock. */
+  gint refs;             /* owner, VMAs, loads and writeouts in flight */
+  const BfRmapOps *rmap; /* NULL until the first VMA: then nothing is mapped */
+  GHashTable *pages;     /* &page->index -> BfPage */
+  GQueue dirty;          /* BfPage, via dirty_link */
+  GQueue vmas;           /* BfVma, via handle_link */
+  guint64 n_dirty;       /* == dirty.length */
+  gboolean closed;
+  gboolean writeout_running;
+  /* Pages dropped (discard, invalidate) while their store runs, by index:
+   * a new load of the index waits for that store, or it could read the
+   * block half written. */
+  GHashTable *dropped_storing;
+};
+
+void bf_handle_unref_locked (BfHandle *handle);
+
+static inline BfPage *
+bf_handle_lookup (BfHandle *handle, guint64 index)
+{
+  return g_hash_table_lookup (handle->pages, &index);
+}
+
+static inline void
+bf_handle_dirty_changed (BfHandle *handle)
+{
+  if (handle->ops->dirty_changed != NULL)
+    handle->ops->dirty_changed (handle->data);
+}
+
+/* -- pages (page.c) ---------------------------------------------------------
  *
  * A page is in its handle's table from the moment its load starts until it is
- * dropped.  Invariants:
+ * dropped.  Invariants (checked by bf_handle_check()):
  *   - in_lru    <=> state == LOADED && pin_count == 0 && io_refs == 0 && !orphaned
  *   - in_dirty  <=> state == DIRTY && !orphaned
  *   - storing    => state == DIRTY, writers == 0, and no VMA maps the page
@@ -112,9 +226,12 @@ bf_pool_slot_addr (BfPool *pool, guint64 slot)
  */
 struct _BfPage
 {
+  /* Immutable. */
   guint64 index; /* key of handle->pages: must stay the first member */
   BfHandle *handle;
   guint64 slot;
+
+  /* Engine lock. */
   BfPageState state;
   guint storing : 1;
   guint orphaned : 1;
@@ -129,14 +246,69 @@ struct _BfPage
   GList dirty_link;        /* in handle->dirty */
 };
 
-/* Drop a page: unmap it everywhere, take it out of every list and free it
- * (or orphan it while I/O holds it).  Used by reclaim. */
-void bf_page_drop (BfPage *page);
-/* Reclaim a clean page: bf_page_drop(), unmapping the LRU pages that follow
- * it in index order in the same system call. */
-void bf_page_reclaim (BfPage *page);
+typedef enum
+{
+  BF_GET_OK,    /* *out is LOADED or DIRTY (DIRTY and not storing if @write) */
+  BF_GET_RETRY, /* the lock was released: look everything up again */
+  BF_GET_ERROR,
+} BfGetResult;
 
-/* -- faults (virtmem.c, called by fault.c) --------------------------------- */
+BfGetResult bf_page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out,
+                         GError **error);
+void bf_page_update_lru (BfPage *page, gboolean touch);
+void bf_page_set_clean (BfPage *page);
+void bf_page_write_protect (BfPage *page);
+void bf_page_io_unref (BfPage *page);
+void bf_page_pin (BfPage *page, gboolean writable);
+void bf_page_unpin (BfPage *page, gboolean writable);
+/* Drop a page: unmap it everywhere, take it out of every list and free it
+ * (or orphan it while I/O or a pin holds it). */
+void bf_page_drop (BfPage *page);
+/* Reclaim a clean page (ram->evict): bf_page_drop(), after unmapping the
+ * LRU pages that follow it in index order in the same system call. */
+void bf_page_reclaim (BfPage *page);
+void bf_set_generic_error (GError **error, const char *what, guint64 block);
+
+/* How a page may be mapped: writable once dirty, unless a store reads it. */
+static inline gboolean
+bf_page_map_writable (BfPage *page)
+{
+  return page->state == BF_PAGE_DIRTY && !page->storing;
+}
+
+/* -- VMAs (vma.c) ------------------------------------------------------------
+ *
+ * A VMA is one range of address space showing pages [page_offset,
+ * page_offset + n_pages) of its handle.  Invariants (checked by
+ * bf_handle_check()):
+ *   - writable[i] => mapped[i]; hidden[i] => i < base_end
+ *   - mapped[i] => the page is in the table, LOADED or DIRTY (or, for a
+ *     pinned page, orphaned), and its slot shows at page i
+ *   - writable[i] => the page is DIRTY and not storing (or has write pins)
+ *   - registered <=> in the registry and in handle->vmas
+ */
+struct _BfVma
+{
+  /* Immutable. */
+  BfHandle *handle; /* a reference */
+  guint8 *start;
+  gsize length;
+  guint64 page_offset;
+  guint64 n_pages;
+
+  /* Engine lock. */
+  guint64 *mapped;     /* bitmap: page mapped in this VMA */
+  guint64 *writable;   /* bitmap: ...and mapped read-write */
+  guint64 *hidden;     /* bitmap: below base_end, but PROT_NONE instead of the
+                        * base file when not mapped (see flush_mappings) */
+  gboolean registered; /* in the registry and in handle->vmas */
+  GList handle_link;
+  GArray *pins;       /* VmaPin: pins taken through this VMA, undone at unmap */
+  guint64 boundaries; /* see "kernel mappings" in vma.c */
+  guint64 base_end;   /* pages [0, base_end) show the base file when unmapped */
+};
+
+/* -- faults (vma.c, called by fault.c) ------------------------------------- */
 typedef enum
 {
   BF_FAULT_NOT_OURS,
@@ -147,17 +319,5 @@ typedef enum
 /* @write: 1 write, 0 read, -1 unknown (then a fault on a page mapped
  * read-only is taken as a write).  Lock held; may be released meanwhile. */
 BfFaultResult bf_fault_locked (void *addr, int write, GError **error);
-
-/* -- the VMA registry (fault.c) ---------------------------------------------
- * Sorted by start address, searched by bisection. */
-void bf_registry_add (BfVma *vma);
-void bf_registry_remove (BfVma *vma);
-BfVma *bf_registry_lookup (const void *addr);
-GPtrArray *bf_registry_get_all (void); /* NULL when nothing was ever mapped */
-void bf_fault_install (void);
-
-/* Accessors the registry needs. */
-guint8 *bf_vma_start_locked (BfVma *vma);
-gsize bf_vma_length_locked (BfVma *vma);
 
 G_END_DECLS

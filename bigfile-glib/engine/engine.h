@@ -20,7 +20,8 @@
  * the file's load and store callbacks, so those may take their own locks, do
  * I/O, and touch other mappings (nested faults).  No engine function may be
  * called from inside a load or store callback of the same handle for the
- * same page (it would wait for itself).
+ * same page (it would wait for itself).  The lock order, the files of the
+ * engine and which calls which are written once, in engine-private.h.
  */
 #pragma once
 
@@ -113,7 +114,7 @@ void bf_ram_set_reclaim_hook (BfRam *ram, void (*reclaimed) (gpointer data, guin
 gboolean bf_page_size_is_valid (gsize page_size);
 /* @base_fd, if >= 0, is a file (kept open by the caller for the handle's
  * life) whose complete pages every VMA shows while they are clean: see
- * "Clean pages from the page cache" in virtmem.c. */
+ * "Clean pages from the page cache" in vma.c. */
 BfHandle *bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer data,
                          int base_fd, GError **error);
 gboolean bf_handle_close (BfHandle *handle);
@@ -148,6 +149,9 @@ gboolean bf_vma_pin (BfVma *vma, gsize offset, gsize len, gboolean write, gboole
 /* Undoes one bf_vma_pin (hold) of exactly this range; FALSE if there is none.
  * Unmapping undoes all pins of the VMA. */
 gboolean bf_vma_unpin (BfVma *vma, gsize offset, gsize len);
+
+/* Installs the SIGSEGV handler (once): call before mapping anything. */
+void bf_fault_install (void);
 
 /* Faults on raw memory whose load failed end in SIGBUS to the faulting thread;
  * the reason is kept per thread until taken. */

@@ -1,4 +1,4 @@
-/* bigfile-glib - the engine lock, the VMA registry and the SIGSEGV handler
+/* bigfile-glib - the SIGSEGV handler
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
@@ -45,117 +45,6 @@
 #include <unistd.h>
 
 #include "engine-private.h"
-
-/* -- the engine lock --------------------------------------------------------- */
-
-static pthread_mutex_t engine_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t engine_cond = PTHREAD_COND_INITIALIZER;
-static __thread gboolean lock_held;
-
-void
-bf_lock (void)
-{
-  g_assert (!lock_held);
-  pthread_mutex_lock (&engine_lock);
-  lock_held = TRUE;
-}
-
-void
-bf_unlock (void)
-{
-  g_assert (lock_held);
-  lock_held = FALSE;
-  pthread_mutex_unlock (&engine_lock);
-}
-
-gboolean
-bf_lock_held (void)
-{
-  return lock_held;
-}
-
-void
-bf_wait (void)
-{
-  g_assert (lock_held);
-  pthread_cond_wait (&engine_cond, &engine_lock);
-}
-
-void
-bf_wake_all (void)
-{
-  pthread_cond_broadcast (&engine_cond);
-}
-
-/* A cheap identity for the calling thread: the address of a thread-local. */
-gconstpointer
-bf_thread_self (void)
-{
-  return &lock_held;
-}
-
-/* -- the VMA registry ---------------------------------------------------------
- *
- * All mapped VMAs, sorted by start address; they never overlap (the kernel
- * gave each its own range).  Lookup is a bisection, O(log n); insertion and
- * removal move the tail, O(n), which only map and unmap pay. */
-
-static GPtrArray *registry;
-
-/* Index of the first VMA whose start is > addr. */
-static guint
-registry_upper_bound (const guint8 *addr)
-{
-  guint lo = 0, hi = registry->len;
-
-  while (lo < hi)
-    {
-      guint mid = lo + (hi - lo) / 2;
-      if (bf_vma_start_locked (g_ptr_array_index (registry, mid)) <= addr)
-        lo = mid + 1;
-      else
-        hi = mid;
-    }
-  return lo;
-}
-
-void
-bf_registry_add (BfVma *vma)
-{
-  if (registry == NULL)
-    registry = g_ptr_array_new ();
-  g_ptr_array_insert (registry, (gint)registry_upper_bound (bf_vma_start_locked (vma)), vma);
-}
-
-void
-bf_registry_remove (BfVma *vma)
-{
-  gboolean found = g_ptr_array_remove (registry, vma);
-  g_assert (found);
-}
-
-GPtrArray *
-bf_registry_get_all (void)
-{
-  return registry;
-}
-
-BfVma *
-bf_registry_lookup (const void *addr)
-{
-  guint i;
-  BfVma *vma;
-
-  if (registry == NULL)
-    return NULL;
-  i = registry_upper_bound (addr);
-  if (i == 0)
-    return NULL;
-  vma = g_ptr_array_index (registry, i - 1);
-  if ((const guint8 *)addr < bf_vma_start_locked (vma) + bf_vma_length_locked (vma))
-    return vma;
-  return NULL;
-}
 
 /* -- fault errors, per thread ------------------------------------------------ */
 
@@ -289,7 +178,7 @@ on_sigsegv (int sig, siginfo_t *si, void *uctx)
   GError *error = NULL;
 
   /* si_code > 0: raised by the kernel for a real access, not sent by kill(). */
-  if (si->si_code > 0 && !lock_held)
+  if (si->si_code > 0 && !bf_lock_held ())
     {
       fault_depth++;
       bf_lock ();

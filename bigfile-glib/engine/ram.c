@@ -261,7 +261,7 @@ ram_reclaim_one (BfRam *ram)
 
   if (link == NULL)
     return FALSE;
-  bf_page_reclaim (link->data);
+  ram->evict (link->data);
   ram->n_reclaimed++;
   if (ram->reclaimed != NULL)
     ram->reclaimed (ram->reclaimed_data, 1);

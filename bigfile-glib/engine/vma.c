@@ -1,10 +1,11 @@
-/* bigfile-glib - handles, pages, VMAs, writeout
+/* bigfile-glib - VMAs: mapping pages into address ranges
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
- * The page state machine is drawn in engine.h, the structures and their
- * invariants are in engine-private.h.  Every function here that ends in
- * _locked, or is static, runs with the engine lock held.
+ * The registry of VMAs, the mapping of pages into them, the accounting of
+ * kernel mappings, the service of faults, and the API's copies and pins.
+ * The structures and their invariants are in engine-private.h.  Every
+ * static function here runs with the engine lock held.
  *
  * Mapping a page into a VMA
  * -------------------------
@@ -43,15 +44,6 @@
  * a base cost two kernel mappings each, whatever is unmapped): such a VMA
  * then works as one without a base.  Pages past the file's last complete
  * page work as without a base.
- *
- * Writes during writeout
- * ----------------------
- * Before a dirty page is stored, it is marked "storing" and made read-only in
- * every VMA.  A write to it then faults, finds it storing and waits on the
- * engine condition until the store returns.  So the store always sees a
- * stable page, and the write lands after it: the page is dirty again after
- * the writeout.  Pages dirtied while writeout runs (but not being stored)
- * are not in its snapshot and simply stay dirty.
  */
 #include "config.h"
 
@@ -62,49 +54,6 @@
 #include <unistd.h>
 
 #include "engine-private.h"
-
-#define PAGE_SIZE_MIN ((gsize)4096)
-#define PAGE_SIZE_MAX ((gsize)2 << 20)
-
-struct _BfHandle
-{
-  gint refs; /* owner, VMAs, loads and writeouts in flight */
-  BfRam *ram;
-  BfPool *pool;
-  gsize page_size;
-  guint page_shift;
-  const BfFileOps *ops;
-  gpointer data;     /* for ops */
-  GHashTable *pages; /* &page->index -> BfPage */
-  GQueue dirty;      /* BfPage, via dirty_link */
-  GQueue vmas;       /* BfVma, via handle_link */
-  guint64 n_dirty;
-  gboolean closed;
-  gboolean writeout_running;
-  int base_fd; /* >= 0: clean pages show this file (see "Clean pages from the page cache") */
-  /* Pages dropped (discard, invalidate) while their store runs, by index:
-   * a new load of the index waits for that store, or it could read the
-   * block half written. */
-  GHashTable *dropped_storing;
-};
-
-struct _BfVma
-{
-  BfHandle *handle; /* a reference */
-  guint8 *start;
-  gsize length;
-  guint64 page_offset;
-  guint64 n_pages;
-  guint64 *mapped;     /* bitmap: page mapped in this VMA */
-  guint64 *writable;   /* bitmap: ...and mapped read-write */
-  guint64 *hidden;     /* bitmap: below base_end, but PROT_NONE instead of the
-                        * base file when not mapped (see flush_mappings) */
-  gboolean registered; /* in the registry and in handle->vmas */
-  GList handle_link;
-  GArray *pins;       /* VmaPin: pins taken through this VMA, undone at unmap */
-  guint64 boundaries; /* see "kernel mappings" below */
-  guint64 base_end;   /* pages [0, base_end) show the base file when unmapped */
-};
 
 /* A pin holds the pages themselves, not their indexes: a pinned page that
  * is discarded or invalidated leaves the table, but its slot (which the
@@ -117,15 +66,6 @@ typedef struct
   gboolean writable;
   GPtrArray *pages; /* BfPage*, each with pin_count (and write_pins) raised */
 } VmaPin;
-
-struct _BfWriteout
-{
-  BfHandle *handle; /* a reference */
-  BfWriteoutFlags flags;
-  GPtrArray *pages; /* the dirty pages at begin(), by index; each holds an io ref */
-  guint next;
-  gboolean ended;
-};
 
 /* -- small helpers ----------------------------------------------------------- */
 
@@ -144,53 +84,61 @@ bit_set (guint64 *map, guint64 i, gboolean v)
     map[i / 64] &= ~((guint64)1 << (i % 64));
 }
 
-static void
-set_generic_error (GError **error, const char *what, guint64 block)
-{
-  g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
-               "%s block %" G_GUINT64_FORMAT " failed without giving a reason", what, block);
-}
+/* -- the VMA registry ---------------------------------------------------------
+ *
+ * All mapped VMAs, sorted by start address; they never overlap (the kernel
+ * gave each its own range).  Lookup is a bisection, O(log n); insertion and
+ * removal move the tail, O(n), which only map and unmap pay. */
 
-gboolean
-bf_page_size_is_valid (gsize page_size)
-{
-  gsize sys = (gsize)sysconf (_SC_PAGESIZE);
+static GPtrArray *registry;
 
-  return page_size >= MAX (PAGE_SIZE_MIN, sys) && page_size <= PAGE_SIZE_MAX
-         && (page_size & (page_size - 1)) == 0;
-}
-
-guint8 *
-bf_vma_start_locked (BfVma *vma)
+/* Index of the first VMA whose start is > addr. */
+static guint
+registry_upper_bound (const guint8 *addr)
 {
-  return vma->start;
-}
+  guint lo = 0, hi = registry->len;
 
-gsize
-bf_vma_length_locked (BfVma *vma)
-{
-  return vma->length;
+  while (lo < hi)
+    {
+      guint mid = lo + (hi - lo) / 2;
+      if (((BfVma *)g_ptr_array_index (registry, mid))->start <= addr)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+  return lo;
 }
 
 static void
-handle_unref_locked (BfHandle *handle)
+registry_add (BfVma *vma)
 {
-  g_assert (handle->refs > 0);
-  if (--handle->refs > 0)
-    return;
-
-  g_assert (g_hash_table_size (handle->pages) == 0);
-  g_hash_table_unref (handle->pages);
-  g_hash_table_unref (handle->dropped_storing);
-  bf_ram_unref_locked (handle->ram);
-  g_free (handle);
+  if (registry == NULL)
+    registry = g_ptr_array_new ();
+  g_ptr_array_insert (registry, (gint)registry_upper_bound (vma->start), vma);
 }
 
-static inline void
-handle_dirty_changed (BfHandle *handle)
+static void
+registry_remove (BfVma *vma)
 {
-  if (handle->ops->dirty_changed != NULL)
-    handle->ops->dirty_changed (handle->data);
+  gboolean found = g_ptr_array_remove (registry, vma);
+  g_assert (found);
+}
+
+static BfVma *
+registry_lookup (const void *addr)
+{
+  guint i;
+  BfVma *vma;
+
+  if (registry == NULL)
+    return NULL;
+  i = registry_upper_bound (addr);
+  if (i == 0)
+    return NULL;
+  vma = g_ptr_array_index (registry, i - 1);
+  if ((const guint8 *)addr < vma->start + vma->length)
+    return vma;
+  return NULL;
 }
 
 /* -- mapping pages into VMAs ------------------------------------------------- */
@@ -268,12 +216,6 @@ bf_get_kernel_maps (void)
   return n;
 }
 
-static inline BfPage *
-handle_lookup (BfHandle *handle, guint64 index)
-{
-  return g_hash_table_lookup (handle->pages, &index);
-}
-
 /* Does page i of @vma (relative) show the base file when not mapped? */
 static inline gboolean
 vma_shows_base (BfVma *vma, guint64 i)
@@ -292,8 +234,8 @@ vma_boundary_after (BfVma *vma, guint64 i)
     return vma_shows_base (vma, i) != vma_shows_base (vma, i + 1); /* file, PROT_NONE */
   if (m0 != m1 || bit_get (vma->writable, i) != bit_get (vma->writable, i + 1))
     return TRUE;
-  p0 = handle_lookup (vma->handle, vma->page_offset + i);
-  p1 = handle_lookup (vma->handle, vma->page_offset + i + 1);
+  p0 = bf_handle_lookup (vma->handle, vma->page_offset + i);
+  p1 = bf_handle_lookup (vma->handle, vma->page_offset + i + 1);
   return p0 == NULL || p1 == NULL || p1->slot != p0->slot + 1;
 }
 
@@ -408,7 +350,7 @@ vma_unmap_page (BfVma *vma, guint64 index)
 static void
 flush_mappings (void)
 {
-  GPtrArray *vmas = bf_registry_get_all ();
+  GPtrArray *vmas = registry;
 
   for (guint v = 0; vmas != NULL && v < vmas->len; v++)
     {
@@ -437,7 +379,7 @@ flush_mappings (void)
                     continue;
                   break;
                 }
-              page = handle_lookup (vma->handle, vma->page_offset + j);
+              page = bf_handle_lookup (vma->handle, vma->page_offset + j);
               if (page != NULL && page->pin_count > 0)
                 break;
             }
@@ -496,7 +438,7 @@ fail:
 
 /* Make @page read-only wherever it is mapped writable. */
 static void
-page_write_protect (BfPage *page)
+vma_write_protect_page (BfPage *page)
 {
   BfHandle *handle = page->handle;
 
@@ -529,7 +471,7 @@ page_write_protect (BfPage *page)
 }
 
 static void
-page_unmap_all (BfPage *page)
+vma_unmap_page_all (BfPage *page)
 {
   for (GList *l = page->handle->vmas.head; l != NULL; l = l->next)
     {
@@ -537,36 +479,6 @@ page_unmap_all (BfPage *page)
       if (vma_covers (vma, page->index))
         vma_unmap_page (vma, page->index);
     }
-}
-
-/* -- page lists -------------------------------------------------------------- */
-
-/* Put @page in, or take it out of, the LRU list, as the invariant in
- * engine-private.h says.  @touch: it was just used, move it to the tail. */
-static void
-page_update_lru (BfPage *page, gboolean touch)
-{
-  BfRam *ram = page->handle->ram;
-  gboolean want = page->state == BF_PAGE_LOADED && page->pin_count == 0 && page->io_refs == 0
-                  && !page->orphaned;
-
-  if (page->in_lru && (!want || touch))
-    {
-      g_queue_unlink (&ram->lru, &page->lru_link);
-      page->in_lru = FALSE;
-    }
-  if (want && !page->in_lru)
-    {
-      g_queue_push_tail_link (&ram->lru, &page->lru_link);
-      page->in_lru = TRUE;
-    }
-}
-
-/* How a page may be mapped: writable once dirty, unless a store reads it. */
-static inline gboolean
-page_map_writable (BfPage *page)
-{
-  return page->state == BF_PAGE_DIRTY && !page->storing;
 }
 
 /* Show @page (dirty) in @vma where the base file would show its stale
@@ -579,96 +491,8 @@ vma_show_over_base (BfVma *vma, BfPage *page)
 
   if (i >= vma->base_end || bit_get (vma->mapped, i))
     return;
-  if (!vma_map_page (vma, page, page_map_writable (page), NULL))
+  if (!vma_map_page (vma, page, bf_page_map_writable (page), NULL))
     vma_unmap_range_full (vma, i, 1, TRUE);
-}
-
-static void
-page_set_dirty (BfPage *page)
-{
-  BfHandle *handle = page->handle;
-
-  g_assert (page->state == BF_PAGE_LOADED);
-  page->state = BF_PAGE_DIRTY;
-  g_queue_push_tail_link (&handle->dirty, &page->dirty_link);
-  page->in_dirty = TRUE;
-  handle->n_dirty++;
-  handle->ram->n_dirty++;
-  handle_dirty_changed (handle);
-  page_update_lru (page, FALSE);
-
-  /* Over a base file, every VMA that shows the file's page must show the
-   * changed copy from now on. */
-  if (handle->base_fd >= 0)
-    for (GList *l = handle->vmas.head; l != NULL; l = l->next)
-      if (vma_covers (l->data, page->index))
-        vma_show_over_base (l->data, page);
-}
-
-static void
-page_set_clean (BfPage *page)
-{
-  BfHandle *handle = page->handle;
-
-  g_assert (page->state == BF_PAGE_DIRTY);
-  page->state = BF_PAGE_LOADED;
-  if (page->in_dirty)
-    {
-      g_queue_unlink (&handle->dirty, &page->dirty_link);
-      page->in_dirty = FALSE;
-      handle->n_dirty--;
-      handle->ram->n_dirty--;
-      handle_dirty_changed (handle);
-    }
-  page_update_lru (page, TRUE);
-}
-
-/* Free the page and its slot.  It is out of the table and of every list. */
-static void
-page_free (BfPage *page)
-{
-  BfHandle *handle = page->handle;
-
-  g_assert (page->io_refs == 0 && page->pin_count == 0 && !page->in_lru && !page->in_dirty);
-  bf_ram_free_slot (handle->ram, handle->pool, page->slot);
-  g_free (page);
-}
-
-void
-bf_page_drop (BfPage *page)
-{
-  BfHandle *handle = page->handle;
-
-  g_assert (!page->orphaned);
-  page_unmap_all (page);
-  g_hash_table_remove (handle->pages, &page->index);
-
-  if (page->in_dirty)
-    {
-      g_queue_unlink (&handle->dirty, &page->dirty_link);
-      page->in_dirty = FALSE;
-      handle->n_dirty--;
-      handle->ram->n_dirty--;
-      handle_dirty_changed (handle);
-    }
-  if (page->in_lru)
-    {
-      g_queue_unlink (&handle->ram->lru, &page->lru_link);
-      page->in_lru = FALSE;
-    }
-
-  if (page->io_refs > 0 || page->pin_count > 0)
-    {
-      /* A load, a store, a copy or a pin is using the slot: whoever lets
-       * go of it last frees the page. */
-      page->orphaned = TRUE;
-      if (page->state == BF_PAGE_LOADING)
-        page->state = BF_PAGE_LOADING_INVALIDATED;
-      if (page->storing)
-        g_hash_table_insert (handle->dropped_storing, &page->index, page);
-      return;
-    }
-  page_free (page);
 }
 
 /* Reclaim @page (clean, in the LRU).  Reclaim goes in LRU order, and in a
@@ -678,8 +502,8 @@ bf_page_drop (BfPage *page)
  * turn maps them again without loading. */
 #define RECLAIM_UNMAP_AHEAD 16
 
-void
-bf_page_reclaim (BfPage *page)
+static void
+vma_unmap_for_reclaim (BfPage *page)
 {
   BfHandle *handle = page->handle;
 
@@ -702,160 +526,31 @@ bf_page_reclaim (BfPage *page)
       if (bit_get (vma->mapped, page->index - vma->page_offset))
         vma_unmap_range (vma, page->index - vma->page_offset, count);
     }
-  bf_page_drop (page);
 }
 
-/* After an I/O reference or a pin went: free an orphan nobody uses any more. */
+/* A dirty page must show over the base file in every VMA that covers it. */
 static void
-page_release (BfPage *page)
+vma_show_dirty_all (BfPage *page)
 {
-  if (page->orphaned && page->io_refs == 0 && page->pin_count == 0)
-    {
-      page_free (page);
-      return;
-    }
-  page_update_lru (page, FALSE);
+  for (GList *l = page->handle->vmas.head; l != NULL; l = l->next)
+    if (vma_covers (l->data, page->index))
+      vma_show_over_base (l->data, page);
 }
 
-static void
-page_io_unref (BfPage *page)
-{
-  g_assert (page->io_refs > 0);
-  page->io_refs--;
-  page_release (page);
-}
-
-static void
-page_unpin (BfPage *page, gboolean writable)
-{
-  g_assert (page->pin_count > 0);
-  page->pin_count--;
-  if (writable)
-    page->write_pins--;
-  page_release (page);
-}
-
-/* -- getting a page ------------------------------------------------------------ */
-
-typedef enum
-{
-  GET_OK,    /* *out is LOADED or DIRTY (DIRTY and not storing if @write) */
-  GET_RETRY, /* the lock was released: look everything up again */
-  GET_ERROR,
-} GetResult;
-
-/* The heart of the engine: make page @index of @handle present, loading it
- * if needed; for @write, make it dirty.  Runs with the lock held, but may
- * release it (to load, or to wait for another thread's load or store) and
- * then returns GET_RETRY: whatever the caller looked up before may be gone.
- *
- * A page is loaded at most once at a time: the first thread puts it in the
- * table as LOADING and drops the lock; any other thread that wants it finds
- * it LOADING and waits on the engine condition. */
-static GetResult
-page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out, GError **error)
-{
-  BfPage *page = g_hash_table_lookup (handle->pages, &index);
-  GError *local_error = NULL;
-  gboolean ok;
-
-  if (page == NULL)
-    {
-      BfPage *dropped = g_hash_table_lookup (handle->dropped_storing, &index);
-      guint64 slot;
-
-      if (dropped != NULL && dropped->io_thread != bf_thread_self ())
-        {
-          bf_wait ();
-          return GET_RETRY;
-        }
-      if (handle->closed)
-        {
-          g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_CLOSED,
-                       "Cannot load page %" G_GUINT64_FORMAT ": the handle is closed", index);
-          return GET_ERROR;
-        }
-      if (!bf_ram_alloc_slot (handle->ram, handle->pool, &slot, error))
-        return GET_ERROR;
-
-      page = g_new0 (BfPage, 1);
-      page->index = index;
-      page->handle = handle;
-      page->slot = slot;
-      page->state = BF_PAGE_LOADING;
-      page->io_refs = 1;
-      page->io_thread = bf_thread_self ();
-      page->lru_link.data = page;
-      page->dirty_link.data = page;
-      g_hash_table_insert (handle->pages, &page->index, page);
-      handle->refs++; /* the handle must outlive the load, even if closed meanwhile */
-
-      bf_unlock ();
-      ok = handle->ops->load (handle->data, index, bf_pool_slot_addr (handle->pool, slot),
-                              handle->page_size, &local_error);
-      bf_lock ();
-
-      if (!ok && local_error == NULL)
-        set_generic_error (&local_error, "Loading", index);
-      page->io_thread = NULL;
-
-      if (page->orphaned)
-        {
-          /* Invalidated (or its handle closed) while loading: the data is
-           * stale, throw it away; the next access loads afresh. */
-          g_clear_error (&local_error);
-          page_io_unref (page);
-        }
-      else if (!ok)
-        {
-          page->io_refs--;
-          g_hash_table_remove (handle->pages, &page->index);
-          page_free (page);
-        }
-      else
-        {
-          page->state = BF_PAGE_LOADED;
-          page_io_unref (page);
-        }
-
-      bf_wake_all ();
-      handle_unref_locked (handle);
-      if (local_error != NULL)
-        {
-          g_propagate_error (error, local_error);
-          return GET_ERROR;
-        }
-      return GET_RETRY;
-    }
-
-  if (page->state == BF_PAGE_LOADING || (write && page->storing))
-    {
-      if (page->io_thread == bf_thread_self ())
-        {
-          /* Waiting would be waiting for ourselves, forever. */
-          g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
-                       "Page %" G_GUINT64_FORMAT " was accessed from its own %s callback", index,
-                       page->storing ? "store" : "load");
-          return GET_ERROR;
-        }
-      bf_wait ();
-      return GET_RETRY;
-    }
-
-  g_assert (page->state == BF_PAGE_LOADED || page->state == BF_PAGE_DIRTY);
-  if (write && page->state == BF_PAGE_LOADED)
-    page_set_dirty (page);
-  page_update_lru (page, TRUE);
-  *out = page;
-  return GET_OK;
-}
+/* The reverse map that page.c calls through handle->rmap. */
+static const BfRmapOps vma_rmap_ops = {
+  .unmap = vma_unmap_page_all,
+  .write_protect = vma_write_protect_page,
+  .show_dirty = vma_show_dirty_all,
+  .unmap_for_reclaim = vma_unmap_for_reclaim,
+};
 
 BfFaultResult
 bf_fault_locked (void *addr, int write, GError **error)
 {
   for (;;)
     {
-      BfVma *vma = bf_registry_lookup (addr);
+      BfVma *vma = registry_lookup (addr);
       BfPage *page = NULL;
       guint64 index, i;
       gboolean mapped, writable, want_write;
@@ -876,125 +571,20 @@ bf_fault_locked (void *addr, int write, GError **error)
       if (mapped && (writable || !want_write))
         return BF_FAULT_HANDLED;
 
-      switch (page_get (vma->handle, index, want_write, &page, error))
+      switch (bf_page_get (vma->handle, index, want_write, &page, error))
         {
-          case GET_RETRY:
+          case BF_GET_RETRY:
             continue;
-          case GET_ERROR:
+          case BF_GET_ERROR:
             return BF_FAULT_ERROR;
-          case GET_OK:
+          case BF_GET_OK:
             break;
         }
 
-      if (!vma_map_page (vma, page, page_map_writable (page), error))
+      if (!vma_map_page (vma, page, bf_page_map_writable (page), error))
         return BF_FAULT_ERROR;
       return BF_FAULT_HANDLED;
     }
-}
-
-/* -- handles ------------------------------------------------------------------- */
-
-BfHandle *
-bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer data, int base_fd,
-               GError **error)
-{
-  BfHandle *handle;
-  BfPool *pool;
-
-  if (!bf_page_size_is_valid (page_size))
-    {
-      g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_INVALID_BLOCK_SIZE,
-                   "Block size %" G_GSIZE_FORMAT " is not a power of two from 4 KiB to 2 MiB",
-                   page_size);
-      return NULL;
-    }
-
-  bf_lock ();
-  pool = bf_ram_get_pool (ram, page_size, error);
-  if (pool == NULL)
-    {
-      bf_unlock ();
-      return NULL;
-    }
-
-  handle = g_new0 (BfHandle, 1);
-  handle->refs = 1;
-  handle->ram = ram;
-  bf_ram_ref (ram);
-  handle->pool = pool;
-  handle->page_size = page_size;
-  handle->page_shift = (guint)g_bit_nth_lsf (page_size, -1);
-  handle->ops = ops;
-  handle->data = data;
-  handle->base_fd = base_fd;
-  handle->pages = g_hash_table_new (g_int64_hash, g_int64_equal);
-  handle->dropped_storing = g_hash_table_new (g_int64_hash, g_int64_equal);
-  g_queue_init (&handle->dirty);
-  g_queue_init (&handle->vmas);
-  bf_unlock ();
-  return handle;
-}
-
-gboolean
-bf_handle_close (BfHandle *handle)
-{
-  GPtrArray *pages;
-  GHashTableIter iter;
-  gpointer value;
-
-  bf_lock ();
-  if (!g_queue_is_empty (&handle->vmas))
-    {
-      bf_unlock ();
-      g_critical ("Closing a bigfile handle that still has %u mapping(s): unmap them first",
-                  g_queue_get_length (&handle->vmas));
-      return FALSE;
-    }
-  if (handle->writeout_running)
-    {
-      bf_unlock ();
-      g_critical ("Closing a bigfile handle while its writeout runs");
-      return FALSE;
-    }
-
-  /* Drop every page, dirty or not.  A load still in flight (its VMA was
-   * unmapped under it) finishes on an orphan and releases our last ref. */
-  handle->closed = TRUE;
-  pages = g_ptr_array_new ();
-  g_hash_table_iter_init (&iter, handle->pages);
-  while (g_hash_table_iter_next (&iter, NULL, &value))
-    g_ptr_array_add (pages, value);
-  for (guint i = 0; i < pages->len; i++)
-    bf_page_drop (g_ptr_array_index (pages, i));
-  g_ptr_array_unref (pages);
-
-  handle_unref_locked (handle);
-  bf_unlock ();
-  return TRUE;
-}
-
-guint64
-bf_handle_get_n_dirty (BfHandle *handle)
-{
-  guint64 n;
-
-  bf_lock ();
-  n = handle->n_dirty;
-  bf_unlock ();
-  return n;
-}
-
-BfPageState
-bf_handle_get_page_state (BfHandle *handle, guint64 index)
-{
-  BfPage *page;
-  BfPageState state;
-
-  bf_lock ();
-  page = g_hash_table_lookup (handle->pages, &index);
-  state = page != NULL ? page->state : BF_PAGE_EMPTY;
-  bf_unlock ();
-  return state;
 }
 
 gboolean
@@ -1012,206 +602,6 @@ bf_handle_get_page_mapped (BfHandle *handle, BfVma *vma, guint64 index, gboolean
   if (writable != NULL)
     *writable = w;
   return mapped;
-}
-
-guint
-bf_handle_discard (BfHandle *handle)
-{
-  guint n = 0;
-
-  bf_lock ();
-  while (!g_queue_is_empty (&handle->dirty))
-    {
-      bf_page_drop (handle->dirty.head->data);
-      n++;
-    }
-  bf_unlock ();
-  return n;
-}
-
-void
-bf_handle_invalidate_page (BfHandle *handle, guint64 index)
-{
-  BfPage *page;
-
-  bf_lock ();
-  page = g_hash_table_lookup (handle->pages, &index);
-  if (page != NULL)
-    bf_page_drop (page);
-  bf_unlock ();
-}
-
-/* -- writeout ------------------------------------------------------------------ */
-
-static gint
-page_cmp_index (gconstpointer a, gconstpointer b)
-{
-  const BfPage *pa = *(BfPage *const *)a;
-  const BfPage *pb = *(BfPage *const *)b;
-
-  return pa->index < pb->index ? -1 : pa->index > pb->index;
-}
-
-BfWriteout *
-bf_writeout_begin (BfHandle *handle, BfWriteoutFlags flags, GError **error)
-{
-  BfWriteout *wo;
-
-  g_return_val_if_fail (flags != 0 && (flags & ~(BF_WRITEOUT_STORE | BF_WRITEOUT_MARKSTORED)) == 0,
-                        NULL);
-
-  bf_lock ();
-  if (handle->closed)
-    {
-      bf_unlock ();
-      g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_CLOSED,
-                   "Cannot write out: the handle is closed");
-      return NULL;
-    }
-  if (handle->writeout_running)
-    {
-      bf_unlock ();
-      g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_BUSY,
-                   "Cannot write out: another writeout of this handle is in progress");
-      return NULL;
-    }
-
-  wo = g_new0 (BfWriteout, 1);
-  wo->handle = handle;
-  wo->flags = flags;
-  wo->pages = g_ptr_array_sized_new (handle->dirty.length);
-  handle->refs++;
-  handle->writeout_running = TRUE;
-
-  for (GList *l = handle->dirty.head; l != NULL; l = l->next)
-    {
-      BfPage *page = l->data;
-      page->io_refs++; /* keeps the slot alive even if the page is discarded meanwhile */
-      g_ptr_array_add (wo->pages, page);
-    }
-  /* Stores go in file order: what storage (and a reader of it) expects. */
-  g_ptr_array_sort (wo->pages, page_cmp_index);
-  bf_unlock ();
-  return wo;
-}
-
-void
-bf_writeout_get_progress (BfWriteout *wo, guint64 *pages_done, guint64 *pages_total)
-{
-  bf_lock ();
-  if (pages_done != NULL)
-    *pages_done = wo->next;
-  if (pages_total != NULL)
-    *pages_total = wo->pages->len;
-  bf_unlock ();
-}
-
-gboolean
-bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
-{
-  BfHandle *handle = wo->handle;
-  BfPage *page;
-  gboolean ok = TRUE;
-
-  bf_lock ();
-  if (wo->next >= wo->pages->len)
-    {
-      *done = TRUE;
-      bf_unlock ();
-      return TRUE;
-    }
-  *done = FALSE;
-  page = g_ptr_array_index (wo->pages, wo->next);
-
-  /* An API write is copying into the page: let it finish, so the store sees
-   * all of it and marking clean does not lose it. */
-  while (page->writers > 0 && !page->orphaned)
-    bf_wait ();
-
-  /* Discarded or invalidated since begin(): nothing to write. */
-  if (!page->orphaned && page->state == BF_PAGE_DIRTY)
-    {
-      if (wo->flags & BF_WRITEOUT_STORE)
-        {
-          GError *local_error = NULL;
-
-          page->storing = TRUE;
-          page->io_thread = bf_thread_self ();
-          /* A writable pin promises the holder write access (the kernel may
-           * be doing I/O into the page): such a page is stored as it is. */
-          if (page->write_pins == 0)
-            page_write_protect (page);
-
-          bf_unlock ();
-          ok = handle->ops->store (handle->data, page->index,
-                                   bf_pool_slot_addr (handle->pool, page->slot), handle->page_size,
-                                   &local_error);
-          bf_lock ();
-
-          page->storing = FALSE;
-          page->io_thread = NULL;
-          if (page->orphaned)
-            g_hash_table_remove (handle->dropped_storing, &page->index);
-          bf_wake_all ();
-          if (!ok)
-            {
-              /* The page stays dirty: nothing is lost, a retry stores it. */
-              if (local_error == NULL)
-                set_generic_error (&local_error, "Storing", page->index);
-              g_propagate_error (error, local_error);
-            }
-        }
-
-      /* ...and stays dirty, since it may have changed while stored. */
-      if (ok && (wo->flags & BF_WRITEOUT_MARKSTORED) && !page->orphaned
-          && page->state == BF_PAGE_DIRTY && page->write_pins == 0)
-        {
-          /* Writes from now on must fault again, to dirty the page anew. */
-          page_write_protect (page);
-          page_set_clean (page);
-          /* Over a base file the file has it now: let it show through, so
-           * that clean pages show the file as it is (other writers too). */
-          if (handle->base_fd >= 0)
-            bf_page_drop (page);
-        }
-    }
-
-  if (ok)
-    {
-      wo->next++;
-      page_io_unref (page);
-    }
-  bf_unlock ();
-  return ok;
-}
-
-void
-bf_writeout_end (BfWriteout *wo)
-{
-  BfHandle *handle = wo->handle;
-
-  bf_lock ();
-  for (guint i = wo->next; i < wo->pages->len; i++)
-    page_io_unref (g_ptr_array_index (wo->pages, i));
-  handle->writeout_running = FALSE;
-  handle_unref_locked (handle);
-  bf_unlock ();
-
-  g_ptr_array_unref (wo->pages);
-  g_free (wo);
-}
-
-gboolean
-bf_handle_writeout (BfHandle *handle, BfWriteoutFlags flags, GError **error)
-{
-  BfWriteout *wo = bf_writeout_begin (handle, flags, error);
-  gboolean done = FALSE, ok = wo != NULL;
-
-  while (ok && !done)
-    ok = bf_writeout_step (wo, &done, error);
-  if (wo != NULL)
-    bf_writeout_end (wo);
-  return ok;
 }
 
 /* -- VMAs ---------------------------------------------------------------------- */
@@ -1234,7 +624,7 @@ static void
 vma_pin_release (VmaPin *pin)
 {
   for (guint i = 0; i < pin->pages->len; i++)
-    page_unpin (g_ptr_array_index (pin->pages, i), pin->writable);
+    bf_page_unpin (g_ptr_array_index (pin->pages, i), pin->writable);
   g_ptr_array_unref (pin->pages);
 }
 
@@ -1291,8 +681,6 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
     }
   length = (gsize)n_pages << handle->page_shift;
 
-  bf_fault_install ();
-
   addr = mmap (NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (addr == MAP_FAILED)
     {
@@ -1344,8 +732,9 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
     }
   vma->handle = handle;
   handle->refs++;
+  handle->rmap = &vma_rmap_ops;
   g_queue_push_tail_link (&handle->vmas, &vma->handle_link);
-  bf_registry_add (vma);
+  registry_add (vma);
   vma->registered = TRUE;
   vma->boundaries = vma->base_end > 0 && vma->base_end < n_pages;
   kernel_maps += 1 + vma->boundaries;
@@ -1372,7 +761,7 @@ bf_vma_unmap (BfVma *vma)
       g_array_set_size (vma->pins, 0);
 
       /* Out of the registry first: from now on a fault here is not ours. */
-      bf_registry_remove (vma);
+      registry_remove (vma);
       g_queue_unlink (&vma->handle->vmas, &vma->handle_link);
       vma->registered = FALSE;
       kernel_maps -= 1 + vma->boundaries;
@@ -1389,7 +778,7 @@ bf_vma_free (BfVma *vma)
 {
   bf_vma_unmap (vma);
   bf_lock ();
-  handle_unref_locked (vma->handle);
+  bf_handle_unref_locked (vma->handle);
   bf_unlock ();
   g_array_unref (vma->pins);
   g_free (vma->mapped);
@@ -1458,7 +847,7 @@ vma_check_mapped (BfVma *vma, GError **error)
 static void
 page_drop_unused_copy (BfHandle *handle, guint64 index)
 {
-  BfPage *page = handle_lookup (handle, index);
+  BfPage *page = bf_handle_lookup (handle, index);
 
   if (page == NULL || page->state != BF_PAGE_LOADED || page->pin_count > 0 || page->io_refs > 0)
     return;
@@ -1497,19 +886,19 @@ vma_copy (BfVma *vma, gsize offset, guint8 *buf, gsize len, gboolean write, GErr
 
       if (!vma_check_mapped (vma, error))
         goto fail;
-      switch (page_get (vma->handle, index, write, &page, error))
+      switch (bf_page_get (vma->handle, index, write, &page, error))
         {
-          case GET_RETRY:
+          case BF_GET_RETRY:
             continue;
-          case GET_ERROR:
+          case BF_GET_ERROR:
             goto fail;
-          case GET_OK:
+          case BF_GET_OK:
             break;
         }
 
       mem = bf_pool_slot_addr (vma->handle->pool, page->slot) + in_page;
       page->io_refs++;
-      page_update_lru (page, FALSE);
+      bf_page_update_lru (page, FALSE);
       if (write)
         page->writers++;
       bf_unlock ();
@@ -1522,7 +911,7 @@ vma_copy (BfVma *vma, gsize offset, guint8 *buf, gsize len, gboolean write, GErr
       bf_lock ();
       if (write && --page->writers == 0)
         bf_wake_all ();
-      page_io_unref (page);
+      bf_page_io_unref (page);
       /* Over a base file, a clean copy loaded just for this read would go
        * stale as the file changes: let the file show instead. */
       if (!write && vma->handle->base_fd >= 0)
@@ -1573,23 +962,20 @@ bf_vma_pin (BfVma *vma, gsize offset, gsize len, gboolean write, gboolean hold, 
 
       if (!vma_check_mapped (vma, error))
         goto fail;
-      switch (page_get (vma->handle, index, write, &page, error))
+      switch (bf_page_get (vma->handle, index, write, &page, error))
         {
-          case GET_RETRY:
+          case BF_GET_RETRY:
             continue;
-          case GET_ERROR:
+          case BF_GET_ERROR:
             goto fail;
-          case GET_OK:
+          case BF_GET_OK:
             break;
         }
-      if (!vma_map_page (vma, page, page_map_writable (page), error))
+      if (!vma_map_page (vma, page, bf_page_map_writable (page), error))
         goto fail;
       if (hold)
         {
-          page->pin_count++;
-          if (write)
-            page->write_pins++;
-          page_update_lru (page, FALSE);
+          bf_page_pin (page, write);
           g_ptr_array_add (pin.pages, page);
         }
       index++;
