@@ -673,7 +673,10 @@ bigfile_handle_map (BigfileHandle *handle, guint64 first_page, guint64 n_pages, 
  * marked clean as soon as its store returns. If a store fails, writeout
  * stops there and returns its error: the pages before it are done, that
  * page and the ones after it stay dirty, and a retry stores them. Pages
- * discarded or invalidated while the writeout runs are skipped.
+ * discarded or invalidated while the writeout runs are skipped. A page is
+ * marked clean only if its memory is what was stored (see
+ * #BigfileWriteoutFlags): a page written during its own store (through a
+ * writable pin) stays dirty.
  *
  * Fails with %BIGFILE_HANDLE_ERROR_BUSY if another writeout of @handle is
  * running, and %BIGFILE_HANDLE_ERROR_CLOSED if @handle is closed.

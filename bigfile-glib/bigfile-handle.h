@@ -17,14 +17,26 @@ G_BEGIN_DECLS
 
 /**
  * BigfileWriteoutFlags:
- * @BIGFILE_WRITEOUT_STORE: store each dirty page through the file.
- * @BIGFILE_WRITEOUT_MARK_STORED: mark each dirty page clean (after storing
- *   it, when given with %BIGFILE_WRITEOUT_STORE).
+ * @BIGFILE_WRITEOUT_STORE: store each dirty page through the file. The
+ *   pages stay dirty unless %BIGFILE_WRITEOUT_MARK_STORED is given too.
+ * @BIGFILE_WRITEOUT_MARK_STORED: mark clean each dirty page whose memory is
+ *   exactly what was stored: stored by this writeout (with
+ *   %BIGFILE_WRITEOUT_STORE) or by the last one that stored it, and not
+ *   written since.
  * @BIGFILE_WRITEOUT_DEFAULT: both: store, then mark clean. What a save is.
  *
  * What bigfile_handle_writeout() does with dirty pages. %BIGFILE_WRITEOUT_STORE
  * alone lets a transaction store first and mark later, when all its parts
  * have stored; %BIGFILE_WRITEOUT_MARK_STORED alone is that later step.
+ *
+ * A page is only ever marked clean if its memory is what its last store
+ * wrote, so the two steps never lose a write: a page written between them
+ * (through its memory, bigfile_vma_write(), or a writable pin), a page
+ * first changed after the %BIGFILE_WRITEOUT_STORE step, a page whose store
+ * failed, and a page stored while it was pinned writable (its holder may
+ * have written it during the store) all stay dirty, with what was written,
+ * for the next writeout. %BIGFILE_WRITEOUT_MARK_STORED alone, without a
+ * %BIGFILE_WRITEOUT_STORE before it, marks nothing.
  *
  * Since: 1.0
  */

@@ -223,6 +223,8 @@ bf_handle_dirty_changed (BfHandle *handle)
  *                   into pinned memory never sees the slot reused)
  *   - write_pins > 0 => state == DIRTY: writeout stores the page as it is
  *                   (the pin holder may be writing it) and leaves it dirty
+ *   - store_intact => state == DIRTY, write_pins == 0, writers == 0, and no
+ *                   VMA maps the page writable
  */
 struct _BfPage
 {
@@ -237,6 +239,12 @@ struct _BfPage
   guint orphaned : 1;
   guint in_lru : 1;
   guint in_dirty : 1;
+  /* Its memory is what its last store wrote: the page was write-protected
+   * for the store, and nothing has been able to write it since (every path
+   * that lets a write in asks bf_page_get() for a write, which clears
+   * this; until then the page is mapped read-only, even though it is
+   * dirty).  Only such a page may be marked clean (MARKSTORED). */
+  guint store_intact : 1;
   guint io_refs;           /* loader, writeout snapshot, or API copy in flight */
   guint writers;           /* API copies into the page in flight */
   guint pin_count;         /* bf_vma_pin(hold): not reclaimable, slot kept if dropped */
@@ -269,11 +277,12 @@ void bf_page_drop (BfPage *page);
 void bf_page_reclaim (BfPage *page);
 void bf_set_generic_error (GError **error, const char *what, guint64 block);
 
-/* How a page may be mapped: writable once dirty, unless a store reads it. */
+/* How a page may be mapped: writable once dirty, unless a store reads it
+ * or a write must be seen to keep it dirty after its store. */
 static inline gboolean
 bf_page_map_writable (BfPage *page)
 {
-  return page->state == BF_PAGE_DIRTY && !page->storing;
+  return page->state == BF_PAGE_DIRTY && !page->storing && !page->store_intact;
 }
 
 /* -- VMAs (vma.c) ------------------------------------------------------------

@@ -66,6 +66,7 @@ page_set_dirty (BfPage *page)
 
   g_assert (page->state == BF_PAGE_LOADED);
   page->state = BF_PAGE_DIRTY;
+  page->store_intact = FALSE; /* not stored yet */
   g_queue_push_tail_link (&handle->dirty, &page->dirty_link);
   page->in_dirty = TRUE;
   handle->n_dirty++;
@@ -100,6 +101,7 @@ bf_page_set_clean (BfPage *page)
   bf_assert_locked ();
   g_assert (page->state == BF_PAGE_DIRTY);
   page->state = BF_PAGE_LOADED;
+  page->store_intact = FALSE;
   page_unlink_dirty (page);
   bf_page_update_lru (page, TRUE);
 }
@@ -185,7 +187,8 @@ bf_page_io_unref (BfPage *page)
 void
 bf_page_pin (BfPage *page, gboolean writable)
 {
-  g_assert (!writable || page->state == BF_PAGE_DIRTY);
+  bf_assert_locked ();
+  g_assert (!writable || (page->state == BF_PAGE_DIRTY && !page->store_intact));
   page->pin_count++;
   if (writable)
     page->write_pins++;
@@ -305,6 +308,11 @@ bf_page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out, GErr
   g_assert (page->state == BF_PAGE_LOADED || page->state == BF_PAGE_DIRTY);
   if (write && page->state == BF_PAGE_LOADED)
     page_set_dirty (page);
+  /* Whoever asked for a write (a write fault, an API copy, a writable pin)
+   * may change the page: its memory may no longer be what was stored, and
+   * from now on it may be mapped writable (bf_page_map_writable). */
+  if (write)
+    page->store_intact = FALSE;
   bf_page_update_lru (page, TRUE);
   *out = page;
   return BF_GET_OK;

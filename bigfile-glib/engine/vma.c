@@ -403,6 +403,7 @@ vma_map_page (BfVma *vma, BfPage *page, gboolean writable, GError **error)
   if (bit_get (vma->mapped, i) && bit_get (vma->writable, i) == writable)
     return TRUE;
 
+  g_assert (!writable || bf_page_map_writable (page));
   ensure_kernel_maps_room ();
   before = vma_boundaries_near (vma, i, i);
   if (bit_get (vma->mapped, i))

@@ -123,11 +123,17 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
         {
           GError *local_error = NULL;
 
+          /* Whether the store sees a stable page is decided now, from the
+           * page as its store starts: a writable pin promises its holder
+           * write access (the kernel may be doing I/O into the page), so
+           * such a page is stored as it is and cannot be known intact
+           * afterwards, even if the pin goes while the store runs. */
+          gboolean stable = page->write_pins == 0;
+
           page->storing = TRUE;
+          page->store_intact = FALSE;
           page->io_thread = bf_thread_self ();
-          /* A writable pin promises the holder write access (the kernel may
-           * be doing I/O into the page): such a page is stored as it is. */
-          if (page->write_pins == 0)
+          if (stable)
             bf_page_write_protect (page);
 
           bf_unlock ();
@@ -138,6 +144,9 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
 
           page->storing = FALSE;
           page->io_thread = NULL;
+          /* Writers waited for the store, so the memory is what was
+           * stored, until the next write makes the page writable again. */
+          page->store_intact = ok && stable;
           if (page->orphaned)
             g_hash_table_remove (handle->dropped_storing, &page->index);
           bf_wake_all ();
@@ -150,10 +159,13 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
             }
         }
 
-      /* ...and stays dirty, since it may have changed while stored. */
+      /* Clean only what is exactly what was stored: a page written since
+       * its store (or never stored, or stored while writable) stays
+       * dirty, so MARKSTORED after STORE can never lose a write. */
       if (ok && (wo->flags & BF_WRITEOUT_MARKSTORED) && !page->orphaned
-          && page->state == BF_PAGE_DIRTY && page->write_pins == 0)
+          && page->state == BF_PAGE_DIRTY && page->store_intact)
         {
+          g_assert (page->write_pins == 0 && page->writers == 0);
           /* Writes from now on must fault again, to dirty the page anew. */
           bf_page_write_protect (page);
           bf_page_set_clean (page);
