@@ -1190,6 +1190,12 @@ bigfile_handle_close (BigfileHandle *handle)
 }
 
 /* The engine handle behind @handle: NULL once closed. */
+char *
+_bigfile_handle_check (BigfileHandle *handle, gboolean kernel)
+{
+  return handle->engine != NULL ? bf_handle_check (handle->engine, kernel) : NULL;
+}
+
 BfHandle *
 _bigfile_handle_get_engine (BigfileHandle *handle)
 {

@@ -29,6 +29,10 @@ void _bigfile_wake_source_free (GSource *source);
 
 gboolean _bigfile_can_emit_now (GThread *owner);
 
+/* For tests: bf_handle_check() of the handle's engine (NULL if closed or
+ * if every invariant holds). */
+char *_bigfile_handle_check (BigfileHandle *handle, gboolean kernel);
+
 int _bigfile_local_file_get_map_fd (BigfileLocalFile *file);
 
 G_END_DECLS

@@ -1202,6 +1202,9 @@ static void
 m_check (Model *mo, gboolean full)
 {
   guint n_present = 0;
+  g_autofree char *broken = _bigfile_handle_check (mo->f.m.handle, TRUE);
+
+  model_assert (mo, broken == NULL, "engine invariants: %s", broken);
 
   for (guint64 p = 0; p < M_PAGES; p++)
     {

@@ -318,6 +318,9 @@ model_check_state (Model *m, gboolean full)
   BigfilePageState states[N_BLOCKS];
   BfRamStats stats;
   guint n_present = 0;
+  g_autofree char *broken = _bigfile_handle_check (m->sut.handle, TRUE);
+
+  model_assert (m, broken == NULL, "engine invariants: %s", broken);
 
   for (guint64 b = 0; b < N_BLOCKS; b++)
     {

@@ -1131,6 +1131,7 @@ reader_thread (gpointer user_data)
 typedef struct
 {
   BigfileRam *ram;
+  BigfileHandle *handle;
   gint stop;
 } Reclaimer;
 
@@ -1142,6 +1143,8 @@ reclaimer_thread (gpointer user_data)
   while (!g_atomic_int_get (&rc->stop))
     {
       bigfile_ram_reclaim (rc->ram);
+      /* While the readers fault pages in and out. */
+      assert_engine_invariants (rc->handle, FALSE);
       g_usleep (200);
     }
   return NULL;
@@ -1160,6 +1163,7 @@ check_readers_under_reclaim (gboolean with_reclaimer)
   if (with_reclaimer)
     {
       rc.ram = fx.ram;
+      rc.handle = fx.handle;
       reclaimer = g_thread_new ("reclaimer", reclaimer_thread, &rc);
     }
   for (guint i = 0; i < RECLAIM_N_READERS; i++)
@@ -1281,6 +1285,8 @@ test_writers_and_writeouts (void)
       g_assert_true (bigfile_handle_writeout (fx.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
       g_assert_no_error (error);
       n_writeouts++;
+      /* Between writeouts, with the writers still at work. */
+      assert_engine_invariants (fx.handle, FALSE);
     }
   while (!all_done);
 

@@ -70,8 +70,21 @@ mapping_setup_local_file (Mapping *m, const char *path, gsize block_size,
 }
 
 void
+assert_engine_invariants (BigfileHandle *handle, gboolean kernel)
+{
+  g_autofree char *broken = _bigfile_handle_check (handle, kernel);
+
+  if (broken != NULL)
+    g_error ("engine invariants do not hold: %s", broken);
+}
+
+void
 mapping_teardown (Mapping *m)
 {
+  /* Whatever the test did, every rule of the engine still holds, down to
+   * what the kernel maps (the test's threads are gone by now). */
+  assert_engine_invariants (m->handle, TRUE);
+
   /* The hooks' data is usually on the test's stack. */
   if (m->file != NULL)
     {

@@ -40,7 +40,12 @@ void mapping_setup_in_ram (Mapping *m, BigfileRam *ram, gsize block_size, guint6
 void mapping_setup_local_file (Mapping *m, const char *path, gsize block_size,
                                BigfileLocalFileFlags flags, guint64 n_pages, guint64 budget);
 
-/* Clears the TestMemFile's hooks, unmaps, closes the handle (which must
+/* Fails the test with what is wrong unless every invariant of the engine
+ * holds for @handle (bf_handle_check()); @kernel also compares with what
+ * the kernel maps, which needs every other thread to keep still. */
+void assert_engine_invariants (BigfileHandle *handle, gboolean kernel);
+
+/* Checks the engine's invariants, clears the TestMemFile's hooks, unmaps, closes the handle (which must
  * succeed) and drops everything. With a RAM of its own, checks that closing
  * gave back every page. */
 void mapping_teardown (Mapping *m);

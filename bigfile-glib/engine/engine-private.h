@@ -317,6 +317,35 @@ struct _BfVma
   guint64 base_end;   /* pages [0, base_end) show the base file when unmapped */
 };
 
+static inline gboolean
+bit_get (const guint64 *map, guint64 i)
+{
+  return (map[i / 64] >> (i % 64)) & 1;
+}
+
+static inline void
+bit_set (guint64 *map, guint64 i, gboolean v)
+{
+  if (v)
+    map[i / 64] |= (guint64)1 << (i % 64);
+  else
+    map[i / 64] &= ~((guint64)1 << (i % 64));
+}
+
+/* Does page i of @vma (relative) show the base file when not mapped? */
+static inline gboolean
+vma_shows_base (BfVma *vma, guint64 i)
+{
+  return i < vma->base_end && !bit_get (vma->hidden, i);
+}
+
+/* For the checker (check.c): the kernel mappings @vma costs beyond its
+ * first, recounted from its bitmaps; the engine's running total; all
+ * registered VMAs (NULL before the first map). */
+guint64 bf_vma_count_boundaries (BfVma *vma);
+guint64 bf_kernel_maps_locked (void);
+GPtrArray *bf_vma_registry_locked (void);
+
 /* -- faults (vma.c, called by fault.c) ------------------------------------- */
 typedef enum
 {

@@ -160,6 +160,13 @@ GError *bf_fault_take_error (void);
  * a load callback)?  Signals must not be emitted from there. */
 gboolean bf_fault_in_handler (void);
 
+/* For tests: checks every invariant of @handle, its RAM, its VMAs and the
+ * engine's kernel-map accounting (engine-private.h lists them); with
+ * @kernel, also what the kernel maps at each page of each VMA (reads
+ * /proc/self/maps: only where no other thread changes mappings meanwhile).
+ * Returns NULL if all hold, else a description of what does not (free it). */
+char *bf_handle_check (BfHandle *handle, gboolean kernel);
+
 /* For tests: the number of kernel mappings the engine counts for its VMAs,
  * and the cap past which it drops mappings of unpinned pages (0: half of
  * vm.max_map_count). */

@@ -47,6 +47,8 @@ bf_page_update_lru (BfPage *page, gboolean touch)
   gboolean want = page->state == BF_PAGE_LOADED && page->pin_count == 0 && page->io_refs == 0
                   && !page->orphaned;
 
+  bf_assert_locked ();
+
   if (page->in_lru && (!want || touch))
     {
       g_queue_unlink (&ram->lru, &page->lru_link);
@@ -63,6 +65,8 @@ static void
 page_set_dirty (BfPage *page)
 {
   BfHandle *handle = page->handle;
+
+  bf_assert_locked ();
 
   g_assert (page->state == BF_PAGE_LOADED);
   page->state = BF_PAGE_DIRTY;
@@ -85,6 +89,8 @@ static void
 page_unlink_dirty (BfPage *page)
 {
   BfHandle *handle = page->handle;
+
+  bf_assert_locked ();
 
   if (!page->in_dirty)
     return;
@@ -111,6 +117,8 @@ static void
 page_free (BfPage *page)
 {
   BfHandle *handle = page->handle;
+
+  bf_assert_locked ();
 
   g_assert (page->io_refs == 0 && page->pin_count == 0 && !page->in_lru && !page->in_dirty);
   bf_ram_free_slot (handle->ram, handle->pool, page->slot);
@@ -168,6 +176,7 @@ bf_page_reclaim (BfPage *page)
 static void
 page_release (BfPage *page)
 {
+  bf_assert_locked ();
   if (page->orphaned && page->io_refs == 0 && page->pin_count == 0)
     {
       page_free (page);
@@ -179,6 +188,7 @@ page_release (BfPage *page)
 void
 bf_page_io_unref (BfPage *page)
 {
+  bf_assert_locked ();
   g_assert (page->io_refs > 0);
   page->io_refs--;
   page_release (page);
@@ -198,6 +208,7 @@ bf_page_pin (BfPage *page, gboolean writable)
 void
 bf_page_unpin (BfPage *page, gboolean writable)
 {
+  bf_assert_locked ();
   g_assert (page->pin_count > 0);
   page->pin_count--;
   if (writable)
@@ -221,6 +232,8 @@ bf_page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out, GErr
   BfPage *page = g_hash_table_lookup (handle->pages, &index);
   GError *local_error = NULL;
   gboolean ok;
+
+  bf_assert_locked ();
 
   if (page == NULL)
     {
@@ -335,6 +348,7 @@ bf_page_size_is_valid (gsize page_size)
 void
 bf_handle_unref_locked (BfHandle *handle)
 {
+  bf_assert_locked ();
   g_assert (handle->refs > 0);
   if (--handle->refs > 0)
     return;

@@ -67,23 +67,6 @@ typedef struct
   GPtrArray *pages; /* BfPage*, each with pin_count (and write_pins) raised */
 } VmaPin;
 
-/* -- small helpers ----------------------------------------------------------- */
-
-static inline gboolean
-bit_get (const guint64 *map, guint64 i)
-{
-  return (map[i / 64] >> (i % 64)) & 1;
-}
-
-static inline void
-bit_set (guint64 *map, guint64 i, gboolean v)
-{
-  if (v)
-    map[i / 64] |= (guint64)1 << (i % 64);
-  else
-    map[i / 64] &= ~((guint64)1 << (i % 64));
-}
-
 /* -- the VMA registry ---------------------------------------------------------
  *
  * All mapped VMAs, sorted by start address; they never overlap (the kernel
@@ -112,6 +95,7 @@ registry_upper_bound (const guint8 *addr)
 static void
 registry_add (BfVma *vma)
 {
+  bf_assert_locked ();
   if (registry == NULL)
     registry = g_ptr_array_new ();
   g_ptr_array_insert (registry, (gint)registry_upper_bound (vma->start), vma);
@@ -120,8 +104,18 @@ registry_add (BfVma *vma)
 static void
 registry_remove (BfVma *vma)
 {
-  gboolean found = g_ptr_array_remove (registry, vma);
+  gboolean found;
+
+  bf_assert_locked ();
+  found = g_ptr_array_remove (registry, vma);
   g_assert (found);
+}
+
+GPtrArray *
+bf_vma_registry_locked (void)
+{
+  bf_assert_locked ();
+  return registry;
 }
 
 static BfVma *
@@ -129,6 +123,8 @@ registry_lookup (const void *addr)
 {
   guint i;
   BfVma *vma;
+
+  bf_assert_locked ();
 
   if (registry == NULL)
     return NULL;
@@ -216,13 +212,6 @@ bf_get_kernel_maps (void)
   return n;
 }
 
-/* Does page i of @vma (relative) show the base file when not mapped? */
-static inline gboolean
-vma_shows_base (BfVma *vma, guint64 i)
-{
-  return i < vma->base_end && !bit_get (vma->hidden, i);
-}
-
 /* Can the kernel not merge pages i and i+1 of @vma (relative indexes)? */
 static gboolean
 vma_boundary_after (BfVma *vma, guint64 i)
@@ -253,9 +242,23 @@ vma_boundaries_near (BfVma *vma, guint64 first, guint64 last)
   return n;
 }
 
+guint64
+bf_vma_count_boundaries (BfVma *vma)
+{
+  return vma->n_pages > 0 ? vma_boundaries_near (vma, 0, vma->n_pages - 1) : 0;
+}
+
+guint64
+bf_kernel_maps_locked (void)
+{
+  bf_assert_locked ();
+  return kernel_maps;
+}
+
 static void
 vma_account (BfVma *vma, guint64 before, guint64 after)
 {
+  bf_assert_locked ();
   vma->boundaries = vma->boundaries - before + after;
   kernel_maps = kernel_maps - before + after;
 }
@@ -285,6 +288,8 @@ vma_replace (BfVma *vma, guint64 i, guint64 count, gboolean base)
   guint8 *addr = vma->start + (i << handle->page_shift);
   gsize len = (gsize)count << handle->page_shift;
 
+  bf_assert_locked ();
+
   if (base
       && mmap (addr, len, PROT_READ, MAP_SHARED | MAP_FIXED, handle->base_fd,
                (off_t)((vma->page_offset + i) << handle->page_shift))
@@ -305,6 +310,8 @@ vma_unmap_range_full (BfVma *vma, guint64 i, guint64 count, gboolean hide)
 {
   guint64 end = i + count;
   guint64 before = vma_boundaries_near (vma, i, end - 1);
+
+  bf_assert_locked ();
 
   for (guint64 j = i; j < end; j++)
     {
@@ -351,6 +358,8 @@ static void
 flush_mappings (void)
 {
   GPtrArray *vmas = registry;
+
+  bf_assert_locked ();
 
   for (guint v = 0; vmas != NULL && v < vmas->len; v++)
     {
@@ -400,6 +409,8 @@ vma_map_page (BfVma *vma, BfPage *page, gboolean writable, GError **error)
   int prot = PROT_READ | (writable ? PROT_WRITE : 0);
   guint64 before;
 
+  bf_assert_locked ();
+
   if (bit_get (vma->mapped, i) && bit_get (vma->writable, i) == writable)
     return TRUE;
 
@@ -443,6 +454,8 @@ vma_write_protect_page (BfPage *page)
 {
   BfHandle *handle = page->handle;
 
+  bf_assert_locked ();
+
   for (GList *l = handle->vmas.head; l != NULL; l = l->next)
     {
       BfVma *vma = l->data;
@@ -474,6 +487,7 @@ vma_write_protect_page (BfPage *page)
 static void
 vma_unmap_page_all (BfPage *page)
 {
+  bf_assert_locked ();
   for (GList *l = page->handle->vmas.head; l != NULL; l = l->next)
     {
       BfVma *vma = l->data;
@@ -489,6 +503,8 @@ static void
 vma_show_over_base (BfVma *vma, BfPage *page)
 {
   guint64 i = page->index - vma->page_offset;
+
+  bf_assert_locked ();
 
   if (i >= vma->base_end || bit_get (vma->mapped, i))
     return;
@@ -507,6 +523,8 @@ static void
 vma_unmap_for_reclaim (BfPage *page)
 {
   BfHandle *handle = page->handle;
+
+  bf_assert_locked ();
 
   for (GList *l = handle->vmas.head; l != NULL; l = l->next)
     {
@@ -549,6 +567,7 @@ static const BfRmapOps vma_rmap_ops = {
 BfFaultResult
 bf_fault_locked (void *addr, int write, GError **error)
 {
+  bf_assert_locked ();
   for (;;)
     {
       BfVma *vma = registry_lookup (addr);
@@ -624,6 +643,7 @@ vma_end_index (BfVma *vma, gsize offset, gsize len)
 static void
 vma_pin_release (VmaPin *pin)
 {
+  bf_assert_locked ();
   for (guint i = 0; i < pin->pages->len; i++)
     bf_page_unpin (g_ptr_array_index (pin->pages, i), pin->writable);
   g_ptr_array_unref (pin->pages);
@@ -849,6 +869,8 @@ static void
 page_drop_unused_copy (BfHandle *handle, guint64 index)
 {
   BfPage *page = bf_handle_lookup (handle, index);
+
+  bf_assert_locked ();
 
   if (page == NULL || page->state != BF_PAGE_LOADED || page->pin_count > 0 || page->io_refs > 0)
     return;
