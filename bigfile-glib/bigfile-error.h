@@ -119,6 +119,10 @@ typedef enum
  * @BIGFILE_FILE_ERROR_WRONG_THREAD: a block of a file that is not
  *   thread-safe (see bigfile_file_is_thread_safe()) was needed on a thread
  *   other than the one that opened the handle.
+ * @BIGFILE_FILE_ERROR_DEADLOCK: a load or store needed a page whose own
+ *   load or store waits, directly or through other threads, for it (for
+ *   example, two files whose loads read each other's mappings): the access
+ *   failed instead of waiting forever.
  *
  * Errors of #BigfileFile and its implementations. Implementations may also
  * report errors of other domains (#G_IO_ERROR for system errors).
@@ -132,6 +136,7 @@ typedef enum
   BIGFILE_FILE_ERROR_READ_ONLY,
   BIGFILE_FILE_ERROR_NOT_SUPPORTED,
   BIGFILE_FILE_ERROR_WRONG_THREAD,
+  BIGFILE_FILE_ERROR_DEADLOCK,
 } BigfileFileError;
 
 BIGFILE_AVAILABLE_IN_ALL

@@ -1314,12 +1314,136 @@ test_writers_and_writeouts (void)
   mapping_teardown (&fx);
 }
 
+/* -- loads that wait for each other ----------------------------------------------- */
+
+/* Two files whose loads read each other's mappings, faulted from two threads
+ * at once: each thread loads page 0 of its file, and that load reads page 0
+ * of the other file, which the other thread is loading.  Each waits for the
+ * other: the engine must see the cycle and fail one of the two reads (the
+ * other then goes on), never hang. */
+typedef struct
+{
+  Mapping *self, *other;
+  GMutex *lock;
+  GCond *cond;
+  guint *n_in_load;
+  GError *error; /* what the read of the other mapping gave */
+  gboolean read_done;
+} CrossLoad;
+
+static void
+cross_load_hook (TestMemFile *file, guint64 block, gpointer user_data)
+{
+  CrossLoad *cl = user_data;
+  guint8 byte;
+  gint64 deadline = g_get_monotonic_time () + WAIT_TIMEOUT_US;
+
+  if (block != 0 || cl->read_done)
+    return;
+  /* Both loads must be running before either reads the other's page. */
+  g_mutex_lock (cl->lock);
+  (*cl->n_in_load)++;
+  g_cond_broadcast (cl->cond);
+  while (*cl->n_in_load < 2)
+    g_assert_true (g_cond_wait_until (cl->cond, cl->lock, deadline));
+  g_mutex_unlock (cl->lock);
+
+  cl->read_done = TRUE;
+  bigfile_vma_read_into (cl->other->vma, 0, &byte, 1, &cl->error);
+}
+
+static gpointer
+cross_load_thread (gpointer user_data)
+{
+  CrossLoad *cl = user_data;
+  guint8 byte;
+  GError *error = NULL;
+
+  g_assert_true (bigfile_vma_read_into (cl->self->vma, 0, &byte, 1, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (byte, ==, test_mem_file_pattern (0, 0));
+  return NULL;
+}
+
+static void
+test_cross_loads (void)
+{
+  Mapping x, y;
+  GMutex lock;
+  GCond cond;
+  guint n_in_load = 0;
+  CrossLoad cx = { &x, &y, &lock, &cond, &n_in_load, NULL, FALSE };
+  CrossLoad cy = { &y, &x, &lock, &cond, &n_in_load, NULL, FALSE };
+  GThread *tx, *ty;
+  GError *failed;
+
+  g_test_summary ("Loads that read each other's mappings from two threads fail one side with "
+                  "BIGFILE_FILE_ERROR_DEADLOCK instead of hanging");
+  g_mutex_init (&lock);
+  g_cond_init (&cond);
+  mapping_setup_small_pages (&x, 4, 16);
+  mapping_setup_small_pages (&y, 4, 16);
+  test_mem_file_set_load_hook (x.file, cross_load_hook, &cx);
+  test_mem_file_set_load_hook (y.file, cross_load_hook, &cy);
+
+  tx = g_thread_new ("x", cross_load_thread, &cx);
+  ty = g_thread_new ("y", cross_load_thread, &cy);
+  g_thread_join (tx);
+  g_thread_join (ty);
+
+  /* Exactly one read of the other mapping gave up; the other waited for
+   * the first load, which then went on, and read it. */
+  g_assert_true ((cx.error == NULL) != (cy.error == NULL));
+  failed = cx.error != NULL ? cx.error : cy.error;
+  g_assert_error (failed, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_DEADLOCK);
+  g_test_message ("%s", failed->message);
+  g_clear_error (&cx.error);
+  g_clear_error (&cy.error);
+
+  mapping_teardown (&x);
+  mapping_teardown (&y);
+  g_cond_clear (&cond);
+  g_mutex_clear (&lock);
+}
+
+/* A load that reads its own page: the shortest cycle. */
+static void
+self_load_hook (TestMemFile *file, guint64 block, gpointer user_data)
+{
+  CrossLoad *cl = user_data;
+  guint8 byte;
+
+  if (cl->read_done)
+    return;
+  cl->read_done = TRUE;
+  bigfile_vma_read_into (cl->self->vma, block * cl->self->ps, &byte, 1, &cl->error);
+}
+
+static void
+test_self_load (void)
+{
+  Mapping x;
+  CrossLoad cx = { &x, NULL, NULL, NULL, NULL, NULL, FALSE };
+  guint8 byte;
+  GError *error = NULL;
+
+  mapping_setup_small_pages (&x, 4, 16);
+  test_mem_file_set_load_hook (x.file, self_load_hook, &cx);
+  g_assert_true (bigfile_vma_read_into (x.vma, 2 * x.ps, &byte, 1, &error));
+  g_assert_no_error (error);
+  g_assert_error (cx.error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_DEADLOCK);
+  g_clear_error (&cx.error);
+  mapping_teardown (&x);
+}
+
 int
 main (int argc, char *argv[])
 {
   g_test_init (&argc, &argv, NULL);
 
   g_test_add_func ("/threads/fault/same-page", test_same_page);
+  g_test_add_func ("/threads/fault/cross-loads", test_cross_loads);
+  g_test_add_func ("/threads/fault/self-load", test_self_load);
   g_test_add_func ("/threads/fault/parallel-loads", test_parallel_loads);
   g_test_add_func ("/threads/fault/failed-load-retry", test_failed_load_retry);
   g_test_add_func ("/threads/fault/failed-load-error", test_failed_load_error);

@@ -77,7 +77,19 @@ void bf_unlock (void);
 gboolean bf_lock_held (void);
 void bf_wait (void);
 void bf_wake_all (void);
-gconstpointer bf_thread_self (void);
+
+/* What the engine knows of each thread, to find waits that would never end.
+ * Each thread has one (thread-local); a page's io_thread points to the one
+ * of the thread loading or storing it. */
+typedef struct _BfThread BfThread;
+struct _BfThread
+{
+  /* Engine lock.  The page this thread sleeps in bf_wait() for (holding an
+   * io reference on it, so that it stays valid), or NULL. */
+  BfPage *waiting_for;
+};
+
+BfThread *bf_thread_self (void);
 
 #define bf_assert_locked() g_assert (bf_lock_held ())
 
@@ -249,7 +261,7 @@ struct _BfPage
   guint writers;           /* API copies into the page in flight */
   guint pin_count;         /* bf_vma_pin(hold): not reclaimable, slot kept if dropped */
   guint write_pins;        /* ...of which writable: writeout neither protects nor cleans */
-  gconstpointer io_thread; /* who loads or stores it, to catch self-deadlock */
+  BfThread *io_thread;     /* who loads or stores it: see bf_page_wait_io() */
   GList lru_link;          /* in ram->lru */
   GList dirty_link;        /* in handle->dirty */
 };
@@ -261,6 +273,7 @@ typedef enum
   BF_GET_ERROR,
 } BfGetResult;
 
+gboolean bf_page_wait_io (BfPage *page, GError **error);
 BfGetResult bf_page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out,
                          GError **error);
 void bf_page_update_lru (BfPage *page, gboolean touch);

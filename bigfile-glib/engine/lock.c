@@ -51,9 +51,11 @@ bf_wake_all (void)
   pthread_cond_broadcast (&engine_cond);
 }
 
-/* A cheap identity for the calling thread: the address of a thread-local. */
-gconstpointer
+static __thread BfThread thread_self;
+
+/* The calling thread's record: its address is also its identity. */
+BfThread *
 bf_thread_self (void)
 {
-  return &lock_held;
+  return &thread_self;
 }

@@ -218,6 +218,47 @@ bf_page_unpin (BfPage *page, gboolean writable)
 
 /* -- getting a page ------------------------------------------------------------ */
 
+/* Sleep until some I/O ends, for the load or store of @page by another
+ * thread, unless that wait could never end.  The thread doing @page's I/O
+ * may itself be waiting for a page whose I/O a third thread does, and so
+ * on: waits form chains, which end at a thread that is not waiting.  If the
+ * chain comes back to this thread (two files whose loads read each other's
+ * mappings, faulted from two threads at once; or a load that reads its own
+ * page), every thread on it would sleep forever: fail this one instead,
+ * which lets the others go on.  The chain is walked under the engine lock,
+ * and each waiter holds an io reference on the page it waits for, so every
+ * link stays valid. */
+gboolean
+bf_page_wait_io (BfPage *page, GError **error)
+{
+  BfThread *self = bf_thread_self ();
+  BfPage *p = page;
+
+  bf_assert_locked ();
+  g_assert (self->waiting_for == NULL);
+  while (p != NULL && p->io_thread != NULL)
+    {
+      if (p->io_thread == self)
+        {
+          g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_DEADLOCK,
+                       "Page %" G_GUINT64_FORMAT " is being %s by a thread that waits for this "
+                       "one%s: giving up instead of waiting forever (a load or store must not "
+                       "read pages whose loads read its own)",
+                       page->index, page->storing ? "stored" : "loaded",
+                       p == page ? " (its own load or store callback)" : ", through other loads");
+          return FALSE;
+        }
+      p = p->io_thread->waiting_for;
+    }
+
+  page->io_refs++;
+  self->waiting_for = page;
+  bf_wait ();
+  self->waiting_for = NULL;
+  bf_page_io_unref (page);
+  return TRUE;
+}
+
 /* The heart of the engine: make page @index of @handle present, loading it
  * if needed; for @write, make it dirty.  Runs with the lock held, but may
  * release it (to load, or to wait for another thread's load or store) and
@@ -241,10 +282,7 @@ bf_page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out, GErr
       guint64 slot;
 
       if (dropped != NULL && dropped->io_thread != bf_thread_self ())
-        {
-          bf_wait ();
-          return BF_GET_RETRY;
-        }
+        return bf_page_wait_io (dropped, error) ? BF_GET_RETRY : BF_GET_ERROR;
       if (handle->closed)
         {
           g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_CLOSED,
@@ -284,9 +322,12 @@ bf_page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out, GErr
         }
       else if (!ok)
         {
-          page->io_refs--;
+          /* Out of the table; freed with the last io reference (threads
+           * that waited for the load hold some). */
           g_hash_table_remove (handle->pages, &page->index);
-          page_free (page);
+          page->orphaned = TRUE;
+          page->state = BF_PAGE_LOADING_INVALIDATED;
+          bf_page_io_unref (page);
         }
       else
         {
@@ -305,18 +346,7 @@ bf_page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out, GErr
     }
 
   if (page->state == BF_PAGE_LOADING || (write && page->storing))
-    {
-      if (page->io_thread == bf_thread_self ())
-        {
-          /* Waiting would be waiting for ourselves, forever. */
-          g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
-                       "Page %" G_GUINT64_FORMAT " was accessed from its own %s callback", index,
-                       page->storing ? "store" : "load");
-          return BF_GET_ERROR;
-        }
-      bf_wait ();
-      return BF_GET_RETRY;
-    }
+    return bf_page_wait_io (page, error) ? BF_GET_RETRY : BF_GET_ERROR;
 
   g_assert (page->state == BF_PAGE_LOADED || page->state == BF_PAGE_DIRTY);
   if (write && page->state == BF_PAGE_LOADED)
