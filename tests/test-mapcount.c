@@ -11,7 +11,9 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "test-util.h"
@@ -145,6 +147,131 @@ test_real_limit (void)
   g_rand_free (rand);
 }
 
+/* -- the rest of the process at the limit -------------------------------------------- */
+
+/* Mappings of the test's own, made until the kernel refuses one: then the
+ * process is at vm.max_map_count, whatever the engine counts. */
+static void *foreign[1 << 17];
+static guint n_foreign;
+
+static void
+use_up_map_count (void)
+{
+  while (n_foreign < G_N_ELEMENTS (foreign))
+    {
+      /* Alternate protections so that neighbours never merge. */
+      void *p = mmap (NULL, PS, n_foreign % 2 ? PROT_READ : PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
+                      -1, 0);
+
+      if (p == MAP_FAILED)
+        {
+          g_assert_cmpint (errno, ==, ENOMEM);
+          return;
+        }
+      foreign[n_foreign++] = p;
+    }
+  g_assert_not_reached ();
+}
+
+static void
+free_foreign_maps (void)
+{
+  while (n_foreign > 0)
+    munmap (foreign[--n_foreign], PS);
+}
+
+/* At the limit, only what the engine does may need new mappings: the
+ * checks here take no kernel view (reading /proc/self/maps would take a
+ * large buffer, which malloc would ask the kernel to map). */
+static void
+check_at_limit (void)
+{
+  Mapping m;
+  GError *error = NULL;
+
+  mapping_setup (&m, PS, 64, 64, 64 * PS);
+  /* Pages 10-12 in one kernel mapping (consecutive slots), the outer two
+   * pinned; pages 20-22 dirty, in one writable kernel mapping. */
+  for (guint64 p = 10; p <= 12; p++)
+    g_assert_cmpuint (raw_read (m.data + p * PS), ==, test_mem_file_pattern (p, 0));
+  g_assert_true (bigfile_vma_pin (m.vma, 10 * PS, PS, FALSE, &error));
+  g_assert_true (bigfile_vma_pin (m.vma, 12 * PS, PS, FALSE, &error));
+  g_assert_no_error (error);
+  for (guint64 p = 20; p <= 22; p++)
+    raw_write (m.data + p * PS + 1, (guint8)p);
+
+  use_up_map_count ();
+
+  /* Writeout must protect page 20 inside its run, which needs a split the
+   * kernel refuses: the engine unmaps more instead, and the save is whole. */
+  g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  for (guint64 p = 20; p <= 22; p++)
+    g_assert_cmpuint (test_mem_file_peek (m.file, p)[1], ==, p);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (m.handle), ==, 0);
+  assert_engine_invariants (m.handle, FALSE);
+
+  /* Page 11 cannot be unmapped between its pinned neighbours: it stays, as
+   * it was, rather than have its slot reused under a live mapping. */
+  g_test_expect_message ("Bigfile", G_LOG_LEVEL_WARNING, "Could not invalidate page 11*");
+  bigfile_handle_invalidate_page (m.handle, 11);
+  g_test_assert_expected_messages ();
+  g_assert_cmpint (page_state (&m, 11), ==, BIGFILE_PAGE_STATE_LOADED);
+  g_assert_cmpuint (raw_read (m.data + 11 * PS + 5), ==, test_mem_file_pattern (11, 5));
+  assert_engine_invariants (m.handle, FALSE);
+
+  /* Over the limit the kernel maps nothing new: copies through the API
+   * still work (they need no mapping), mapping a page fails cleanly. */
+  use_up_map_count ();
+  {
+    guint8 byte = 0;
+
+    g_assert_true (bigfile_vma_read_into (m.vma, 40 * PS + 3, &byte, 1, &error));
+    g_assert_no_error (error);
+    g_assert_cmpuint (byte, ==, test_mem_file_pattern (40, 3));
+  }
+  g_assert_false (bigfile_vma_populate (m.vma, 41 * PS, PS, TRUE, &error));
+  g_assert_error (error, BIGFILE_VMA_ERROR, BIGFILE_VMA_ERROR_MAP_FAILED);
+  g_assert_nonnull (strstr (error->message, "vm.max_map_count"));
+  g_clear_error (&error);
+  assert_engine_invariants (m.handle, FALSE);
+
+  /* Once the process lets go, everything works as before. */
+  free_foreign_maps ();
+  assert_engine_invariants (m.handle, TRUE);
+  g_assert_cmpuint (raw_read (m.data + 40 * PS + 3), ==, test_mem_file_pattern (40, 3));
+  raw_write (m.data + 41 * PS, 0x41);
+  for (guint64 p = 20; p <= 22; p++)
+    g_assert_cmpuint (raw_read (m.data + p * PS + 1), ==, p);
+  bigfile_handle_invalidate_page (m.handle, 11);
+  g_assert_cmpint (page_state (&m, 11), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (test_mem_file_peek (m.file, 41)[0], ==, 0x41);
+  bigfile_vma_unpin (m.vma, 10 * PS, PS);
+  bigfile_vma_unpin (m.vma, 12 * PS, PS);
+  mapping_teardown (&m);
+}
+
+static void
+test_process_at_limit (void)
+{
+  g_test_summary ("When the rest of the process has used up vm.max_map_count, writeout, "
+                  "invalidation and faults return or degrade cleanly: no abort, no lost or "
+                  "wrong data");
+#if defined(__SANITIZE_ADDRESS__)
+  g_test_skip ("AddressSanitizer itself needs new mappings");
+  return;
+#endif
+  if (g_test_subprocess ())
+    {
+      check_at_limit ();
+      return;
+    }
+  g_test_trap_subprocess (NULL, 60 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+  g_test_trap_assert_passed ();
+}
+
 int
 main (int argc, char **argv)
 {
@@ -154,6 +281,7 @@ main (int argc, char **argv)
   g_test_add_func ("/mapcount/cap/random", test_cap_random);
   g_test_add_func ("/mapcount/cap/keeps-pins", test_cap_keeps_pins);
   g_test_add_func ("/mapcount/real-limit", test_real_limit);
+  g_test_add_func ("/mapcount/process-at-limit", test_process_at_limit);
 
   return g_test_run ();
 }

@@ -142,7 +142,7 @@ struct _BfRam
   GQueue lru;       /* clean reclaimable pages (via lru_link), least recently used first */
   /* Reclaims one page of the LRU (page.c's bf_page_reclaim, set by
    * handle.c): RAM knows pages only as entries of its LRU. */
-  void (*evict) (BfPage *page);
+  gboolean (*evict) (BfPage *page);
   void (*reclaimed) (gpointer data, guint n_pages);
   gpointer reclaimed_data;
 };
@@ -167,14 +167,18 @@ typedef struct
 {
   /* Unmap @page from every VMA (the base file shows through again where
    * there is one). */
-  void (*unmap) (BfPage *page);
+  gboolean (*unmap) (BfPage *page);
   /* Map @page read-only wherever it is mapped writable. */
-  void (*write_protect) (BfPage *page);
+  gboolean (*write_protect) (BfPage *page);
   /* @page just became dirty: show it over the base file in every VMA. */
-  void (*show_dirty) (BfPage *page);
+  gboolean (*show_dirty) (BfPage *page);
   /* @page is about to be reclaimed: unmap it, and the LRU pages that
    * follow it in index order, in as few system calls as possible. */
-  void (*unmap_for_reclaim) (BfPage *page);
+  gboolean (*unmap_for_reclaim) (BfPage *page);
+  /* Each returns FALSE if the kernel refused a change for @page (at
+   * vm.max_map_count, see vma_unmap_range_full): its mappings are then as
+   * they were where the change failed, and the caller must keep the page
+   * (never reuse its slot while a mapping may show it). */
 } BfRmapOps;
 
 struct _BfHandle
@@ -278,16 +282,17 @@ BfGetResult bf_page_get (BfHandle *handle, guint64 index, gboolean write, BfPage
                          GError **error);
 void bf_page_update_lru (BfPage *page, gboolean touch);
 void bf_page_set_clean (BfPage *page);
-void bf_page_write_protect (BfPage *page);
+gboolean bf_page_write_protect (BfPage *page);
 void bf_page_io_unref (BfPage *page);
 void bf_page_pin (BfPage *page, gboolean writable);
 void bf_page_unpin (BfPage *page, gboolean writable);
 /* Drop a page: unmap it everywhere, take it out of every list and free it
- * (or orphan it while I/O or a pin holds it). */
-void bf_page_drop (BfPage *page);
+ * (or orphan it while I/O or a pin holds it).  FALSE if it could not be
+ * unmapped (at vm.max_map_count): then it stays as it was. */
+gboolean bf_page_drop (BfPage *page);
 /* Reclaim a clean page (ram->evict): bf_page_drop(), after unmapping the
  * LRU pages that follow it in index order in the same system call. */
-void bf_page_reclaim (BfPage *page);
+gboolean bf_page_reclaim (BfPage *page);
 void bf_set_generic_error (GError **error, const char *what, guint64 block);
 
 /* How a page may be mapped: writable once dirty, unless a store reads it

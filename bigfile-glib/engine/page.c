@@ -27,13 +27,13 @@ bf_set_generic_error (GError **error, const char *what, guint64 block)
 }
 
 /* Make @page read-only wherever it is mapped writable: writes from now on
- * fault, and so are seen. */
-void
+ * fault, and so are seen.  FALSE if the kernel refused somewhere: writes
+ * may then go on unseen there. */
+gboolean
 bf_page_write_protect (BfPage *page)
 {
   bf_assert_locked ();
-  if (page->handle->rmap != NULL)
-    page->handle->rmap->write_protect (page);
+  return page->handle->rmap == NULL || page->handle->rmap->write_protect (page);
 }
 
 /* -- page lists -------------------------------------------------------------- */
@@ -61,8 +61,13 @@ bf_page_update_lru (BfPage *page, gboolean touch)
     }
 }
 
-static void
-page_set_dirty (BfPage *page)
+static void page_unlink_dirty (BfPage *page);
+
+/* LOADED -> DIRTY.  FALSE (and still LOADED) if the changed page could not
+ * be shown over the base file everywhere: the file would go on showing
+ * there, and the write would seem lost. */
+static gboolean
+page_set_dirty (BfPage *page, GError **error)
 {
   BfHandle *handle = page->handle;
 
@@ -80,8 +85,19 @@ page_set_dirty (BfPage *page)
 
   /* Over a base file, every VMA that shows the file's page must show the
    * changed copy from now on. */
-  if (handle->base_fd >= 0 && handle->rmap != NULL)
-    handle->rmap->show_dirty (page);
+  if (handle->base_fd >= 0 && handle->rmap != NULL && !handle->rmap->show_dirty (page))
+    {
+      page->state = BF_PAGE_LOADED;
+      page_unlink_dirty (page);
+      bf_page_update_lru (page, FALSE);
+      g_set_error (error, BIGFILE_VMA_ERROR, BIGFILE_VMA_ERROR_MAP_FAILED,
+                   "Could not show changed page %" G_GUINT64_FORMAT
+                   " over the file in every mapping: the process has reached vm.max_map_count "
+                   "mappings",
+                   page->index);
+      return FALSE;
+    }
+  return TRUE;
 }
 
 /* Take @page out of its handle's dirty list, if it is there. */
@@ -125,15 +141,16 @@ page_free (BfPage *page)
   g_free (page);
 }
 
-void
+gboolean
 bf_page_drop (BfPage *page)
 {
   BfHandle *handle = page->handle;
 
   bf_assert_locked ();
   g_assert (!page->orphaned);
-  if (handle->rmap != NULL)
-    handle->rmap->unmap (page);
+  /* A slot must never be reused while a mapping may still show it. */
+  if (handle->rmap != NULL && !handle->rmap->unmap (page))
+    return FALSE;
   g_hash_table_remove (handle->pages, &page->index);
 
   page_unlink_dirty (page);
@@ -152,24 +169,25 @@ bf_page_drop (BfPage *page)
         page->state = BF_PAGE_LOADING_INVALIDATED;
       if (page->storing)
         g_hash_table_insert (handle->dropped_storing, &page->index, page);
-      return;
+      return TRUE;
     }
   page_free (page);
+  return TRUE;
 }
 
 /* Reclaim @page (clean, in the LRU).  The reverse map unmaps the pages
  * after it in the LRU too: see vma_unmap_for_reclaim(). */
 
-void
+gboolean
 bf_page_reclaim (BfPage *page)
 {
   BfHandle *handle = page->handle;
 
   bf_assert_locked ();
   g_assert (page->in_lru);
-  if (handle->rmap != NULL)
-    handle->rmap->unmap_for_reclaim (page);
-  bf_page_drop (page);
+  if (handle->rmap != NULL && !handle->rmap->unmap_for_reclaim (page))
+    return FALSE;
+  return bf_page_drop (page);
 }
 
 /* After an I/O reference or a pin went: free an orphan nobody uses any more. */
@@ -349,8 +367,8 @@ bf_page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out, GErr
     return bf_page_wait_io (page, error) ? BF_GET_RETRY : BF_GET_ERROR;
 
   g_assert (page->state == BF_PAGE_LOADED || page->state == BF_PAGE_DIRTY);
-  if (write && page->state == BF_PAGE_LOADED)
-    page_set_dirty (page);
+  if (write && page->state == BF_PAGE_LOADED && !page_set_dirty (page, error))
+    return BF_GET_ERROR;
   /* Whoever asked for a write (a write fault, an API copy, a writable pin)
    * may change the page: its memory may no longer be what was stored, and
    * from now on it may be mapped writable (bf_page_map_writable). */
@@ -501,11 +519,15 @@ bf_handle_discard (BfHandle *handle)
   guint n = 0;
 
   bf_lock ();
-  while (!g_queue_is_empty (&handle->dirty))
+  for (GList *l = handle->dirty.head, *next; l != NULL; l = next)
     {
-      bf_page_drop (handle->dirty.head->data);
-      n++;
+      next = l->next;
+      n += bf_page_drop (l->data);
     }
+  if (!g_queue_is_empty (&handle->dirty))
+    g_warning ("Could not discard %u changed page(s): they could not be unmapped "
+               "(the process has reached vm.max_map_count mappings); they stay changed",
+               handle->dirty.length);
   bf_unlock ();
   return n;
 }
@@ -517,7 +539,10 @@ bf_handle_invalidate_page (BfHandle *handle, guint64 index)
 
   bf_lock ();
   page = g_hash_table_lookup (handle->pages, &index);
-  if (page != NULL)
-    bf_page_drop (page);
+  if (page != NULL && !bf_page_drop (page))
+    g_warning ("Could not invalidate page %" G_GUINT64_FORMAT
+               ": it could not be unmapped (the process has reached vm.max_map_count "
+               "mappings)",
+               index);
   bf_unlock ();
 }

@@ -257,15 +257,19 @@ ram_trim_for (BfRam *ram, BfPool *except, gsize bytes)
 static gboolean
 ram_reclaim_one (BfRam *ram)
 {
-  GList *link = ram->lru.head;
-
-  if (link == NULL)
-    return FALSE;
-  ram->evict (link->data);
-  ram->n_reclaimed++;
-  if (ram->reclaimed != NULL)
-    ram->reclaimed (ram->reclaimed_data, 1);
-  return TRUE;
+  /* A page the kernel will not let go of (at vm.max_map_count) stays in
+   * the LRU: try the next one. */
+  for (GList *link = ram->lru.head, *next; link != NULL; link = next)
+    {
+      next = link->next;
+      if (!ram->evict (link->data))
+        continue;
+      ram->n_reclaimed++;
+      if (ram->reclaimed != NULL)
+        ram->reclaimed (ram->reclaimed_data, 1);
+      return TRUE;
+    }
+  return FALSE;
 }
 
 gboolean

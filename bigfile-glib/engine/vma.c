@@ -274,14 +274,11 @@ ensure_kernel_maps_room (void)
 }
 
 /* Replace pages [i, i+count) of @vma (relative indexes) with the base file
- * (@base) or with PROT_NONE.  If the kernel refuses (it may need a new
- * kernel VMA to split a mapping), the old mapping would keep showing slots
- * that are about to be reused for other data: that must never happen, so
- * fall back to PROT_NONE, then to mprotect and, failing all, stop the
- * process.  The room kept under vm.max_map_count makes this practically
- * impossible.  (A page of the base left PROT_NONE is still right: a fault
- * there loads a copy.) */
-static void
+ * (@base) or with PROT_NONE.  The kernel may refuse (ENOMEM) when the
+ * change splits one of its mappings and the process is at vm.max_map_count,
+ * which the rest of the process may have used up whatever the engine
+ * counts.  Returns FALSE then, changing nothing. */
+static gboolean
 vma_replace (BfVma *vma, guint64 i, guint64 count, gboolean base)
 {
   BfHandle *handle = vma->handle;
@@ -294,68 +291,196 @@ vma_replace (BfVma *vma, guint64 i, guint64 count, gboolean base)
       && mmap (addr, len, PROT_READ, MAP_SHARED | MAP_FIXED, handle->base_fd,
                (off_t)((vma->page_offset + i) << handle->page_shift))
              != MAP_FAILED)
-    return;
-  if (mmap (addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
-          == MAP_FAILED
-      && mprotect (addr, len, PROT_NONE) != 0)
-    g_error ("Could not unmap bigfile pages at %p: %s", addr, g_strerror (errno));
+    return TRUE;
+  /* A page of the base left PROT_NONE is still right: a fault there loads
+   * a copy. */
+  return mmap (addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
+         != MAP_FAILED;
+}
+
+static gboolean
+vma_page_pinned (BfVma *vma, guint64 i)
+{
+  BfPage *page = bf_handle_lookup (vma->handle, vma->page_offset + i);
+
+  return page != NULL && page->pin_count > 0;
+}
+
+/* The run of pages around page i of @vma that the kernel sees as one
+ * mapping, as far as the engine can tell: [*first, *end). */
+static void
+vma_run (BfVma *vma, guint64 i, guint64 *first, guint64 *end)
+{
+  guint64 a = i, b = i + 1;
+
+  while (a > 0 && !vma_boundary_after (vma, a - 1))
+    a--;
+  while (b < vma->n_pages && !vma_boundary_after (vma, b - 1))
+    b++;
+  *first = a;
+  *end = b;
+}
+
+static gboolean
+vma_range_has_pin (BfVma *vma, guint64 first, guint64 end)
+{
+  for (guint64 j = first; j < end; j++)
+    if (vma_page_pinned (vma, j))
+      return TRUE;
+  return FALSE;
+}
+
+static void
+vma_forget_range (BfVma *vma, guint64 first, guint64 end)
+{
+  for (guint64 j = first; j < end; j++)
+    {
+      bit_set (vma->mapped, j, FALSE);
+      bit_set (vma->writable, j, FALSE);
+      if (j < vma->base_end)
+        bit_set (vma->hidden, j, TRUE);
+    }
+}
+
+/* The last resorts of an unmap of [i, i+count) that the kernel refused
+ * (ENOMEM at vm.max_map_count: a change that splits a kernel mapping needs
+ * a new one).  Unmap more instead, so that nothing needs splitting:
+ *
+ *  1. every page around the range that is not pinned (pinned pages must
+ *     stay mapped: the kernel may be doing I/O into them), up to the VMA's
+ *     ends, becomes PROT_NONE in one mmap: its ends cut at most one side of
+ *     a kernel mapping, which munmap allows (it may go over the limit
+ *     briefly to free resources); but mmap itself refuses everything once
+ *     the process is over the limit;
+ *  2. so then each whole kernel mapping the range touches (vma_run) is
+ *     mprotect()ed PROT_NONE, which splits nothing: the slot stays mapped,
+ *     out of reach, until the page is mapped again (always with a fresh
+ *     mmap, since the bitmaps say it is not mapped).
+ *
+ * The pages unmapped on the way stay in RAM: the next access maps them
+ * again.  Only a range whose kernel mapping holds a pinned page defeats
+ * both.  Updates the bitmaps of the pages it unmaps; returns where it
+ * stopped unmapping in *end (>= i + count) on success. */
+static gboolean
+vma_replace_wider (BfVma *vma, guint64 i, guint64 count, guint64 *end)
+{
+  BfHandle *handle = vma->handle;
+  guint64 a = i, b = i + count;
+
+  while (a > 0 && !vma_page_pinned (vma, a - 1))
+    a--;
+  while (b < vma->n_pages && !vma_page_pinned (vma, b))
+    b++;
+  if (vma_replace (vma, a, b - a, FALSE))
+    {
+      vma_forget_range (vma, a, b);
+      *end = b;
+      return TRUE;
+    }
+
+  *end = i + count;
+  for (guint64 j = i; j < i + count; j++)
+    {
+      guint64 first, run_end;
+
+      if (!bit_get (vma->mapped, j))
+        continue;
+      vma_run (vma, j, &first, &run_end);
+      if (vma_range_has_pin (vma, first, run_end)
+          || mprotect (vma->start + (first << handle->page_shift),
+                       (gsize)(run_end - first) << handle->page_shift, PROT_NONE)
+                 != 0)
+        return FALSE;
+      vma_forget_range (vma, first, run_end);
+      *end = MAX (*end, run_end);
+    }
+  return TRUE;
 }
 
 /* Unmap pages [i, i+count) of @vma: what shows there again is the base file
  * where there is one (and it is not hidden), PROT_NONE elsewhere.  @hide
  * first hides the range: PROT_NONE everywhere, for good (a dirty page must
- * never show the file's stale data; the flush hides whole VMAs). */
-static void
+ * never show the file's stale data; the flush hides whole VMAs).
+ *
+ * A page that stayed mapped must never be reused for other data while the
+ * mapping shows its slot, so this either unmaps every page of the range
+ * (and perhaps more: vma_replace_wider) and returns TRUE, or leaves the
+ * pages it could not unmap mapped as they were and returns FALSE: the
+ * caller then keeps them. */
+static gboolean
 vma_unmap_range_full (BfVma *vma, guint64 i, guint64 count, gboolean hide)
 {
   guint64 end = i + count;
   guint64 before = vma_boundaries_near (vma, i, end - 1);
+  gboolean ok = TRUE, widened = FALSE;
 
   bf_assert_locked ();
+  g_assert (count > 0 && end <= vma->n_pages);
 
-  for (guint64 j = i; j < end; j++)
-    {
-      bit_set (vma->mapped, j, FALSE);
-      bit_set (vma->writable, j, FALSE);
-      if (hide && j < vma->base_end)
-        bit_set (vma->hidden, j, TRUE);
-    }
-  /* One call per run of pages that show the same thing. */
+  /* A hidden page that stays mapped is still right: hidden only says what
+   * shows once it is unmapped. */
+  if (hide)
+    for (guint64 j = i; j < MIN (end, vma->base_end); j++)
+      bit_set (vma->hidden, j, TRUE);
+
+  /* One call per run of pages that will show the same thing. */
   for (guint64 j = i; j < end;)
     {
       gboolean base = vma_shows_base (vma, j);
-      guint64 k = j + 1;
+      guint64 k = j + 1, wide_end;
 
       while (k < end && vma_shows_base (vma, k) == base)
         k++;
-      vma_replace (vma, j, k - j, base);
+      if (vma_replace (vma, j, k - j, base))
+        for (guint64 n = j; n < k; n++)
+          {
+            bit_set (vma->mapped, n, FALSE);
+            bit_set (vma->writable, n, FALSE);
+          }
+      else if (vma_replace_wider (vma, j, k - j, &wide_end))
+        {
+          widened = TRUE;
+          k = MAX (k, MIN (wide_end, end));
+        }
+      else
+        ok = FALSE;
       j = k;
     }
-  vma_account (vma, before, vma_boundaries_near (vma, i, end - 1));
+
+  /* The wider replacement changed pages outside the range: count again. */
+  if (widened)
+    vma_account (vma, vma->boundaries, bf_vma_count_boundaries (vma));
+  else
+    vma_account (vma, before, vma_boundaries_near (vma, i, end - 1));
+  return ok;
 }
 
-static void
+static gboolean
 vma_unmap_range (BfVma *vma, guint64 i, guint64 count)
 {
-  vma_unmap_range_full (vma, i, count, FALSE);
+  return vma_unmap_range_full (vma, i, count, FALSE);
 }
 
-static void
+static gboolean
 vma_unmap_page (BfVma *vma, guint64 index)
 {
   guint64 i = index - vma->page_offset;
 
-  if (bit_get (vma->mapped, i))
-    vma_unmap_range (vma, i, 1);
+  return !bit_get (vma->mapped, i) || vma_unmap_range (vma, i, 1);
 }
 
 /* Drop every mapping of a page that is not pinned, in all VMAs.  Over a
  * base file that is not enough (each scattered dirty page needs two kernel
  * mappings, and the base one around it), so a VMA with a base is hidden
  * whole, pinned pages apart: it then works as one without a base (clean
- * pages load as copies) and costs one kernel mapping. */
+ * pages load as copies) and costs one kernel mapping.
+ *
+ * @all also replaces what is not mapped: after the kernel refused changes
+ * at vm.max_map_count, some pages that count as unmapped may still be
+ * separate kernel mappings (made PROT_NONE by mprotect, see
+ * vma_replace_wider), which only a fresh mapping over them gives back. */
 static void
-flush_mappings (void)
+flush_mappings_full (gboolean all)
 {
   GPtrArray *vmas = registry;
 
@@ -364,7 +489,7 @@ flush_mappings (void)
   for (guint v = 0; vmas != NULL && v < vmas->len; v++)
     {
       BfVma *vma = g_ptr_array_index (vmas, v);
-      gboolean hide = vma->base_end > 0;
+      gboolean hide = vma->base_end > 0 || all;
       guint64 i = 0;
 
       while (i < vma->n_pages)
@@ -372,7 +497,7 @@ flush_mappings (void)
           guint64 j;
 
           /* Skip what needs nothing done, a word at a time. */
-          if (i % 64 == 0 && vma->mapped[i / 64] == 0
+          if (!all && i % 64 == 0 && vma->mapped[i / 64] == 0
               && (!hide || i >= vma->base_end || vma->hidden[i / 64] == ~(guint64)0))
             {
               i += 64;
@@ -384,7 +509,7 @@ flush_mappings (void)
 
               if (!bit_get (vma->mapped, j))
                 {
-                  if (hide && vma_shows_base (vma, j))
+                  if (all || (hide && vma_shows_base (vma, j)))
                     continue;
                   break;
                 }
@@ -397,6 +522,12 @@ flush_mappings (void)
           i = j + 1; /* j is pinned, needs nothing, or is the end */
         }
     }
+}
+
+static void
+flush_mappings (void)
+{
+  flush_mappings_full (FALSE);
 }
 
 static gboolean
@@ -416,22 +547,29 @@ vma_map_page (BfVma *vma, BfPage *page, gboolean writable, GError **error)
 
   g_assert (!writable || bf_page_map_writable (page));
   ensure_kernel_maps_room ();
-  before = vma_boundaries_near (vma, i, i);
-  if (bit_get (vma->mapped, i))
+  for (gboolean flushed = FALSE;; flushed = TRUE)
     {
-      if (mprotect (addr, ps, prot) != 0)
+      gboolean done;
+
+      before = vma_boundaries_near (vma, i, i);
+      if (bit_get (vma->mapped, i))
+        done = mprotect (addr, ps, prot) == 0;
+      else
+        /* MAP_POPULATE fills the page tables now, in one go, instead of
+         * one minor fault per 4 KiB when the program touches the page. */
+        done = mmap (addr, ps, prot, MAP_SHARED | MAP_FIXED | MAP_POPULATE, handle->pool->memfd,
+                     (off_t)(page->slot * ps))
+               != MAP_FAILED;
+      if (done)
+        break;
+      /* At vm.max_map_count (the rest of the process may have used it up,
+       * whatever the engine counts): give back the kernel mappings of every
+       * page that is not pinned, once, and try again. */
+      if (errno != ENOMEM || flushed)
         goto fail;
+      flush_mappings_full (TRUE);
     }
-  else
-    {
-      /* MAP_POPULATE fills the page tables now, in one go, instead of one
-       * minor fault per 4 KiB when the program touches the page. */
-      if (mmap (addr, ps, prot, MAP_SHARED | MAP_FIXED | MAP_POPULATE, handle->pool->memfd,
-                (off_t)(page->slot * ps))
-          == MAP_FAILED)
-        goto fail;
-      bit_set (vma->mapped, i, TRUE);
-    }
+  bit_set (vma->mapped, i, TRUE);
   bit_set (vma->writable, i, writable);
   vma_account (vma, before, vma_boundaries_near (vma, i, i));
   return TRUE;
@@ -448,11 +586,14 @@ fail:
   }
 }
 
-/* Make @page read-only wherever it is mapped writable. */
-static void
+/* Make @page read-only wherever it is mapped writable.  FALSE if some
+ * mapping could be neither protected nor unmapped (at vm.max_map_count):
+ * it stays writable, and the caller must not count on seeing writes. */
+static gboolean
 vma_write_protect_page (BfPage *page)
 {
   BfHandle *handle = page->handle;
+  gboolean ok = TRUE;
 
   bf_assert_locked ();
 
@@ -473,43 +614,65 @@ vma_write_protect_page (BfPage *page)
       before = vma_boundaries_near (vma, i, i);
       if (mprotect (vma_page_addr (vma, page->index), handle->page_size, PROT_READ) != 0)
         {
-          /* Could only be ENOMEM from splitting; keeping it writable would
-           * let a write slip past dirty tracking.  Hiding always works or
-           * stops the process. */
-          vma_unmap_range_full (vma, i, 1, TRUE);
+          guint64 first, end;
+
+          /* Could only be ENOMEM from splitting (at vm.max_map_count);
+           * keeping it writable would let a write slip past dirty
+           * tracking.  Protect its whole kernel mapping, which splits
+           * nothing (the other pages there are dirty too, and fault once
+           * more when written), or else hide the page. */
+          vma_run (vma, i, &first, &end);
+          if (vma_range_has_pin (vma, first, end)
+              || mprotect (vma->start + (first << handle->page_shift),
+                           (gsize)(end - first) << handle->page_shift, PROT_READ)
+                     != 0)
+            {
+              ok &= vma_unmap_range_full (vma, i, 1, TRUE);
+              continue;
+            }
+          before = vma_boundaries_near (vma, first, end - 1);
+          for (guint64 j = first; j < end; j++)
+            bit_set (vma->writable, j, FALSE);
+          vma_account (vma, before, vma_boundaries_near (vma, first, end - 1));
           continue;
         }
       bit_set (vma->writable, i, FALSE);
       vma_account (vma, before, vma_boundaries_near (vma, i, i));
     }
+  return ok;
 }
 
-static void
+static gboolean
 vma_unmap_page_all (BfPage *page)
 {
+  gboolean ok = TRUE;
+
   bf_assert_locked ();
   for (GList *l = page->handle->vmas.head; l != NULL; l = l->next)
     {
       BfVma *vma = l->data;
       if (vma_covers (vma, page->index))
-        vma_unmap_page (vma, page->index);
+        ok &= vma_unmap_page (vma, page->index);
     }
+  return ok;
 }
 
 /* Show @page (dirty) in @vma where the base file would show its stale
  * data: map it, or failing that hide the base (PROT_NONE), so that an
- * access faults and maps it then. */
-static void
+ * access faults and maps it then.  FALSE if neither could be done (at
+ * vm.max_map_count): the base still shows there. */
+static gboolean
 vma_show_over_base (BfVma *vma, BfPage *page)
 {
   guint64 i = page->index - vma->page_offset;
 
   bf_assert_locked ();
 
-  if (i >= vma->base_end || bit_get (vma->mapped, i))
-    return;
-  if (!vma_map_page (vma, page, bf_page_map_writable (page), NULL))
-    vma_unmap_range_full (vma, i, 1, TRUE);
+  if (!vma_shows_base (vma, i) || bit_get (vma->mapped, i))
+    return TRUE;
+  /* Read-only: the page may have to become clean again (page_set_dirty)
+   * if another VMA fails; a write faults once more and maps it writable. */
+  return vma_map_page (vma, page, FALSE, NULL) || vma_unmap_range_full (vma, i, 1, TRUE);
 }
 
 /* Reclaim @page (clean, in the LRU).  Reclaim goes in LRU order, and in a
@@ -519,10 +682,11 @@ vma_show_over_base (BfVma *vma, BfPage *page)
  * turn maps them again without loading. */
 #define RECLAIM_UNMAP_AHEAD 16
 
-static void
+static gboolean
 vma_unmap_for_reclaim (BfPage *page)
 {
   BfHandle *handle = page->handle;
+  gboolean ok = TRUE;
 
   bf_assert_locked ();
 
@@ -541,19 +705,25 @@ vma_unmap_for_reclaim (BfPage *page)
             break;
           count++;
         }
-      /* Not mapped: an earlier reclaim unmapped it ahead, nothing to do. */
-      if (bit_get (vma->mapped, page->index - vma->page_offset))
-        vma_unmap_range (vma, page->index - vma->page_offset, count);
+      /* Not mapped: an earlier reclaim unmapped it ahead, nothing to do.
+       * What counts is that this page goes; the ones ahead may stay. */
+      if (bit_get (vma->mapped, page->index - vma->page_offset)
+          && !vma_unmap_range (vma, page->index - vma->page_offset, count))
+        ok &= vma_unmap_page (vma, page->index);
     }
+  return ok;
 }
 
 /* A dirty page must show over the base file in every VMA that covers it. */
-static void
+static gboolean
 vma_show_dirty_all (BfPage *page)
 {
+  gboolean ok = TRUE;
+
   for (GList *l = page->handle->vmas.head; l != NULL; l = l->next)
     if (vma_covers (l->data, page->index))
-      vma_show_over_base (l->data, page);
+      ok &= vma_show_over_base (l->data, page);
+  return ok;
 }
 
 /* The reverse map that page.c calls through handle->rmap. */
@@ -760,11 +930,26 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
   vma->boundaries = vma->base_end > 0 && vma->base_end < n_pages;
   kernel_maps += 1 + vma->boundaries;
 
-  /* Changed pages must show over the file. */
+  /* Changed pages must show over the file.  If one cannot (at
+   * vm.max_map_count), hide the whole file in this VMA, which then works
+   * as one without a base, or give up. */
   if (handle->base_fd >= 0)
-    for (GList *l = handle->dirty.head; l != NULL; l = l->next)
-      if (vma_covers (vma, ((BfPage *)l->data)->index))
-        vma_show_over_base (vma, l->data);
+    {
+      gboolean shown = TRUE;
+
+      for (GList *l = handle->dirty.head; l != NULL; l = l->next)
+        if (vma_covers (vma, ((BfPage *)l->data)->index))
+          shown &= vma_show_over_base (vma, l->data);
+      if (!shown && !vma_unmap_range_full (vma, 0, vma->base_end, TRUE))
+        {
+          bf_unlock ();
+          bf_vma_free (vma);
+          g_set_error (error, BIGFILE_VMA_ERROR, BIGFILE_VMA_ERROR_MAP_FAILED,
+                       "Could not show the changed pages over the file: the process has "
+                       "reached vm.max_map_count mappings");
+          return NULL;
+        }
+    }
   bf_unlock ();
   return vma;
 }
@@ -787,7 +972,15 @@ bf_vma_unmap (BfVma *vma)
       vma->registered = FALSE;
       kernel_maps -= 1 + vma->boundaries;
       vma->boundaries = 0;
-      munmap (vma->start, vma->length);
+      /* munmap can only fail (ENOMEM) if the whole range lies inside one
+       * kernel mapping merged with both neighbours, which only a range of
+       * one look can be; still, never leave slots visible that will be
+       * reused: put PROT_NONE there instead. */
+      if (munmap (vma->start, vma->length) != 0
+          && mmap (vma->start, vma->length, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
+                 == MAP_FAILED)
+        g_warning ("Could not unmap a bigfile mapping at %p: %s", vma->start, g_strerror (errno));
       memset (vma->mapped, 0, (vma->n_pages + 63) / 64 * sizeof (guint64));
       memset (vma->writable, 0, (vma->n_pages + 63) / 64 * sizeof (guint64));
     }

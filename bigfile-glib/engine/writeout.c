@@ -128,13 +128,14 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
            * write access (the kernel may be doing I/O into the page), so
            * such a page is stored as it is and cannot be known intact
            * afterwards, even if the pin goes while the store runs. */
-          gboolean stable = page->write_pins == 0;
+          gboolean stable;
 
           page->storing = TRUE;
           page->store_intact = FALSE;
           page->io_thread = bf_thread_self ();
-          if (stable)
-            bf_page_write_protect (page);
+          /* A page the kernel would not protect (at vm.max_map_count) is
+           * stored as it is too, and stays dirty. */
+          stable = page->write_pins == 0 && bf_page_write_protect (page);
 
           bf_unlock ();
           ok = handle->ops->store (handle->data, page->index,
@@ -166,8 +167,8 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
           && page->state == BF_PAGE_DIRTY && page->store_intact)
         {
           g_assert (page->write_pins == 0 && page->writers == 0);
-          /* Writes from now on must fault again, to dirty the page anew. */
-          bf_page_write_protect (page);
+          /* Intact, so mapped read-only everywhere: writes from now on
+           * fault, and dirty the page anew. */
           bf_page_set_clean (page);
           /* Over a base file the file has it now: let it show through, so
            * that clean pages show the file as it is (other writers too). */
