@@ -35,7 +35,20 @@
  * dirty. Changes stay in memory, invisible to the file, until
  * bigfile_handle_writeout() stores them, or bigfile_handle_discard() throws
  * them away. A handle is thus a snapshot of the file that the program can
- * change and then save or abandon, like a transaction.
+ * change and then save or abandon.
+ *
+ * What a save does and does not promise today: bigfile_handle_writeout()
+ * stores the dirty pages one by one, in order of their index, through the
+ * file's store method, and marks each clean once it is stored (see
+ * #BigfileWriteoutFlags). It is not atomic: if it fails, or the program
+ * dies, in the middle, the file holds the pages stored so far and the
+ * older contents of the others (the pages not stored stay dirty in memory,
+ * and a retry stores them). It is not durable by itself: whether stored
+ * blocks survive a crash of the machine is up to the file (for
+ * #BigfileLocalFile, until the kernel writes its page cache back). Nor is
+ * the snapshot isolated from other writers: clean pages are loaded when
+ * first needed and reloaded after reclaim, so they show the file as it is
+ * then, not as it was when the handle was opened.
  *
  * Clean pages come and go as the budget of the #BigfileRam requires; dirty
  * pages stay in memory until written out or discarded.
@@ -854,7 +867,12 @@ writeout_run (GTask *task, gint64 deadline, GError **error)
 
   while (!done)
     {
-      if (g_cancellable_set_error_if_cancelled (cancellable, error))
+      guint64 n_done, n_total;
+
+      /* Cancelling stops what is left; once nothing is, the writeout has
+       * succeeded, and says so. */
+      bf_writeout_get_progress (data->wo, &n_done, &n_total);
+      if (n_done < n_total && g_cancellable_set_error_if_cancelled (cancellable, error))
         return TRUE;
       if (!bf_writeout_step (data->wo, &done, error))
         return TRUE;
@@ -950,7 +968,10 @@ writeout_slice (gpointer user_data)
  * stored before stay stored (and, with %BIGFILE_WRITEOUT_MARK_STORED,
  * clean), the others stay dirty, and the finish function fails with
  * %G_IO_ERROR_CANCELLED. A failed store stops it the same way with the
- * store's error. Nothing is lost: a later writeout stores what is left.
+ * store's error, which is what the finish function reports even if
+ * @cancellable was cancelled too. A writeout cancelled after its last page
+ * was done has succeeded, and the finish function returns %TRUE. Nothing
+ * is lost: a later writeout stores what is left.
  *
  * Only one writeout of a handle runs at a time: another one fails with
  * %BIGFILE_HANDLE_ERROR_BUSY. The handle must not be closed before
@@ -974,6 +995,10 @@ bigfile_handle_writeout_async (BigfileHandle *handle, BigfileWriteoutFlags flags
   g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
 
   task = g_task_new (handle, cancellable, writeout_task_done, NULL);
+  /* Report what happened (success, or a store's own error), not merely
+   * that the cancellable was cancelled meanwhile: writeout_run() decides
+   * when cancelling applies. */
+  g_task_set_check_cancellable (task, FALSE);
   g_task_set_source_tag (task, bigfile_handle_writeout_async);
   g_task_set_priority (task, io_priority);
   g_task_set_name (task, "bigfile_handle_writeout_async");

@@ -667,6 +667,12 @@ bigfile_vma_pin (BigfileVma *vma, gsize offset, gsize length, gboolean writable,
  * range that holds no pin of @vma is a programmer error. Unmapping @vma
  * drops its pins, so there is nothing to undo after that.
  *
+ * Pins of the same range nest: if @vma holds several pins of exactly this
+ * @offset and @length, the most recent one is undone (last in, first out),
+ * so that a writable pin taken over a read-only one is the first to go.
+ * Pins of other ranges, even overlapping ones, are not touched: each pin
+ * is undone only by an unpin of its own range.
+ *
  * Since: 1.0
  */
 void

@@ -240,6 +240,135 @@ test_pin_released_during_store_async (void)
   check_pin_released_during_store (TRUE);
 }
 
+/* Pins of one range nest: unpin undoes the latest, so a writable pin
+ * taken over a read-only one goes first and the page can be marked clean
+ * again while the read-only pin still holds it. */
+static void
+test_nested_pins_unwind_last_first (void)
+{
+  Mapping m;
+  GError *error = NULL;
+
+  mapping_setup (&m, PS, 8, 8, 1 << 20);
+  g_assert_true (bigfile_vma_pin (m.vma, 3 * PS, PS, FALSE, &error));
+  g_assert_true (bigfile_vma_pin (m.vma, 3 * PS, PS, TRUE, &error));
+  g_assert_no_error (error);
+  raw_write (m.data + 3 * PS, 0x33);
+  bigfile_vma_unpin (m.vma, 3 * PS, PS);
+
+  writeout_ok (&m, BIGFILE_WRITEOUT_DEFAULT);
+  g_assert_cmpint (page_state (&m, 3), ==, BIGFILE_PAGE_STATE_LOADED);
+  g_assert_cmpuint (test_mem_file_peek (m.file, 3)[0], ==, 0x33);
+  /* The read-only pin still holds the page through reclaim. */
+  bigfile_ram_reclaim (m.ram);
+  g_assert_cmpint (page_state (&m, 3), ==, BIGFILE_PAGE_STATE_LOADED);
+  bigfile_vma_unpin (m.vma, 3 * PS, PS);
+  bigfile_ram_reclaim (m.ram);
+  g_assert_cmpint (page_state (&m, 3), ==, BIGFILE_PAGE_STATE_EMPTY);
+  mapping_teardown (&m);
+}
+
+/* -- cancellation at the edges ------------------------------------------------------ */
+
+typedef struct
+{
+  GCancellable *cancellable;
+  guint64 block; /* cancel during the store of this block */
+  gboolean fail; /* ...and make that store fail */
+  gboolean finished;
+  gboolean ok;
+  GError *error;
+} CancelEdge;
+
+static void
+cancel_during_store (TestMemFile *file, guint64 block, gpointer user_data)
+{
+  CancelEdge *ce = user_data;
+
+  if (block != ce->block)
+    return;
+  g_cancellable_cancel (ce->cancellable);
+  if (ce->fail)
+    test_mem_file_set_fail_store (file, block, TRUE, FALSE);
+}
+
+static void
+on_edge_done (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  CancelEdge *ce = user_data;
+
+  ce->ok = bigfile_handle_writeout_finish (BIGFILE_HANDLE (source), result, &ce->error);
+  ce->finished = TRUE;
+}
+
+static void
+run_cancel_edge (CancelEdge *ce, gboolean thread_safe, Mapping *m)
+{
+  mapping_setup (m, PS, 8, 8, 1 << 20);
+  test_mem_file_set_thread_safe (m->file, thread_safe);
+  raw_write (m->data + 1 * PS, 0x01);
+  raw_write (m->data + 5 * PS, 0x05);
+  ce->cancellable = g_cancellable_new ();
+  test_mem_file_set_store_hook (m->file, cancel_during_store, ce);
+  bigfile_handle_writeout_async (m->handle, BIGFILE_WRITEOUT_DEFAULT, G_PRIORITY_DEFAULT,
+                                 ce->cancellable, NULL, NULL, NULL, on_edge_done, ce);
+  while (!ce->finished)
+    g_main_context_iteration (NULL, TRUE);
+  test_mem_file_set_store_hook (m->file, NULL, NULL);
+  g_clear_object (&ce->cancellable);
+}
+
+/* Cancelled during the last store: every page was stored and marked, so
+ * the writeout succeeded, and says so. */
+static void
+check_cancel_after_last (gboolean thread_safe)
+{
+  Mapping m;
+  CancelEdge ce = { NULL, 5, FALSE, FALSE, FALSE, NULL };
+
+  run_cancel_edge (&ce, thread_safe, &m);
+  g_assert_no_error (ce.error);
+  g_assert_true (ce.ok);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (m.handle), ==, 0);
+  g_assert_cmpuint (test_mem_file_peek (m.file, 5)[0], ==, 0x05);
+  mapping_teardown (&m);
+}
+
+static void
+test_cancel_after_last (void)
+{
+  g_test_summary ("A writeout cancelled once nothing is left to do reports success");
+  check_cancel_after_last (TRUE);
+  check_cancel_after_last (FALSE);
+}
+
+/* Cancelled during a store that then fails: the store's error is what
+ * happened, and it is what the finish function reports. */
+static void
+check_cancel_and_store_error (gboolean thread_safe)
+{
+  Mapping m;
+  CancelEdge ce = { NULL, 1, TRUE, FALSE, FALSE, NULL };
+
+  run_cancel_edge (&ce, thread_safe, &m);
+  g_assert_false (ce.ok);
+  g_assert_error (ce.error, G_IO_ERROR, G_IO_ERROR_FAILED);
+  g_clear_error (&ce.error);
+  g_assert_cmpint (page_state (&m, 1), ==, BIGFILE_PAGE_STATE_DIRTY);
+  g_assert_cmpint (page_state (&m, 5), ==, BIGFILE_PAGE_STATE_DIRTY);
+  test_mem_file_set_fail_store (m.file, 1, FALSE, FALSE);
+  writeout_ok (&m, BIGFILE_WRITEOUT_DEFAULT);
+  mapping_teardown (&m);
+}
+
+static void
+test_cancel_and_store_error (void)
+{
+  g_test_summary ("A store error during a cancelled writeout is reported as itself");
+  check_cancel_and_store_error (TRUE);
+  check_cancel_and_store_error (FALSE);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -253,5 +382,8 @@ main (int argc, char **argv)
   g_test_add_func ("/writeout/pin-released-during-store", test_pin_released_during_store);
   g_test_add_func ("/writeout/pin-released-during-store-async",
                    test_pin_released_during_store_async);
+  g_test_add_func ("/writeout/nested-pins", test_nested_pins_unwind_last_first);
+  g_test_add_func ("/writeout/cancel/after-last-page", test_cancel_after_last);
+  g_test_add_func ("/writeout/cancel/store-error", test_cancel_and_store_error);
   return g_test_run ();
 }
