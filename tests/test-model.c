@@ -61,6 +61,8 @@ typedef enum
   OP_RECLAIM,
   OP_SET_BUDGET,
   OP_FILL,
+  OP_PIN,
+  OP_UNPIN,
   N_OPS
 } Op;
 
@@ -92,7 +94,17 @@ typedef struct
   gboolean dirty[N_BLOCKS];
   gboolean stored[N_BLOCKS]; /* dirty, and stored (STORE alone) since last written */
   guint n_dirty;
-  guint64 budget; /* bytes */
+  /* At most one pin, of one page, through vmas[pin_vma] (-1: none).  A
+   * writable pin keeps its page dirty through writeouts; one may be
+   * released in the middle of its page's store (pin_release_in_store),
+   * with a last write by its holder. */
+  gint pin_vma;
+  guint64 pin_page;
+  gboolean pin_writable;
+  gboolean pin_release_in_store;
+  gboolean pin_orphaned; /* dropped (discard, invalidate) while pinned: the
+                          * pin keeps its old page out of the table */
+  guint64 budget;        /* bytes */
 
   /* What the run did, for its log */
   guint n_ops[N_OPS];
@@ -237,7 +249,30 @@ budget_pages (Model *m)
 static guint64
 max_dirty (Model *m)
 {
-  return budget_pages (m) - 2;
+  /* A pinned page takes a page of the budget that reclaim cannot free. */
+  return budget_pages (m) - 2 - (m->pin_vma >= 0);
+}
+
+static guint64
+model_pinned_block (Model *m)
+{
+  return m->pin_vma >= 0 ? m->vmas[m->pin_vma].first + m->pin_page : G_MAXUINT64;
+}
+
+/* Pages in RAM that the handle does not show: a pinned page dropped from
+ * the table. */
+static guint
+model_orphans (Model *m)
+{
+  return m->pin_vma >= 0 && m->pin_orphaned;
+}
+
+/* Pages in RAM that are neither dirty nor reclaimable: a pinned page that
+ * is clean, or an orphan. */
+static guint
+model_pinned_clean (Model *m)
+{
+  return m->pin_vma >= 0 && (m->pin_orphaned || !m->dirty[model_pinned_block (m)]);
 }
 
 static void
@@ -275,6 +310,10 @@ model_write (Model *m, gsize offset, const guint8 *data, gsize len)
 static void
 model_drop (Model *m, guint64 block)
 {
+  /* Dropped from the table (discard, invalidate): a pin of it keeps an
+   * orphan. */
+  if (block == model_pinned_block (m))
+    m->pin_orphaned = TRUE;
   memcpy (m->memory + block * m->ps, m->storage + block * m->ps, m->ps);
   model_set_clean (m, block);
 }
@@ -343,10 +382,10 @@ model_check_state (Model *m, gboolean full)
   bf_ram_get_stats (_bigfile_ram_get_engine (m->sut.ram), &stats);
   model_assert (m, stats.n_dirty == m->n_dirty,
                 "RAM counts %" G_GUINT64_FORMAT " dirty pages, want %u", stats.n_dirty, m->n_dirty);
-  model_assert (m, stats.n_pages == n_present,
-                "RAM counts %" G_GUINT64_FORMAT " pages, the handle shows %u", stats.n_pages,
-                n_present);
-  model_assert (m, stats.used_bytes == n_present * m->ps,
+  model_assert (m, stats.n_pages == n_present + model_orphans (m),
+                "RAM counts %" G_GUINT64_FORMAT " pages, the handle shows %u (and %u orphans)",
+                stats.n_pages, n_present, model_orphans (m));
+  model_assert (m, stats.used_bytes == (n_present + model_orphans (m)) * m->ps,
                 "RAM uses %" G_GUINT64_FORMAT " bytes for %u pages", stats.used_bytes, n_present);
   model_assert (m, stats.budget == m->budget, "budget is %" G_GUINT64_FORMAT, stats.budget);
   model_assert (m, stats.used_bytes <= m->budget,
@@ -492,7 +531,99 @@ op_unmap (Model *m)
   if (rand_chance (m, 50))
     bigfile_vma_unmap (mv->vma);
   g_object_unref (mv->vma);
+  /* Unmapping drops the mapping's pins. */
+  if (m->pin_vma == (gint)v)
+    m->pin_vma = -1;
+  else if (m->pin_vma == (gint)m->n_vmas - 1)
+    m->pin_vma = (gint)v;
   m->vmas[v] = m->vmas[--m->n_vmas];
+}
+
+/* Pin one page through a mapping, read-only or writable (which dirties it,
+ * as a write would). */
+static void
+op_pin (Model *m)
+{
+  GError *error = NULL;
+  guint v = rand_range (m, 0, m->n_vmas);
+  ModelVma *mv = &m->vmas[v];
+  guint64 i = rand_range (m, 0, mv->n);
+  guint64 b = mv->first + i;
+  gboolean writable = rand_chance (m, 50);
+
+  /* Room for the pinned page beside max_dirty() pages and the two spare. */
+  if (m->pin_vma >= 0 || budget_pages (m) < 5
+      || (writable && !m->dirty[b] && m->n_dirty + 1 > max_dirty (m) - 1))
+    return;
+  model_log (m, "pin page %" G_GUINT64_FORMAT " %s through VMA %u", b,
+             writable ? "writable" : "read-only", v);
+  model_assert (m, bigfile_vma_pin (mv->vma, i * m->ps, m->ps, writable, &error),
+                "pin page %" G_GUINT64_FORMAT ": %s", b, error != NULL ? error->message : "");
+  if (writable)
+    model_set_dirty (m, b);
+  m->pin_vma = (gint)v;
+  m->pin_page = i;
+  m->pin_writable = writable;
+  m->pin_orphaned = FALSE;
+}
+
+static void
+model_unpin (Model *m)
+{
+  ModelVma *mv = &m->vmas[m->pin_vma];
+
+  bigfile_vma_unpin (mv->vma, m->pin_page * m->ps, m->ps);
+  m->pin_vma = -1;
+}
+
+static void
+op_unpin (Model *m)
+{
+  if (m->pin_vma < 0)
+    return;
+  model_log (m, "unpin page %" G_GUINT64_FORMAT, m->vmas[m->pin_vma].first + m->pin_page);
+  model_unpin (m);
+}
+
+/* The store hook of a writeout that releases a writable pin in the middle
+ * of its page's store: the holder writes a last byte, as a pin allows, and
+ * lets go.  The store copies the page after this, so it stores the byte;
+ * the page must stay dirty all the same (a write during the store). */
+static void
+unpin_in_store_hook (TestMemFile *file, guint64 block, gpointer user_data)
+{
+  Model *m = user_data;
+  ModelVma *mv;
+  guint8 value;
+
+  if (m->pin_vma < 0 || !m->pin_release_in_store)
+    return;
+  mv = &m->vmas[m->pin_vma];
+  if (block != mv->first + m->pin_page)
+    return;
+  value = (guint8)g_rand_int (m->rand);
+  raw_write (bigfile_vma_get_data (mv->vma) + m->pin_page * m->ps + 7, value);
+  m->memory[block * m->ps + 7] = value;
+  model_unpin (m);
+  m->pin_release_in_store = FALSE;
+}
+
+/* Before a writeout: maybe release the writable pin during its store.
+ * Returns the page that must stay dirty after it (a writable pin held
+ * at the store's start), or G_MAXUINT64. */
+static guint64
+model_prepare_pinned_store (Model *m)
+{
+  guint64 b;
+
+  /* An orphan's store is over: the page of its index now is not pinned. */
+  if (m->pin_vma < 0 || !m->pin_writable || m->pin_orphaned)
+    return G_MAXUINT64;
+  b = m->vmas[m->pin_vma].first + m->pin_page;
+  m->pin_release_in_store = rand_chance (m, 50);
+  if (m->pin_release_in_store)
+    model_log (m, "  (the writable pin of page %" G_GUINT64_FORMAT " goes during its store)", b);
+  return b;
 }
 
 static void
@@ -662,11 +793,11 @@ op_fill (Model *m)
       model_write (m, base, buf, b * m->ps - base);
 
     bf_ram_get_stats (_bigfile_ram_get_engine (m->sut.ram), &stats);
-    model_assert (m, stats.n_pages == stats.n_dirty,
+    model_assert (m, stats.n_pages == stats.n_dirty + model_pinned_clean (m),
                   "the budget was full with %" G_GUINT64_FORMAT " pages, %" G_GUINT64_FORMAT
                   " of them dirty",
                   stats.n_pages, stats.n_dirty);
-    model_assert (m, (stats.n_dirty + 1) * m->ps > m->budget,
+    model_assert (m, (stats.n_dirty + model_pinned_clean (m) + 1) * m->ps > m->budget,
                   "RAM full with room for another page (%" G_GUINT64_FORMAT " dirty)",
                   stats.n_dirty);
   }
@@ -681,9 +812,13 @@ op_writeout (Model *m)
   GError *error = NULL;
   gboolean expected[N_BLOCKS];
 
+  guint64 pinned;
+
   model_log (m, "writeout (%u dirty)", m->n_dirty);
+  pinned = model_prepare_pinned_store (m);
   model_reset_file_counters (m);
   bigfile_handle_writeout (m->sut.handle, BIGFILE_WRITEOUT_DEFAULT, &error);
+  m->pin_release_in_store = FALSE;
   model_assert_no_error (m, error, "writeout");
 
   memcpy (expected, m->dirty, sizeof expected);
@@ -691,7 +826,11 @@ op_writeout (Model *m)
     if (m->dirty[b])
       {
         memcpy (m->storage + b * m->ps, m->memory + b * m->ps, m->ps);
-        model_set_clean (m, b);
+        /* A page pinned writable as its store began may have changed. */
+        if (b != pinned)
+          model_set_clean (m, b);
+        else
+          m->stored[b] = FALSE;
       }
   model_check_store_log (m, expected);
 }
@@ -702,9 +841,13 @@ op_store (Model *m)
 {
   GError *error = NULL;
 
+  guint64 pinned;
+
   model_log (m, "writeout STORE (%u dirty)", m->n_dirty);
+  pinned = model_prepare_pinned_store (m);
   model_reset_file_counters (m);
   bigfile_handle_writeout (m->sut.handle, BIGFILE_WRITEOUT_STORE, &error);
+  m->pin_release_in_store = FALSE;
   model_assert_no_error (m, error, "writeout STORE");
 
   model_check_store_log (m, m->dirty);
@@ -712,7 +855,8 @@ op_store (Model *m)
     if (m->dirty[b])
       {
         memcpy (m->storage + b * m->ps, m->memory + b * m->ps, m->ps);
-        m->stored[b] = TRUE;
+        /* Stored while pinned writable: not known to be what was stored. */
+        m->stored[b] = b != pinned;
       }
 }
 
@@ -778,9 +922,10 @@ op_reclaim (Model *m)
   model_log (m, "reclaim");
   bigfile_ram_reclaim (m->sut.ram);
 
-  /* Every clean page is reclaimable here: nothing is pinned or in I/O. */
+  /* Every clean page is reclaimable here but a pinned one: nothing is in
+   * I/O. */
   bf_ram_get_stats (_bigfile_ram_get_engine (m->sut.ram), &stats);
-  model_assert (m, stats.n_pages == m->n_dirty,
+  model_assert (m, stats.n_pages == m->n_dirty + model_pinned_clean (m),
                 "%" G_GUINT64_FORMAT " pages in memory after reclaim, %u of them dirty",
                 stats.n_pages, m->n_dirty);
   model_assert (m, stats.resident_bytes == stats.used_bytes,
@@ -792,7 +937,8 @@ op_reclaim (Model *m)
 static void
 op_set_budget (Model *m)
 {
-  guint64 lo = MAX (m->n_dirty + 2, MIN_BUDGET_PAGES);
+  guint64 lo
+      = MAX (MAX (m->n_dirty + 2 + (m->pin_vma >= 0), MIN_BUDGET_PAGES), m->pin_vma >= 0 ? 5 : 0);
   guint64 pages = rand_range (m, lo, MAX (lo, MAX_BUDGET_PAGES) + 1);
 
   /* Sometimes not a whole number of pages. */
@@ -806,7 +952,8 @@ static const guint op_weights[N_OPS] = {
   [OP_MAP] = 6,         [OP_UNMAP] = 4,      [OP_RAW_READ] = 20,  [OP_RAW_WRITE] = 18,
   [OP_API_READ] = 10,   [OP_API_WRITE] = 10, [OP_WRITEOUT] = 4,   [OP_STORE] = 3,
   [OP_MARK_STORED] = 3, [OP_DISCARD] = 3,    [OP_INVALIDATE] = 6, [OP_CHANGE_AND_INVALIDATE] = 3,
-  [OP_RECLAIM] = 3,     [OP_SET_BUDGET] = 4, [OP_FILL] = 2,
+  [OP_RECLAIM] = 3,     [OP_SET_BUDGET] = 4, [OP_FILL] = 2,       [OP_PIN] = 3,
+  [OP_UNPIN] = 2,
 };
 
 static Op
@@ -824,7 +971,7 @@ pick_op (Model *m)
   /* Accesses need a mapping; mapping needs a free place. */
   if (m->n_vmas == 0
       && (op == OP_UNMAP || op == OP_RAW_READ || op == OP_RAW_WRITE || op == OP_API_READ
-          || op == OP_API_WRITE || op == OP_FILL))
+          || op == OP_API_WRITE || op == OP_FILL || op == OP_PIN))
     return OP_MAP;
   if (op == OP_MAP && m->n_vmas == MAX_VMAS)
     return OP_UNMAP;
@@ -881,6 +1028,12 @@ model_step (Model *m)
       case OP_SET_BUDGET:
         op_set_budget (m);
         break;
+      case OP_PIN:
+        op_pin (m);
+        break;
+      case OP_UNPIN:
+        op_unpin (m);
+        break;
       case OP_FILL:
         op_fill (m);
         /* Back under max_dirty(), where raw accesses are safe. */
@@ -929,6 +1082,8 @@ run_model (gsize requested_page_size)
 
   m.budget = 8 * m.ps;
   mapping_setup (&m.sut, m.ps, N_BLOCKS, 0, m.budget);
+  m.pin_vma = -1;
+  test_mem_file_set_store_hook (m.sut.file, unpin_in_store_hook, &m);
 
   m.storage = g_malloc (N_BLOCKS * m.ps);
   for (guint64 b = 0; b < N_BLOCKS; b++)
@@ -957,15 +1112,18 @@ run_model (gsize requested_page_size)
                     m.n_full);
     g_test_message ("operations: map %u, unmap %u, raw read %u, raw write %u, API read %u, "
                     "API write %u, writeout %u, store %u, mark stored %u, discard %u, "
-                    "invalidate %u, change+invalidate %u, reclaim %u, set budget %u, fill %u",
+                    "invalidate %u, change+invalidate %u, reclaim %u, set budget %u, fill %u, "
+                    "pin %u, unpin %u",
                     m.n_ops[OP_MAP], m.n_ops[OP_UNMAP], m.n_ops[OP_RAW_READ], m.n_ops[OP_RAW_WRITE],
                     m.n_ops[OP_API_READ], m.n_ops[OP_API_WRITE], m.n_ops[OP_WRITEOUT],
                     m.n_ops[OP_STORE], m.n_ops[OP_MARK_STORED], m.n_ops[OP_DISCARD],
                     m.n_ops[OP_INVALIDATE], m.n_ops[OP_CHANGE_AND_INVALIDATE], m.n_ops[OP_RECLAIM],
-                    m.n_ops[OP_SET_BUDGET], m.n_ops[OP_FILL]);
+                    m.n_ops[OP_SET_BUDGET], m.n_ops[OP_FILL], m.n_ops[OP_PIN], m.n_ops[OP_UNPIN]);
   }
 
   /* Save everything, and check the file took it. */
+  if (m.pin_vma >= 0)
+    model_unpin (&m);
   op_writeout (&m);
   model_check_state (&m, TRUE);
   model_check_contents (&m);
