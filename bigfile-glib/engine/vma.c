@@ -216,6 +216,23 @@ bf_get_kernel_maps (void)
   return n;
 }
 
+static guint64 vma_boundaries_near (BfVma *vma, guint64 first, guint64 last);
+
+guint64
+bf_count_kernel_maps (void)
+{
+  guint64 n = 0;
+
+  bf_lock ();
+  for (guint v = 0; registry != NULL && v < registry->len; v++)
+    {
+      BfVma *vma = g_ptr_array_index (registry, v);
+      n += 1 + vma_boundaries_near (vma, 0, vma->n_pages - 1);
+    }
+  bf_unlock ();
+  return n;
+}
+
 /* Does page i of @vma (relative) show the base file when not mapped? */
 static inline gboolean
 vma_shows_base (BfVma *vma, guint64 i)
@@ -239,7 +256,23 @@ vma_boundary_after (BfVma *vma, guint64 i)
   return p0 == NULL || p1 == NULL || p1->slot != p0->slot + 1;
 }
 
-/* The boundaries next to pages [first, last] of @vma (relative indexes). */
+/* Do the 64 pages of word @w of @vma's bitmaps all look alike when not
+ * mapped, and is none mapped?  Then there is no boundary among them (a
+ * word past n_pages has no bit set). */
+static inline gboolean
+vma_word_alike (BfVma *vma, guint64 w)
+{
+  if (vma->mapped[w] != 0)
+    return FALSE;
+  if (w * 64 >= vma->base_end)
+    return TRUE; /* all PROT_NONE */
+  return w * 64 + 64 <= vma->base_end && (vma->hidden[w] == 0 || vma->hidden[w] == ~(guint64)0);
+}
+
+/* The boundaries next to pages [first, last] of @vma (relative indexes):
+ * after pages first - 1 to last.  Words of pages that look alike are
+ * skipped, so that a change to a long run of unmapped pages (the file
+ * grew) costs a word, not 64 lookups. */
 static guint64
 vma_boundaries_near (BfVma *vma, guint64 first, guint64 last)
 {
@@ -248,8 +281,17 @@ vma_boundaries_near (BfVma *vma, guint64 first, guint64 last)
   if (vma->n_pages < 2)
     return 0;
   end = MIN (last, vma->n_pages - 2);
-  for (guint64 j = first > 0 ? first - 1 : 0; j <= end; j++)
-    n += vma_boundary_after (vma, j);
+  for (guint64 j = first > 0 ? first - 1 : 0; j <= end;)
+    {
+      /* None after pages j to j + 62; the one after j + 63 is counted next. */
+      if (j % 64 == 0 && j + 63 <= end && vma_word_alike (vma, j / 64))
+        {
+          j += 63;
+          continue;
+        }
+      n += vma_boundary_after (vma, j);
+      j++;
+    }
   return n;
 }
 
