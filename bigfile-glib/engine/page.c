@@ -467,5 +467,8 @@ bf_handle_invalidate_page (BfHandle *handle, guint64 index)
   page = g_hash_table_lookup (handle->pages, &index);
   if (page != NULL)
     bf_page_drop (page);
+  /* The file changed: over a base file, its size may have too. */
+  if (handle->base_fd >= 0 && handle->rmap != NULL)
+    handle->rmap->base_changed (handle);
   bf_unlock ();
 }
