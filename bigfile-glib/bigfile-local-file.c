@@ -49,21 +49,47 @@
  * ## Clean pages straight from the page cache
  *
  * Opened with %BIGFILE_LOCAL_FILE_FLAGS_MAP_CLEAN_PAGES, the file lets its
- * handles show the complete pages it has (those wholly below its size when
- * a mapping is made) straight from the kernel's page cache, through a
- * shared read-only mapping of the file: reading them is as fast as reading
- * a plain mmap() of the file, and takes nothing from the #BigfileRam. The
- * first write to a page copies it into the #BigfileRam (it is dirty from
- * then on, in every mapping of the handle), and writeout stores it back.
+ * handles show the complete pages it has (those wholly below its size)
+ * straight from the kernel's page cache, through a shared read-only
+ * mapping of the file: reading them is as fast as reading a plain mmap() of
+ * the file, and takes nothing from the #BigfileRam. The first write to a
+ * page copies it into the #BigfileRam, from the file as it is at that
+ * moment (it is dirty from then on, in every mapping of the handle), and
+ * writeout stores it back; once stored, the file shows there again.
+ *
  * What changes: clean pages always show the file as it is now, so another
- * writer's changes show at once (the handle is no longer a snapshot of
- * them), bigfile_handle_get_page_state() reports such pages as empty, and
- * a read error of the disk comes to the program as the kernel's `SIGBUS`,
- * without a reason for bigfile_vma_take_fault_error(). Truncating the file
- * under a mapping makes reads past its new end fail with `SIGBUS` too, as
- * with any mmap() of a file. Scattered changes cost the kernel two mappings
- * each: past half of `vm.max_map_count` of them, a mapping goes back to
- * loading copies of clean pages, as without this flag.
+ * writer's changes show at once, in raw memory, in bigfile_vma_read() and
+ * in new mappings alike (the handle is no longer a snapshot of them);
+ * bigfile_handle_get_page_state() reports such pages as empty; and a read
+ * error of the disk comes to the program as the kernel's `SIGBUS`, without
+ * a reason for bigfile_vma_take_fault_error() (bigfile_vma_populate()
+ * reports it as a #GError). Populating or pinning such pages for reading
+ * loads no copy: the kernel reads them into its page cache, and a read pin
+ * keeps them mapped and readable from the file (showing its current data)
+ * without taking anything from the budget.
+ *
+ * The end of the file: a mapping of a file cannot show past the file's end,
+ * so the last page of a file whose size is not a multiple of the block size,
+ * and the pages past it, are copies in the #BigfileRam, as without this
+ * flag. When the file grows (a writeout that stores pages past its end, or
+ * another writer), the pages that became complete show the file, and the
+ * copies of the pages whose data changed are dropped, at the handle's next
+ * look at the file's size: when a mapping is made, after a writeout that
+ * stored pages, at bigfile_handle_invalidate_page(), and at a page fault or
+ * an API call (read, write, populate, pin) on a page past the end it knew.
+ * Until then, pages of an existing mapping past that end show what they
+ * showed. The copy of the partial last page is also dropped when its last
+ * pin goes, and before a write changes it; a change another writer makes
+ * within it, leaving the size alone, shows once the copy goes (invalidate
+ * the page to make it go). Truncating the file under a mapping makes reads
+ * past its new end fail with `SIGBUS`, as with any mmap() of a file, until
+ * the handle next looks at the size (bigfile_handle_invalidate_page() makes
+ * it look): then they read zeros.
+ *
+ * Scattered changes cost the kernel two mappings each: past half of
+ * `vm.max_map_count` of them, a mapping goes back to loading copies of clean
+ * pages, as without this flag (pages pinned for reading apart), though a
+ * write still starts from the file as it is.
  *
  * It implements #GInitable: bindings create it with bigfile_local_file_new()
  * or, through its properties, with g_initable_new().

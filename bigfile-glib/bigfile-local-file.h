@@ -24,8 +24,16 @@ G_BEGIN_DECLS
  *   mapping) instead of copies in their #BigfileRam: reading costs no page
  *   fault, no copy and no budget. Only changed pages take RAM. Clean pages
  *   then always show the file as it is now, changes by other writers
- *   included, and pages that read as empty in bigfile_handle_get_page_state()
- *   may still be read. See bigfile_local_file_new().
+ *   included (in raw memory, bigfile_vma_read() and new mappings alike), a
+ *   change to a page starts from the file as it is at that moment, and
+ *   reading, populating or pinning them for reading takes no copy. Pages
+ *   that read as empty in bigfile_handle_get_page_state() may still be
+ *   read. The partial last page of the file and the pages past it are
+ *   copies: when the file grows, by a writeout or another writer, they show
+ *   it from the handle's next look at its size (a new mapping, a writeout
+ *   that stored pages, bigfile_handle_invalidate_page(), or a page fault or
+ *   API call on a page past the end it knew). See the description of
+ *   #BigfileLocalFile.
  *
  * How bigfile_local_file_new() opens its file.
  *

@@ -632,7 +632,10 @@ bigfile_vma_populate (BigfileVma *vma, gsize offset, gsize length, gboolean writ
  * Pins nest: each pin needs its unpin.
  *
  * Pinned pages count in the budget of the #BigfileRam and cannot be
- * reclaimed, like dirty ones: pin only what you need.
+ * reclaimed, like dirty ones: pin only what you need. (Over a
+ * #BigfileLocalFile opened with %BIGFILE_LOCAL_FILE_FLAGS_MAP_CLEAN_PAGES, a
+ * read pin of clean pages holds no copy: they stay mapped from the file's
+ * page cache, and show its current data.)
  *
  * A page pinned @writable stays writable and dirty through writeouts: they
  * store it as it is at that moment and leave it dirty, since the holder of

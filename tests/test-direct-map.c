@@ -14,16 +14,22 @@
  *   - the first write copies the page into RAM (DIRTY), and every VMA of
  *     the handle shows the copy, those mapped before and after the write;
  *     the file and other handles do not see it;
- *   - writeout stores it and keeps it as a clean copy (LOADED) until it is
- *     reclaimed; discard, invalidate and reclaim drop the copy, and the file
- *     shows again;
+ *   - writeout stores it and drops the copy; discard, invalidate and
+ *     reclaim drop it too, and the file shows again;
  *   - a clean page shows the file as it is now, also after someone else
- *     wrote to it; a dirty page shows the handle's changes until they are
- *     written out or dropped;
+ *     wrote to it, whether it was read, populated or pinned for reading
+ *     before (which load nothing); a dirty page shows the handle's changes
+ *     until they are written out or dropped, and starts from the file as it
+ *     is when it is first written, so writeout keeps the other writer's
+ *     changes to the rest of it;
  *   - pages from the last, partial one on load as before (zeros past the
- *     end of the file);
+ *     end of the file); when the file grows (our writeout, another writer),
+ *     the handle notices at its next look at the size, and from then on
+ *     every view shows the file;
  *   - dropping mappings to stay under vm.max_map_count never lets a dirty
- *     page show the file's data, and still keeps the count under the cap.
+ *     page show the file's data, leaves read-pinned pages alone, and still
+ *     keeps the count under the cap; the engine's count of kernel mappings
+ *     stays exact.
  *
  * A random run checks all of it against a model of the file and of the
  * memory the handle shows.
@@ -584,11 +590,16 @@ test_past_eof (void)
   expected[8 * PS + 9] = 0x99;
   assert_file_is (f.path, expected, 9 * PS);
 
-  /* Stored, page 8's copy went at once; reclaimed, the others read the
-   * longer file. */
-  g_assert_cmpint (page_state (&f.m, 8), ==, BIGFILE_PAGE_STATE_EMPTY);
-  g_assert_cmpuint (bigfile_ram_reclaim (f.m.ram), ==, 4);
+  /* Stored, page 8's copy went at once; the file is longer, so pages 5-8
+   * are complete now: the mapping shows them from the file, and the
+   * copies of pages 5-7 went too.  Page 9 is still past the end. */
+  for (guint64 p = 5; p < 9; p++)
+    g_assert_cmpint (page_state (&f.m, p), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpint (page_state (&f.m, 9), ==, BIGFILE_PAGE_STATE_LOADED);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 1);
   g_assert_cmpint (memcmp (f.m.data, expected, 9 * PS), ==, 0);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 1);
+  g_assert_cmpuint (bigfile_ram_reclaim (f.m.ram), ==, 1);
   g_assert_cmpint (memcmp (f.m.data + 9 * PS, zeros, PS), ==, 0);
 
   /* A VMA mapped now shows pages 5-8 from the file, without RAM. */
@@ -789,28 +800,473 @@ test_read_only (void)
   fixture_teardown (&f);
 }
 
+/* -- clean pages always show the file: populate, pin, growing files ----------- *
+ *
+ * Issue 6, item 4: a read populate or pin, or a page touched while past
+ * the end of the file, used to leave a private clean copy that shadowed
+ * the file: raw memory, bigfile_vma_read() and a new mapping disagreed, and
+ * a write to the copy took its stale bytes to the file at writeout, over
+ * another writer's change. */
+
+/* The engine's count of kernel mappings, made afresh, is the one it keeps. */
+static void
+assert_kernel_maps_exact (void)
+{
+  g_assert_cmpuint (bf_count_kernel_maps (), ==, bf_get_kernel_maps ());
+}
+
+static void
+populate (BigfileVma *vma, gsize offset, gsize len, gboolean writable)
+{
+  GError *error = NULL;
+
+  g_assert_true (bigfile_vma_populate (vma, offset, len, writable, &error));
+  g_assert_no_error (error);
+}
+
+static void
+pin (BigfileVma *vma, gsize offset, gsize len, gboolean writable)
+{
+  GError *error = NULL;
+
+  g_assert_true (bigfile_vma_pin (vma, offset, len, writable, &error));
+  g_assert_no_error (error);
+}
+
+static void
+external_truncate (const char *path, goffset size)
+{
+  g_assert_cmpint (truncate (path, (off_t)size), ==, 0);
+}
+
+/* Another writer sets byte @offset of the file to @value; @expected
+ * follows. */
+static void
+external_write_byte (Fixture *f, guint8 *expected, gsize offset, guint8 value)
+{
+  external_write (f->path, (goffset)offset, &value, 1);
+  expected[offset] = value;
+}
+
+/* Pages [first, end) have no copy in RAM, nor has any other page. */
+static void
+assert_no_copies (Fixture *f, guint64 first, guint64 end)
+{
+  for (guint64 p = first; p < end; p++)
+    g_assert_cmpint (page_state (&f->m, p), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (bigfile_ram_get_n_pages (f->m.ram), ==, 0);
+}
+
+/* Raw memory of @vma, bigfile_vma_read() of it and a mapping made now of
+ * the same pages all show @expected (the pages from @first, @n of them). */
+static void
+assert_all_show (BigfileHandle *handle, BigfileVma *vma, guint64 first, guint64 n,
+                 const guint8 *expected)
+{
+  const guint8 *data = bigfile_vma_get_data (vma);
+  guint64 vma_first = bigfile_vma_get_first_page (vma);
+  gsize at = (first - vma_first) * PS;
+  BigfileVma *fresh;
+
+  g_assert_cmpmem (data + at, n * PS, expected + first * PS, n * PS);
+  assert_api_read (vma, at, expected + first * PS, n * PS);
+  fresh = vma_new (handle, first, n);
+  g_assert_cmpmem (bigfile_vma_get_data (fresh), n * PS, expected + first * PS, n * PS);
+  vma_free (fresh);
+  g_assert_cmpmem (data + at, n * PS, expected + first * PS, n * PS);
+  assert_kernel_maps_exact ();
+}
+
+/* populate (read) loads nothing over the file: the mapping keeps showing
+ * the file, another writer's change included. */
+static void
+test_populate_read (void)
+{
+  Fixture f;
+  g_autofree guint8 *expected = NULL;
+
+  g_test_summary ("A read populate over the file loads no copy: the pages keep showing "
+                  "the file, as it is now");
+  fixture_setup (&f, PS, 8 * PS, CLEAN_PAGES, 8, 8);
+  expected = g_memdup2 (f.contents, f.len);
+
+  populate (f.m.vma, 2 * PS, 3 * PS, FALSE);
+  assert_no_copies (&f, 2, 5);
+  assert_kernel_maps_exact ();
+
+  external_write_byte (&f, expected, 3 * PS + 100, (guint8)~file_byte (3 * PS + 100));
+  assert_all_show (f.m.handle, f.m.vma, 0, 8, expected);
+  assert_no_copies (&f, 0, 8);
+
+  fixture_teardown (&f);
+}
+
+/* A read pin holds nothing over the file, and keeps its pages readable
+ * from the file; after the unpin as well. */
+static void
+test_pin_read (void)
+{
+  Fixture f;
+  g_autofree guint8 *expected = NULL;
+
+  g_test_summary ("A read pin over the file holds no copy: the pages show the file as it is "
+                  "now, while pinned and after the unpin");
+  fixture_setup (&f, PS, 8 * PS, CLEAN_PAGES, 8, 8);
+  expected = g_memdup2 (f.contents, f.len);
+
+  pin (f.m.vma, 2 * PS + 5, 2 * PS, FALSE); /* pages 2-4 */
+  assert_no_copies (&f, 2, 5);
+
+  external_write_byte (&f, expected, 3 * PS + 100, 0x21);
+  assert_all_show (f.m.handle, f.m.vma, 0, 8, expected);
+
+  /* Nested pins of the range, and a write to a pinned page: dirty, copied
+   * from the file as it is now, then written out and the file shows. */
+  pin (f.m.vma, 2 * PS + 5, 2 * PS, FALSE);
+  raw_write (f.m.data + 3 * PS + 7, 0x37);
+  expected[3 * PS + 7] = 0x37;
+  g_assert_cmpint (page_state (&f.m, 3), ==, BIGFILE_PAGE_STATE_DIRTY);
+  assert_all_show (f.m.handle, f.m.vma, 0, 8, expected);
+  bigfile_vma_unpin (f.m.vma, 2 * PS + 5, 2 * PS);
+  g_assert_true (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, NULL));
+  assert_file_is (f.path, expected, f.len);
+  g_assert_cmpint (page_state (&f.m, 3), ==, BIGFILE_PAGE_STATE_EMPTY);
+
+  external_write_byte (&f, expected, 4 * PS + 100, 0x22);
+  assert_all_show (f.m.handle, f.m.vma, 0, 8, expected);
+
+  bigfile_vma_unpin (f.m.vma, 2 * PS + 5, 2 * PS);
+  external_write_byte (&f, expected, 2 * PS + 100, 0x23);
+  assert_all_show (f.m.handle, f.m.vma, 0, 8, expected);
+  assert_no_copies (&f, 0, 8);
+
+  fixture_teardown (&f);
+}
+
+/* A read pin across the end of the file: the partial last page and the
+ * one after it are copies (the file cannot show there); the copy of the
+ * partial page goes with the unpin, so it shows what another writer put
+ * there meanwhile. */
+static void
+test_pin_read_past_eof (void)
+{
+  Fixture f;
+  g_autofree guint8 *expected = g_malloc0 (8 * PS);
+
+  g_test_summary ("A read pin across the end of the file pins copies of the partial last "
+                  "page and the pages past it; the partial page's copy goes at the unpin");
+  fixture_setup (&f, PS, 4 * PS + PS / 2, CLEAN_PAGES, 8, 8);
+  memcpy (expected, f.contents, f.len);
+
+  pin (f.m.vma, 3 * PS, 3 * PS, FALSE); /* pages 3 (file), 4 (partial), 5 (zeros) */
+  g_assert_cmpint (page_state (&f.m, 3), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpint (page_state (&f.m, 4), ==, BIGFILE_PAGE_STATE_LOADED);
+  g_assert_cmpint (page_state (&f.m, 5), ==, BIGFILE_PAGE_STATE_LOADED);
+  g_assert_cmpmem (f.m.data, 8 * PS, expected, 8 * PS);
+
+  external_write_byte (&f, expected, 4 * PS + 100, 0x44);
+  bigfile_vma_unpin (f.m.vma, 3 * PS, 3 * PS);
+  g_assert_cmpint (page_state (&f.m, 4), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpint (page_state (&f.m, 5), ==, BIGFILE_PAGE_STATE_LOADED);
+  assert_all_show (f.m.handle, f.m.vma, 0, 8, expected);
+
+  fixture_teardown (&f);
+}
+
+/* The map-count flush hides whole mappings, but not what a read pin
+ * holds over the file: those pages stay readable, without a fault, and
+ * show the file. */
+static void
+test_pin_read_flush (void)
+{
+  const guint64 n = 128, cap = 16;
+  Fixture f;
+  g_autofree guint8 *expected = NULL;
+
+  g_test_summary ("The map-count flush leaves pages read-pinned over the file showing it");
+  bf_set_kernel_maps_cap (cap);
+  fixture_setup (&f, PS, n * PS, CLEAN_PAGES, n, n);
+  expected = g_memdup2 (f.contents, f.len);
+
+  pin (f.m.vma, 64 * PS, 4 * PS, FALSE);
+  for (guint64 p = 0; p < n; p += 3)
+    if (p < 64 || p >= 68)
+      {
+        expected[p * PS] = (guint8)~expected[p * PS];
+        raw_write (f.m.data + p * PS, expected[p * PS]);
+      }
+  external_write_byte (&f, expected, 65 * PS + 9, 0x55);
+  g_assert_cmpmem (f.m.data + 64 * PS, 4 * PS, expected + 64 * PS, 4 * PS);
+  for (guint64 p = 64; p < 68; p++)
+    g_assert_cmpint (page_state (&f.m, p), ==, BIGFILE_PAGE_STATE_EMPTY);
+  assert_kernel_maps_exact ();
+
+  bigfile_vma_unpin (f.m.vma, 64 * PS, 4 * PS);
+  bigfile_handle_discard (f.m.handle);
+  fixture_teardown (&f);
+  bf_set_kernel_maps_cap (0);
+}
+
+/* Pages touched past the end of the file, then the file grows: by our own
+ * writeout of a page past them, or by another writer (ftruncate, then
+ * pwrite).  The handle notices at a writeout, an access past the end it
+ * knew (an API call or a fault), a new mapping, or an invalidation; from
+ * then on every view shows the file. */
+typedef enum
+{
+  GROW_SEEN_BY_WRITEOUT,
+  GROW_SEEN_BY_API_READ,
+  GROW_SEEN_BY_FAULT,
+  GROW_SEEN_BY_MAP,
+  GROW_SEEN_BY_INVALIDATE,
+} GrowSeenBy;
+
+static void
+test_grow (gconstpointer data)
+{
+  GrowSeenBy seen_by = GPOINTER_TO_INT (data);
+  const gsize len = 4 * PS + PS / 2;
+  Fixture f;
+  g_autofree guint8 *expected = g_malloc0 (10 * PS);
+  g_autofree guint8 *news = g_malloc (4 * PS);
+  GError *error = NULL;
+  BigfileVma *other;
+  gsize new_len;
+
+  g_test_summary ("Copies of pages past the end of the file give way to the file when it "
+                  "grows, by our writeout or another writer");
+  fixture_setup (&f, PS, len, CLEAN_PAGES, 10, 10);
+  memcpy (expected, f.contents, len);
+  other = vma_new (f.m.handle, 3, 7); /* pages 3-9, mapped before the growth */
+
+  /* Copies of the partial page 4 and of pages 5 and 6, in both mappings. */
+  g_assert_cmpmem (f.m.data, 7 * PS, expected, 7 * PS);
+  g_assert_cmpmem (bigfile_vma_get_data (other), 4 * PS, expected + 3 * PS, 4 * PS);
+  for (guint64 p = 4; p < 7; p++)
+    g_assert_cmpint (page_state (&f.m, p), ==, BIGFILE_PAGE_STATE_LOADED);
+
+  if (seen_by == GROW_SEEN_BY_WRITEOUT)
+    {
+      raw_write (f.m.data + 8 * PS + 9, 0x99);
+      expected[8 * PS + 9] = 0x99;
+      g_assert_true (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+      g_assert_no_error (error);
+      new_len = 9 * PS;
+      /* And then another writer changes what became complete. */
+      memset (news, 0x5E, 4 * PS);
+      external_write (f.path, 4 * PS + 10, news, 10);
+      memcpy (expected + 4 * PS + 10, news, 10);
+      external_write (f.path, 6 * PS + 10, news, 10);
+      memcpy (expected + 6 * PS + 10, news, 10);
+    }
+  else
+    {
+      /* Another writer: longer, with a partial last page, then data in the
+       * old partial page and the pages after it. */
+      new_len = 7 * PS + 100;
+      external_truncate (f.path, (goffset)new_len);
+      for (gsize i = 0; i < 4 * PS; i++)
+        news[i] = (guint8)(i * 3 + 1);
+      external_write (f.path, (goffset)len, news, new_len - len);
+      memcpy (expected + len, news, new_len - len);
+      switch (seen_by)
+        {
+          case GROW_SEEN_BY_API_READ:
+            assert_api_read (f.m.vma, 5 * PS, expected + 5 * PS, 10);
+            break;
+          case GROW_SEEN_BY_FAULT:
+            /* Page 9 was never touched: a fault past the end. */
+            g_assert_cmpuint (raw_read (f.m.data + 9 * PS), ==, 0);
+            break;
+          case GROW_SEEN_BY_MAP:
+            vma_free (vma_new (f.m.handle, 0, 1));
+            break;
+          case GROW_SEEN_BY_INVALIDATE:
+            bigfile_handle_invalidate_page (f.m.handle, 0);
+            break;
+          case GROW_SEEN_BY_WRITEOUT:
+          default:
+            g_assert_not_reached ();
+        }
+    }
+
+  /* The pages now complete show the file in the mappings made before, and
+   * their copies are gone. */
+  for (guint64 p = 4; p < new_len / PS; p++)
+    g_assert_cmpint (page_state (&f.m, p), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpmem (f.m.data, 10 * PS, expected, 10 * PS);
+  g_assert_cmpmem (bigfile_vma_get_data (other), 7 * PS, expected + 3 * PS, 7 * PS);
+  assert_all_show (f.m.handle, f.m.vma, 0, 10, expected);
+  assert_all_show (f.m.handle, other, 3, 7, expected);
+  for (guint64 p = 4; p < new_len / PS; p++)
+    g_assert_cmpint (page_state (&f.m, p), ==, BIGFILE_PAGE_STATE_EMPTY);
+  assert_file_is (f.path, expected, new_len);
+
+  vma_free (other);
+  fixture_teardown (&f);
+}
+
+/* A write to a page that was read before (and so might have had a clean
+ * copy) while another writer changed another byte of it: the dirty page
+ * starts from the file as it is at the write, so writeout keeps the other
+ * writer's change. */
+typedef enum
+{
+  STALE_AFTER_POPULATE,
+  STALE_AFTER_PIN,
+  STALE_WHILE_PINNED,
+  STALE_PARTIAL_PAGE,
+  STALE_PARTIAL_PAGE_API_WRITE,
+  STALE_PAST_EOF,
+  STALE_HIDDEN,
+} StaleCase;
+
+static void
+test_stale_write (gconstpointer data)
+{
+  StaleCase c = GPOINTER_TO_INT (data);
+  const guint64 n = 128;
+  const gsize len = c == STALE_PARTIAL_PAGE || c == STALE_PARTIAL_PAGE_API_WRITE ? 4 * PS + PS / 2
+                    : c == STALE_PAST_EOF                                        ? 4 * PS
+                                                                                 : n * PS;
+  const guint64 page = c == STALE_PAST_EOF ? 6 : c == STALE_HIDDEN ? 64 : len / PS == 4 ? 4 : 3;
+  Fixture f;
+  GError *error = NULL;
+  g_autofree guint8 *expected = g_malloc0 (n * PS);
+  const guint8 theirs = 0x7E, mine = 0x3C;
+  gsize file_len = len;
+
+  g_test_summary ("A write never takes a stale clean copy to the file: another writer's "
+                  "change to the rest of the page is kept");
+  if (c == STALE_HIDDEN)
+    bf_set_kernel_maps_cap (16);
+  fixture_setup (&f, PS, len, CLEAN_PAGES, 8, n);
+  if (c == STALE_HIDDEN)
+    {
+      /* A mapping of its own, over scattered dirty pages that make the
+       * flush hide it: its clean pages are copies from then on. */
+      vma_free (f.m.vma);
+      f.m.vma = vma_new (f.m.handle, 0, n);
+      f.m.data = bigfile_vma_get_data (f.m.vma);
+      for (guint64 p = 0; p < 60; p += 3)
+        raw_write (f.m.data + p * PS, 1);
+    }
+  memcpy (expected, f.contents, len);
+
+  /* Read it first, the way the case says. */
+  switch (c)
+    {
+      case STALE_AFTER_POPULATE:
+        populate (f.m.vma, page * PS, PS, FALSE);
+        break;
+      case STALE_AFTER_PIN:
+        pin (f.m.vma, page * PS, PS, FALSE);
+        bigfile_vma_unpin (f.m.vma, page * PS, PS);
+        break;
+      case STALE_WHILE_PINNED:
+        pin (f.m.vma, page * PS, PS, FALSE);
+        break;
+      case STALE_PARTIAL_PAGE:
+      case STALE_PARTIAL_PAGE_API_WRITE:
+      case STALE_PAST_EOF:
+      case STALE_HIDDEN:
+        g_assert_cmpuint (raw_read (f.m.data + page * PS + 100), ==, expected[page * PS + 100]);
+        /* The file cannot show there: a copy was loaded. */
+        if (c == STALE_HIDDEN)
+          g_assert_cmpint (page_state (&f.m, page), ==, BIGFILE_PAGE_STATE_LOADED);
+        break;
+      default:
+        g_assert_not_reached ();
+    }
+
+  /* Another writer changes byte 100 of the page (past the end: the file
+   * grows over it). */
+  if (c == STALE_PAST_EOF)
+    {
+      file_len = (page + 1) * PS;
+      external_truncate (f.path, (goffset)file_len);
+    }
+  external_write_byte (&f, expected, page * PS + 100, theirs);
+
+  /* We change byte 7, and write out. */
+  if (c == STALE_PARTIAL_PAGE_API_WRITE)
+    {
+      g_autoptr (GBytes) bytes = g_bytes_new (&mine, 1);
+      g_assert_true (bigfile_vma_write (f.m.vma, page * PS + 7, bytes, &error));
+      g_assert_no_error (error);
+    }
+  else
+    raw_write (f.m.data + page * PS + 7, mine);
+  expected[page * PS + 7] = mine;
+  g_assert_true (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+
+  /* A stored partial page makes the file a whole block longer. */
+  if (c == STALE_PARTIAL_PAGE || c == STALE_PARTIAL_PAGE_API_WRITE)
+    file_len = (page + 1) * PS;
+  {
+    g_autofree guint8 *back = NULL;
+    gsize back_len = 0;
+
+    back = read_file (f.path, &back_len);
+    g_assert_cmpuint (back_len, >=, page * PS + 101);
+    g_assert_cmpuint (back[page * PS + 100], ==, theirs);
+    g_assert_cmpuint (back[page * PS + 7], ==, mine);
+    if (c != STALE_HIDDEN)
+      assert_file_is (f.path, expected, file_len);
+  }
+  g_assert_cmpuint (raw_read (f.m.data + page * PS + 100), ==, theirs);
+  g_assert_cmpuint (raw_read (f.m.data + page * PS + 7), ==, mine);
+  assert_api_read (f.m.vma, page * PS + 100, &theirs, 1);
+  assert_kernel_maps_exact ();
+
+  if (c == STALE_WHILE_PINNED)
+    bigfile_vma_unpin (f.m.vma, page * PS, PS);
+  bigfile_handle_discard (f.m.handle);
+  fixture_teardown (&f);
+  bf_set_kernel_maps_cap (0);
+}
+
 /* -- random operations against a model ------------------------------------------------- *
  *
- * A file of M_FILE_PAGES pages, two VMAs of M_PAGES pages that reach past
- * its end, a budget of M_BUDGET pages, and random operations: reads and
- * writes through raw memory and the API, writeouts, discards, reclaims,
- * invalidations, changes to the file behind the handle's back (of pages
- * with no unsaved changes), and remapping the second VMA.  The model:
+ * A file of M_FILE_SIZE bytes (its last page partial), two VMAs of M_PAGES
+ * pages that reach past its end, a budget of M_BUDGET pages, and random
+ * operations: reads and writes through raw memory and the API, populates
+ * and pins (read or write) and unpins, writeouts (which make the file
+ * longer when they store pages past its end), discards, reclaims,
+ * invalidations, changes to the file behind the handle's back (writes to
+ * complete pages with no unsaved changes; the file made longer, with data;
+ * the file made shorter, then an invalidation, so the handle notices before
+ * anything reads past the new end), and remapping the second VMA.  The
+ * model:
  *
  *   file     what the file holds (M_PAGES pages; zeros past its size)
  *   memory   what the handle shows: the file, overlaid with the dirty pages
  *   dirty    the pages with unsaved changes
+ *   pins     the pins held; a page pinned writable stays dirty through
+ *            writeouts (until it is dropped: gen counts the drops)
  *
- * At most M_MAX_DIRTY pages are dirty (a write that would go over writes
- * out first), so raw accesses never meet a budget full of dirty pages.
+ * After every step, raw memory of both VMAs, bigfile_vma_read() of them and
+ * a fresh mapping must all show the model's memory.  Raw memory is looked at
+ * first (an API read drops the clean copies it finds over the file, and
+ * could hide a stale one), except, after the file grew behind the handle's
+ * back, the pages the handle has not seen grow: it notices at its next
+ * access past the end it knew, which the API read is.
+ *
+ * At most M_MAX_DIRTY pages are dirty or pinned (a write that would go over
+ * writes out first, and drops the pins if that is not enough), so raw
+ * accesses never meet a budget full of dirty pages.
  *   BIGFILE_TEST_DIRECT_MAP_SEED=<seed>    replay one seed
  *   BIGFILE_TEST_DIRECT_MAP_STEPS=<n>      steps (default M_STEPS)
  */
 
 #define M_FILE_PAGES 24
+#define M_FILE_SIZE (M_FILE_PAGES * PS - 1000)
 #define M_PAGES 26
-#define M_BUDGET 12
+#define M_BUDGET 16
 #define M_MAX_DIRTY 9
+#define M_MAX_PINS 2
+#define M_PIN_PAGES 2
 #define M_STEPS 4000
 #define M_CHECK_EVERY 100
 
@@ -826,11 +1282,16 @@ typedef enum
   M_INVALIDATE,
   M_EXTERNAL_WRITE,
   M_REMAP,
+  M_POPULATE,
+  M_PIN,
+  M_UNPIN,
+  M_EXTERNAL_GROW,
+  M_EXTERNAL_SHRINK,
   M_N_OPS
 } MOp;
 
 /* How often each operation is picked, out of the sum. */
-static const guint m_weights[M_N_OPS] = { 20, 20, 10, 10, 5, 3, 5, 8, 12, 3 };
+static const guint m_weights[M_N_OPS] = { 20, 20, 10, 10, 5, 3, 5, 8, 12, 3, 6, 5, 5, 3, 1 };
 
 typedef struct
 {
@@ -838,6 +1299,15 @@ typedef struct
   BigfileVma *vma;
   guint8 *data;
 } MVma;
+
+typedef struct
+{
+  guint v;           /* of vmas[] */
+  gsize offset, len; /* as given to bigfile_vma_pin() */
+  guint64 first, n;  /* the pages, absolute */
+  gboolean writable;
+  guint gen[M_PIN_PAGES]; /* Model.gen of each page when pinned */
+} MPin;
 
 typedef struct
 {
@@ -852,9 +1322,13 @@ typedef struct
 
   guint8 *file;
   gsize file_size;
+  gsize seen_size; /* the file's size the handle surely knows */
   guint8 *memory;
   gboolean dirty[M_PAGES];
   guint n_dirty;
+  guint gen[M_PAGES]; /* how many times the page was dropped while dirty */
+  MPin pins[M_MAX_PINS];
+  guint n_pins;
   guint n_ops[M_N_OPS];
 } Model;
 
@@ -994,6 +1468,39 @@ m_vma_map (Model *mo, MVma *mv, guint64 first, guint64 n)
   mv->data = bigfile_vma_get_data (mv->vma);
 }
 
+/* Pages the pins hold (or would, were they copies). */
+static guint
+m_pinned_pages (Model *mo)
+{
+  guint n = 0;
+
+  for (guint k = 0; k < mo->n_pins; k++)
+    n += (guint)mo->pins[k].n;
+  return n;
+}
+
+/* Does a writable pin hold page @p as it is now (not dropped since)? */
+static gboolean
+m_write_pinned (Model *mo, guint64 p)
+{
+  for (guint k = 0; k < mo->n_pins; k++)
+    {
+      MPin *pin = &mo->pins[k];
+
+      if (pin->writable && p >= pin->first && p < pin->first + pin->n
+          && pin->gen[p - pin->first] == mo->gen[p])
+        return TRUE;
+    }
+  return FALSE;
+}
+
+/* The handle's view of the file's size is up to date after this. */
+static void
+m_seen (Model *mo)
+{
+  mo->seen_size = mo->file_size;
+}
+
 static void
 m_writeout (Model *mo)
 {
@@ -1002,24 +1509,95 @@ m_writeout (Model *mo)
   model_log (mo, "writeout of %u dirty pages", mo->n_dirty);
   bigfile_handle_writeout (mo->f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error);
   model_assert_no_error (mo, error, "writeout");
+  /* It stored pages, so it looked at the file's size. */
+  if (mo->n_dirty > 0)
+    m_seen (mo);
   for (guint64 p = 0; p < M_PAGES; p++)
     if (mo->dirty[p])
       {
         memcpy (mo->file + p * PS, mo->memory + p * PS, PS);
         mo->file_size = MAX (mo->file_size, (p + 1) * PS);
-        mo->dirty[p] = FALSE;
+        /* A page pinned writable is stored as it is and stays dirty. */
+        if (!m_write_pinned (mo, p))
+          {
+            mo->dirty[p] = FALSE;
+            mo->n_dirty--;
+          }
       }
-  mo->n_dirty = 0;
 }
 
-/* A write range that keeps the dirty pages within M_MAX_DIRTY: when it
- * would go over, a writeout first. */
+static void
+m_unpin (Model *mo, guint k)
+{
+  MPin *pin = &mo->pins[k];
+
+  model_log (mo,
+             "unpin of %" G_GSIZE_FORMAT " bytes at %" G_GSIZE_FORMAT
+             " of VMA %u (%s, pages %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT ")",
+             pin->len, pin->offset, pin->v, pin->writable ? "writable" : "read", pin->first,
+             pin->n);
+  bigfile_vma_unpin (mo->vmas[pin->v].vma, pin->offset, pin->len);
+  mo->pins[k] = mo->pins[--mo->n_pins];
+}
+
+/* Room for @n_new more dirty or pinned pages within M_MAX_DIRTY: a
+ * writeout first if needed, then the pins go if that was not enough. */
+static void
+m_make_room (Model *mo, guint n_new)
+{
+  if (mo->n_dirty + m_pinned_pages (mo) + n_new <= M_MAX_DIRTY)
+    return;
+  m_writeout (mo);
+  while (mo->n_dirty + m_pinned_pages (mo) + n_new > M_MAX_DIRTY && mo->n_pins > 0)
+    m_unpin (mo, 0);
+  if (mo->n_dirty + n_new > M_MAX_DIRTY)
+    m_writeout (mo); /* what the pins held writable was still dirty */
+}
+
+/* A write range that keeps the dirty pages within M_MAX_DIRTY. */
 static void
 m_pick_write_range (Model *mo, MVma *mv, gsize *offset, gsize *len)
 {
   m_pick_range (mo, mv, offset, len);
-  if (mo->n_dirty + m_new_dirty (mo, mv->first * PS + *offset, *len) > M_MAX_DIRTY)
-    m_writeout (mo);
+  m_make_room (mo, m_new_dirty (mo, mv->first * PS + *offset, *len));
+}
+
+/* A range of @mv for a populate or a pin: up to M_PIN_PAGES pages, not
+ * always aligned. */
+static void
+m_pick_pin_range (Model *mo, MVma *mv, gsize *offset, gsize *len, guint64 *first, guint64 *n)
+{
+  guint64 fp = m_rand (mo, 0, mv->n);
+  gsize head;
+
+  *n = MIN (m_rand (mo, 1, M_PIN_PAGES + 1), mv->n - fp);
+  head = m_rand (mo, 0, PS / 2);
+  *offset = fp * PS + head;
+  *len = *n * PS - head - m_rand (mo, 0, PS / 2);
+  *first = mv->first + fp;
+}
+
+/* Pages [first, first + n) become dirty, unchanged (a writable populate or
+ * pin). */
+static void
+m_dirty_range (Model *mo, guint64 first, guint64 n)
+{
+  for (guint64 p = first; p < first + n; p++)
+    if (!mo->dirty[p])
+      {
+        mo->dirty[p] = TRUE;
+        mo->n_dirty++;
+      }
+}
+
+/* Clean pages show the file: after the file changed behind the handle's
+ * back, make the model's memory say so. */
+static void
+m_sync_clean (Model *mo)
+{
+  for (guint64 p = 0; p < M_PAGES; p++)
+    if (!mo->dirty[p])
+      memcpy (mo->memory + p * PS, mo->file + p * PS, PS);
 }
 
 static void
@@ -1043,6 +1621,7 @@ m_drop (Model *mo, guint64 page)
     {
       mo->dirty[page] = FALSE;
       mo->n_dirty--;
+      mo->gen[page]++; /* a pin of it holds an orphan now */
     }
 }
 
@@ -1135,11 +1714,18 @@ m_step (Model *mo, MOp op)
         break;
 
       case M_RECLAIM:
-        model_log (mo, "reclaim");
-        bigfile_ram_reclaim (mo->f.m.ram);
-        model_assert (mo, bigfile_ram_get_n_pages (mo->f.m.ram) == mo->n_dirty,
-                      "%" G_GUINT64_FORMAT " pages left after reclaim, %u dirty",
-                      bigfile_ram_get_n_pages (mo->f.m.ram), mo->n_dirty);
+        {
+          guint64 left;
+
+          model_log (mo, "reclaim");
+          bigfile_ram_reclaim (mo->f.m.ram);
+          /* What stays: the dirty pages, the pinned copies, and pinned pages
+           * dropped while pinned (kept for their pins). */
+          left = bigfile_ram_get_n_pages (mo->f.m.ram);
+          model_assert (mo, left >= mo->n_dirty && left <= mo->n_dirty + 2 * m_pinned_pages (mo),
+                        "%" G_GUINT64_FORMAT " pages left after reclaim, %u dirty, %u pinned", left,
+                        mo->n_dirty, m_pinned_pages (mo));
+        }
         break;
 
       case M_INVALIDATE:
@@ -1148,11 +1734,19 @@ m_step (Model *mo, MOp op)
                    mo->dirty[page] ? "dirty" : "clean");
         bigfile_handle_invalidate_page (mo->f.m.handle, page);
         m_drop (mo, page);
+        m_seen (mo);
         break;
 
       case M_EXTERNAL_WRITE:
-        /* A page the handle has no changes to: both views change. */
-        page = m_rand (mo, 0, M_FILE_PAGES);
+        /* A complete page the handle has no changes to: both views change.
+         * (The partial last page is a copy, not the file: it would show
+         * such a change only once the handle has a reason to look.) */
+        if (mo->file_size < PS)
+          {
+            model_log (mo, "nothing (no complete page)");
+            break;
+          }
+        page = m_rand (mo, 0, MIN (mo->file_size / PS, M_PAGES));
         if (mo->dirty[page])
           {
             model_log (mo, "nothing (page %" G_GUINT64_FORMAT " is dirty)", page);
@@ -1185,8 +1779,117 @@ m_step (Model *mo, MOp op)
                      "remap the second VMA as pages %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT
                      " (file size %" G_GSIZE_FORMAT ")",
                      first, n, mo->file_size);
+          /* Its pins go with it. */
+          for (guint k = mo->n_pins; k > 0; k--)
+            if (mo->pins[k - 1].v == 1)
+              mo->pins[k - 1] = mo->pins[--mo->n_pins];
           vma_free (mo->vmas[1].vma);
           m_vma_map (mo, &mo->vmas[1], first, n);
+          m_seen (mo);
+        }
+        break;
+
+      case M_POPULATE:
+      case M_PIN:
+        {
+          gboolean writable = m_rand (mo, 0, 3) == 0, hold = op == M_PIN, ok;
+          guint v = (guint)m_rand (mo, 0, 2);
+          guint64 first, n;
+
+          mv = &mo->vmas[v];
+          m_pick_pin_range (mo, mv, &offset, &len, &first, &n);
+          if (hold && mo->n_pins == M_MAX_PINS)
+            m_unpin (mo, (guint)m_rand (mo, 0, mo->n_pins));
+          m_make_room (mo, (guint)n);
+          model_log (mo,
+                     "%s (%s) of %" G_GSIZE_FORMAT " bytes at %" G_GSIZE_FORMAT
+                     " of VMA %u (pages %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT ")",
+                     hold ? "pin" : "populate", writable ? "writable" : "read", len, offset, v,
+                     first, n);
+          if (hold)
+            ok = bigfile_vma_pin (mv->vma, offset, len, writable, &error);
+          else
+            ok = bigfile_vma_populate (mv->vma, offset, len, writable, &error);
+          model_assert_no_error (mo, error, hold ? "pin" : "populate");
+          model_assert (mo, ok, "%s failed", hold ? "pin" : "populate");
+          if (writable)
+            m_dirty_range (mo, first, n);
+          if (hold)
+            {
+              MPin *pin = &mo->pins[mo->n_pins++];
+
+              *pin = (MPin){ v, offset, len, first, n, writable, { 0 } };
+              for (guint64 p = 0; p < n; p++)
+                pin->gen[p] = mo->gen[first + p];
+            }
+        }
+        break;
+
+      case M_UNPIN:
+        if (mo->n_pins == 0)
+          {
+            model_log (mo, "nothing (no pin)");
+            break;
+          }
+        m_unpin (mo, (guint)m_rand (mo, 0, mo->n_pins));
+        break;
+
+      case M_EXTERNAL_GROW:
+        {
+          gsize old = mo->file_size, size, at, end;
+
+          if (old >= M_PAGES * PS)
+            {
+              model_log (mo, "nothing (the file covers the VMAs)");
+              break;
+            }
+          /* Longer, then data somewhere past the old end: in the old
+           * partial page, the pages after it, the new partial page. */
+          size = m_rand (mo, old + 1, M_PAGES * PS + 1);
+          at = m_rand (mo, old, size);
+          end = m_rand (mo, at + 1, size + 1);
+          model_log (mo,
+                     "external growth from %" G_GSIZE_FORMAT " to %" G_GSIZE_FORMAT
+                     " bytes, data at [%" G_GSIZE_FORMAT ", %" G_GSIZE_FORMAT ")",
+                     old, size, at, end);
+          model_assert (mo, ftruncate (mo->fd, (off_t)size) == 0, "ftruncate: %s",
+                        g_strerror (errno));
+          buf = g_malloc (end - at);
+          m_fill (mo, buf, end - at);
+          model_assert (mo, pwrite (mo->fd, buf, end - at, (off_t)at) == (gssize)(end - at),
+                        "pwrite: %s", g_strerror (errno));
+          memcpy (mo->file + at, buf, end - at);
+          g_free (buf);
+          mo->file_size = size;
+          m_sync_clean (mo);
+        }
+        break;
+
+      case M_EXTERNAL_SHRINK:
+        {
+          gsize old = mo->file_size, size;
+
+          if (old <= M_FILE_PAGES / 2 * PS)
+            {
+              model_log (mo, "nothing (the file is short)");
+              break;
+            }
+          /* Shorter: a read of the file's mapping past the new end is
+           * SIGBUS until the handle notices, so it is told at once. */
+          size = m_rand (mo, M_FILE_PAGES / 2 * PS, old);
+          page = m_rand (mo, 0, M_PAGES);
+          model_log (mo,
+                     "external truncation from %" G_GSIZE_FORMAT " to %" G_GSIZE_FORMAT
+                     " bytes, then invalidate page %" G_GUINT64_FORMAT,
+                     old, size, page);
+          model_assert (mo, ftruncate (mo->fd, (off_t)size) == 0, "ftruncate: %s",
+                        g_strerror (errno));
+          memset (mo->file + size, 0, old - size);
+          mo->file_size = size;
+          m_sync_clean (mo);
+          bigfile_handle_invalidate_page (mo->f.m.handle, page);
+          m_drop (mo, page);
+          m_seen (mo);
         }
         break;
 
@@ -1196,12 +1899,30 @@ m_step (Model *mo, MOp op)
   mo->n_ops[op]++;
 }
 
-/* After every step: states and counts; with @full, every byte of both VMAs
- * and of the file, else a few samples of the VMAs. */
+/* Raw memory of @mv against the model, but for pages [skip_from, skip_to). */
+static void
+m_check_raw (Model *mo, MVma *mv, guint64 skip_from, guint64 skip_to, const char *what)
+{
+  for (guint64 k = 0; k < mv->n; k++)
+    {
+      guint64 p = mv->first + k;
+
+      if (p >= skip_from && p < skip_to)
+        continue;
+      model_assert_same (mo, mv->data + k * PS, mo->memory + p * PS, PS, p * PS, what);
+    }
+}
+
+/* After every step: states and counts; raw memory, bigfile_vma_read() and
+ * a fresh mapping against the model; the kernel-map accounting; with @full,
+ * the file too. */
 static void
 m_check (Model *mo, gboolean full)
 {
-  guint n_present = 0;
+  static const char *const names[2] = { "first VMA", "second VMA" };
+  guint n_present = 0, n_pinned = m_pinned_pages (mo);
+  guint64 n_ram, skip_from = 0, skip_to = 0;
+  BigfileVma *fresh;
   g_autofree char *broken = _bigfile_handle_check (mo->f.m.handle, TRUE);
 
   model_assert (mo, broken == NULL, "engine invariants: %s", broken);
@@ -1224,25 +1945,48 @@ m_check (Model *mo, gboolean full)
   model_assert (mo, bigfile_ram_get_n_dirty_pages (mo->f.m.ram) == mo->n_dirty,
                 "the RAM counts %" G_GUINT64_FORMAT " dirty pages, want %u",
                 bigfile_ram_get_n_dirty_pages (mo->f.m.ram), mo->n_dirty);
-  model_assert (mo, bigfile_ram_get_n_pages (mo->f.m.ram) == n_present,
-                "the RAM counts %" G_GUINT64_FORMAT " pages, the handle has %u",
-                bigfile_ram_get_n_pages (mo->f.m.ram), n_present);
+  /* Pinned pages dropped from the handle keep their memory until unpinned. */
+  n_ram = bigfile_ram_get_n_pages (mo->f.m.ram);
+  model_assert (mo, n_ram >= n_present && n_ram <= n_present + n_pinned,
+                "the RAM counts %" G_GUINT64_FORMAT " pages, the handle has %u, %u pinned", n_ram,
+                n_present, n_pinned);
 
+  /* Raw memory first.  After the file grew behind the handle's back, the
+   * pages it has not seen grow may still show what they did. */
+  if (mo->seen_size < mo->file_size)
+    {
+      skip_from = mo->seen_size / PS;
+      skip_to = (mo->file_size + PS - 1) / PS;
+    }
+  for (guint v = 0; v < 2; v++)
+    m_check_raw (mo, &mo->vmas[v], skip_from, skip_to, names[v]);
+
+  /* bigfile_vma_read() of all of the first VMA reaches past the end of the
+   * file the handle knew (if the file grew within the VMAs): from now on
+   * the handle knows the file's size. */
   for (guint v = 0; v < 2; v++)
     {
       MVma *mv = &mo->vmas[v];
+      GError *error = NULL;
+      g_autoptr (GBytes) bytes = bigfile_vma_read (mv->vma, 0, mv->n * PS, &error);
 
-      if (full)
-        model_assert_same (mo, mv->data, mo->memory + mv->first * PS, mv->n * PS, mv->first * PS,
-                           v == 0 ? "first VMA" : "second VMA");
-      else
-        {
-          gsize at = m_rand (mo, 0, mv->n * PS - 16);
-
-          model_assert_same (mo, mv->data + at, mo->memory + mv->first * PS + at, 16,
-                             mv->first * PS + at, v == 0 ? "first VMA" : "second VMA");
-        }
+      model_assert_no_error (mo, error, "bigfile_vma_read");
+      model_assert_same (mo, g_bytes_get_data (bytes, NULL), mo->memory + mv->first * PS,
+                         mv->n * PS, mv->first * PS,
+                         v == 0 ? "API read, first VMA" : "API read, second VMA");
     }
+  m_seen (mo);
+  for (guint v = 0; v < 2; v++)
+    m_check_raw (mo, &mo->vmas[v], 0, 0, names[v]);
+
+  fresh = bigfile_handle_map (mo->f.m.handle, 0, M_PAGES, NULL);
+  model_assert (mo, fresh != NULL, "mapping the handle afresh failed");
+  model_assert_same (mo, bigfile_vma_get_data (fresh), mo->memory, M_PAGES * PS, 0, "fresh VMA");
+  vma_free (fresh);
+  model_assert (mo, bf_count_kernel_maps () == bf_get_kernel_maps (),
+                "the engine counts %" G_GUINT64_FORMAT
+                " kernel mappings, its VMAs need %" G_GUINT64_FORMAT,
+                bf_get_kernel_maps (), bf_count_kernel_maps ());
 
   if (full)
     {
@@ -1285,12 +2029,13 @@ test_model (void)
   mo.rand = g_rand_new_with_seed (mo.seed);
   mo.last_op = g_strdup ("nothing");
 
-  fixture_setup (&mo.f, PS, M_FILE_PAGES * PS, CLEAN_PAGES, 0, M_BUDGET);
+  fixture_setup (&mo.f, PS, M_FILE_SIZE, CLEAN_PAGES, 0, M_BUDGET);
   mo.fd = open (mo.f.path, O_WRONLY | O_CLOEXEC);
   g_assert_cmpint (mo.fd, >=, 0);
   mo.file = g_malloc0 (M_PAGES * PS);
   memcpy (mo.file, mo.f.contents, mo.f.len);
   mo.file_size = mo.f.len;
+  mo.seen_size = mo.f.len;
   mo.memory = g_memdup2 (mo.file, M_PAGES * PS);
   m_vma_map (&mo, &mo.vmas[0], 0, M_PAGES);
   m_vma_map (&mo, &mo.vmas[1], 4, M_PAGES - 4);
@@ -1311,12 +2056,17 @@ test_model (void)
   m_check (&mo, TRUE);
 
   g_test_message ("ops: %u raw reads, %u raw writes, %u API reads, %u API writes, %u writeouts, "
-                  "%u discards, %u reclaims, %u invalidations, %u external writes, %u remaps",
+                  "%u discards, %u reclaims, %u invalidations, %u external writes, %u remaps, "
+                  "%u populates, %u pins, %u unpins, %u external growths, %u external "
+                  "truncations",
                   mo.n_ops[M_RAW_READ], mo.n_ops[M_RAW_WRITE], mo.n_ops[M_API_READ],
                   mo.n_ops[M_API_WRITE], mo.n_ops[M_WRITEOUT], mo.n_ops[M_DISCARD],
                   mo.n_ops[M_RECLAIM], mo.n_ops[M_INVALIDATE], mo.n_ops[M_EXTERNAL_WRITE],
-                  mo.n_ops[M_REMAP]);
+                  mo.n_ops[M_REMAP], mo.n_ops[M_POPULATE], mo.n_ops[M_PIN], mo.n_ops[M_UNPIN],
+                  mo.n_ops[M_EXTERNAL_GROW], mo.n_ops[M_EXTERNAL_SHRINK]);
 
+  while (mo.n_pins > 0)
+    m_unpin (&mo, 0);
   vma_free (mo.vmas[0].vma);
   vma_free (mo.vmas[1].vma);
   bigfile_handle_discard (mo.f.m.handle);
@@ -1349,6 +2099,34 @@ main (int argc, char **argv)
   g_test_add_func ("/direct-map/map-count/cap", test_map_count_cap);
   g_test_add_func ("/direct-map/map-count/straddle", test_map_count_straddle);
   g_test_add_func ("/direct-map/read-only", test_read_only);
+  g_test_add_func ("/direct-map/populate/read", test_populate_read);
+  g_test_add_func ("/direct-map/pin/read", test_pin_read);
+  g_test_add_func ("/direct-map/pin/read-past-eof", test_pin_read_past_eof);
+  g_test_add_func ("/direct-map/pin/read-flush", test_pin_read_flush);
+  g_test_add_data_func ("/direct-map/grow/by-writeout", GINT_TO_POINTER (GROW_SEEN_BY_WRITEOUT),
+                        test_grow);
+  g_test_add_data_func ("/direct-map/grow/seen-by-api-read",
+                        GINT_TO_POINTER (GROW_SEEN_BY_API_READ), test_grow);
+  g_test_add_data_func ("/direct-map/grow/seen-by-fault", GINT_TO_POINTER (GROW_SEEN_BY_FAULT),
+                        test_grow);
+  g_test_add_data_func ("/direct-map/grow/seen-by-map", GINT_TO_POINTER (GROW_SEEN_BY_MAP),
+                        test_grow);
+  g_test_add_data_func ("/direct-map/grow/seen-by-invalidate",
+                        GINT_TO_POINTER (GROW_SEEN_BY_INVALIDATE), test_grow);
+  g_test_add_data_func ("/direct-map/stale-write/after-populate",
+                        GINT_TO_POINTER (STALE_AFTER_POPULATE), test_stale_write);
+  g_test_add_data_func ("/direct-map/stale-write/after-pin", GINT_TO_POINTER (STALE_AFTER_PIN),
+                        test_stale_write);
+  g_test_add_data_func ("/direct-map/stale-write/while-pinned",
+                        GINT_TO_POINTER (STALE_WHILE_PINNED), test_stale_write);
+  g_test_add_data_func ("/direct-map/stale-write/partial-page",
+                        GINT_TO_POINTER (STALE_PARTIAL_PAGE), test_stale_write);
+  g_test_add_data_func ("/direct-map/stale-write/partial-page-api",
+                        GINT_TO_POINTER (STALE_PARTIAL_PAGE_API_WRITE), test_stale_write);
+  g_test_add_data_func ("/direct-map/stale-write/past-eof", GINT_TO_POINTER (STALE_PAST_EOF),
+                        test_stale_write);
+  g_test_add_data_func ("/direct-map/stale-write/hidden", GINT_TO_POINTER (STALE_HIDDEN),
+                        test_stale_write);
   g_test_add_func ("/direct-map/model/random", test_model);
 
   return g_test_run ();

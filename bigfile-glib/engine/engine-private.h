@@ -179,6 +179,10 @@ typedef struct
    * vm.max_map_count, see vma_unmap_range_full): its mappings are then as
    * they were where the change failed, and the caller must keep the page
    * (never reuse its slot while a mapping may show it). */
+
+  /* The base file may have changed size (a writeout stored pages, a page
+   * was invalidated): look at its size again and show what it has now. */
+  void (*base_changed) (BfHandle *handle);
 } BfRmapOps;
 
 struct _BfHandle
@@ -201,6 +205,10 @@ struct _BfHandle
   guint64 n_dirty;       /* == dirty.length */
   gboolean closed;
   gboolean writeout_running;
+  /* With a base file: its size in bytes when vma.c last looked (at map,
+   * writeout, invalidate, and accesses past it); every VMA's base_end
+   * follows from it (vma_set_base_size). */
+  guint64 base_size;
   /* Pages dropped (discard, invalidate) while their store runs, by index:
    * a new load of the index waits for that store, or it could read the
    * block half written. */
@@ -309,6 +317,11 @@ bf_page_map_writable (BfPage *page)
  * page_offset + n_pages) of its handle.  Invariants (checked by
  * bf_handle_check()):
  *   - writable[i] => mapped[i]; hidden[i] => i < base_end
+ *   - base_end == the complete pages of handle->base_size that the VMA
+ *     covers (0 without a base file)
+ *   - over a base, where i < base_end and not hidden[i], only DIRTY pages
+ *     are mapped: clean pages show the file itself (vma_replace() says
+ *     when a page of the base may end up PROT_NONE instead)
  *   - mapped[i] => the page is in the table, LOADED or DIRTY (or, for a
  *     pinned page, orphaned), and its slot shows at page i
  *   - writable[i] => the page is DIRTY and not storing (or has write pins)

@@ -173,5 +173,8 @@ char *bf_handle_check (BfHandle *handle, gboolean kernel);
  * vm.max_map_count). */
 guint64 bf_get_kernel_maps (void);
 void bf_set_kernel_maps_cap (guint64 cap);
+/* For tests: the same count made afresh from every VMA's bitmaps; it
+ * differs from bf_get_kernel_maps() only if the accounting is wrong. */
+guint64 bf_count_kernel_maps (void);
 
 G_END_DECLS

@@ -544,5 +544,8 @@ bf_handle_invalidate_page (BfHandle *handle, guint64 index)
                ": it could not be unmapped (the process has reached vm.max_map_count "
                "mappings)",
                index);
+  /* The file changed: over a base file, its size may have too. */
+  if (handle->base_fd >= 0 && handle->rmap != NULL)
+    handle->rmap->base_changed (handle);
   bf_unlock ();
 }

@@ -37,13 +37,35 @@
  * page is unmapped the base shows through again (vma_unmap_range), which
  * is right for clean pages (the file has their data) and would be wrong for
  * dirty ones: those are never unmapped from a base, only hidden (PROT_NONE
- * for good, per-page bitmap "hidden") when there is no other way.  Clean
- * copies are not kept over a base (they would go stale as the file changes):
- * writeout drops the pages it marks clean, and an API read drops the copy it
- * loaded.  The map-count flush hides whole VMAs (scattered dirty pages over
- * a base cost two kernel mappings each, whatever is unmapped): such a VMA
- * then works as one without a base.  Pages past the file's last complete
- * page work as without a base.
+ * for good, per-page bitmap "hidden") when there is no other way.
+ *
+ * The rule: clean pages show the file as it is now.  A clean copy in RAM is
+ * a snapshot that goes stale as the file changes, and a stale copy that a
+ * write makes dirty takes its stale bytes to the file at writeout, over
+ * another writer's changes.  So, where a VMA shows the file:
+ *   - no clean copy is mapped: only dirty pages are (engine-private.h);
+ *   - writeout drops the pages it marks clean; an API read drops the copy
+ *     it loaded; a read populate or pin loads nothing: it has the kernel
+ *     populate the file's pages (MADV_POPULATE_READ), and a read pin holds
+ *     no page, only the promise that the range stays mapped and readable
+ *     (the map-count flush does not hide it);
+ *   - a write first drops a clean copy nobody holds (page_drop_stale_copy),
+ *     so that the dirty page starts from the file as it is at that moment.
+ *
+ * Pages past the file's last complete page cannot show the file (reading a
+ * file mapping past the end of the file is SIGBUS): the partial last page
+ * and the pages after it are copies, loaded as without a base.  When the
+ * file's size changes, every VMA follows (vma_set_base_size): pages that
+ * became complete show the file, and the clean copies of the pages whose
+ * data may have changed are dropped.  The handle looks at the size (fstat)
+ * at map, at the end of a writeout, at an invalidation, and before a fault
+ * or API access past the end it knew.  A clean copy of the partial last
+ * page is also dropped when its last pin goes and before it is written.
+ *
+ * The map-count flush hides whole VMAs (scattered dirty pages over a base
+ * cost two kernel mappings each, whatever is unmapped), read-pinned pages
+ * apart: such a VMA then works as one without a base, with clean copies
+ * that are snapshots (but a write still starts from the file).
  */
 #include "config.h"
 
@@ -58,13 +80,17 @@
 /* A pin holds the pages themselves, not their indexes: a pinned page that
  * is discarded or invalidated leaves the table, but its slot (which the
  * kernel may be using for I/O on the program's behalf) is kept until the
- * pin goes, and a new page of the same index is not unpinned by mistake. */
+ * pin goes, and a new page of the same index is not unpinned by mistake.
+ * A read pin of a page that shows the base file holds no page at all (the
+ * page cache holds the data): its entry is NULL, and the flush leaves the
+ * page alone while the pin lasts (vma_base_pins). */
 typedef struct
 {
   gsize offset;
   gsize len;
   gboolean writable;
-  GPtrArray *pages; /* BfPage*, each with pin_count (and write_pins) raised */
+  GPtrArray *pages; /* one per page from the first: BfPage* with pin_count
+                     * (and write_pins) raised, or NULL over the base */
 } VmaPin;
 
 /* -- the VMA registry ---------------------------------------------------------
@@ -212,6 +238,18 @@ bf_get_kernel_maps (void)
   return n;
 }
 
+guint64
+bf_count_kernel_maps (void)
+{
+  guint64 n = 0;
+
+  bf_lock ();
+  for (guint v = 0; registry != NULL && v < registry->len; v++)
+    n += 1 + bf_vma_count_boundaries (g_ptr_array_index (registry, v));
+  bf_unlock ();
+  return n;
+}
+
 /* Can the kernel not merge pages i and i+1 of @vma (relative indexes)? */
 static gboolean
 vma_boundary_after (BfVma *vma, guint64 i)
@@ -228,7 +266,23 @@ vma_boundary_after (BfVma *vma, guint64 i)
   return p0 == NULL || p1 == NULL || p1->slot != p0->slot + 1;
 }
 
-/* The boundaries next to pages [first, last] of @vma (relative indexes). */
+/* Do the 64 pages of word @w of @vma's bitmaps all look alike when not
+ * mapped, and is none mapped?  Then there is no boundary among them (a
+ * word past n_pages has no bit set). */
+static inline gboolean
+vma_word_alike (BfVma *vma, guint64 w)
+{
+  if (vma->mapped[w] != 0)
+    return FALSE;
+  if (w * 64 >= vma->base_end)
+    return TRUE; /* all PROT_NONE */
+  return w * 64 + 64 <= vma->base_end && (vma->hidden[w] == 0 || vma->hidden[w] == ~(guint64)0);
+}
+
+/* The boundaries next to pages [first, last] of @vma (relative indexes):
+ * after pages first - 1 to last.  Words of pages that look alike are
+ * skipped, so that a change to a long run of unmapped pages (the file
+ * grew) costs a word, not 64 lookups. */
 static guint64
 vma_boundaries_near (BfVma *vma, guint64 first, guint64 last)
 {
@@ -237,8 +291,17 @@ vma_boundaries_near (BfVma *vma, guint64 first, guint64 last)
   if (vma->n_pages < 2)
     return 0;
   end = MIN (last, vma->n_pages - 2);
-  for (guint64 j = first > 0 ? first - 1 : 0; j <= end; j++)
-    n += vma_boundary_after (vma, j);
+  for (guint64 j = first > 0 ? first - 1 : 0; j <= end;)
+    {
+      /* None after pages j to j + 62; the one after j + 63 is counted next. */
+      if (j % 64 == 0 && j + 63 <= end && vma_word_alike (vma, j / 64))
+        {
+          j += 63;
+          continue;
+        }
+      n += vma_boundary_after (vma, j);
+      j++;
+    }
   return n;
 }
 
@@ -344,23 +407,25 @@ vma_forget_range (BfVma *vma, guint64 first, guint64 end)
 
 /* The last resorts of an unmap of [i, i+count) that the kernel refused
  * (ENOMEM at vm.max_map_count: a change that splits a kernel mapping needs
- * a new one).  Unmap more instead, so that nothing needs splitting:
+ * a new one).  Unmap more instead, so that less needs splitting: every page
+ * around the range that is not pinned (pinned pages must stay mapped: the
+ * kernel may be doing I/O into them), up to the VMA's ends, becomes
+ * PROT_NONE,
  *
- *  1. every page around the range that is not pinned (pinned pages must
- *     stay mapped: the kernel may be doing I/O into them), up to the VMA's
- *     ends, becomes PROT_NONE in one mmap: its ends cut at most one side of
- *     a kernel mapping, which munmap allows (it may go over the limit
- *     briefly to free resources); but mmap itself refuses everything once
- *     the process is over the limit;
- *  2. so then each whole kernel mapping the range touches (vma_run) is
- *     mprotect()ed PROT_NONE, which splits nothing: the slot stays mapped,
- *     out of reach, until the page is mapped again (always with a fresh
- *     mmap, since the bitmaps say it is not mapped).
+ *  1. in one mmap: its ends cut at most one side of a kernel mapping, which
+ *     munmap allows (it may go over the limit briefly to free resources);
+ *     but mmap refuses everything once the process is over the limit;
+ *  2. or else with mprotect, which needs no new mapping where it changes
+ *     whole kernel mappings, and changes nothing (so splits nothing) where
+ *     they are PROT_NONE already: without a pinned page in the VMA, it
+ *     splits nothing at all.  The slots stay mapped, out of reach, until
+ *     their pages are mapped again (always with a fresh mmap, since the
+ *     bitmaps say they are not mapped).
  *
  * The pages unmapped on the way stay in RAM: the next access maps them
- * again.  Only a range whose kernel mapping holds a pinned page defeats
- * both.  Updates the bitmaps of the pages it unmaps; returns where it
- * stopped unmapping in *end (>= i + count) on success. */
+ * again.  Only pinned pages next to the range, inside one kernel mapping
+ * with it, defeat both.  Updates the bitmaps; returns where it stopped
+ * unmapping in *end (>= i + count) on success. */
 static gboolean
 vma_replace_wider (BfVma *vma, guint64 i, guint64 count, guint64 *end)
 {
@@ -371,29 +436,13 @@ vma_replace_wider (BfVma *vma, guint64 i, guint64 count, guint64 *end)
     a--;
   while (b < vma->n_pages && !vma_page_pinned (vma, b))
     b++;
-  if (vma_replace (vma, a, b - a, FALSE))
-    {
-      vma_forget_range (vma, a, b);
-      *end = b;
-      return TRUE;
-    }
-
-  *end = i + count;
-  for (guint64 j = i; j < i + count; j++)
-    {
-      guint64 first, run_end;
-
-      if (!bit_get (vma->mapped, j))
-        continue;
-      vma_run (vma, j, &first, &run_end);
-      if (vma_range_has_pin (vma, first, run_end)
-          || mprotect (vma->start + (first << handle->page_shift),
-                       (gsize)(run_end - first) << handle->page_shift, PROT_NONE)
-                 != 0)
-        return FALSE;
-      vma_forget_range (vma, first, run_end);
-      *end = MAX (*end, run_end);
-    }
+  if (!vma_replace (vma, a, b - a, FALSE)
+      && mprotect (vma->start + (a << handle->page_shift), (gsize)(b - a) << handle->page_shift,
+                   PROT_NONE)
+             != 0)
+    return FALSE;
+  vma_forget_range (vma, a, b);
+  *end = b;
   return TRUE;
 }
 
@@ -469,11 +518,36 @@ vma_unmap_page (BfVma *vma, guint64 index)
   return !bit_get (vma->mapped, i) || vma_unmap_range (vma, i, 1);
 }
 
+/* The pages of @vma that a read pin holds over the base file (NULL
+ * entries), as a bitmap to free; NULL if there are none. */
+static guint64 *
+vma_base_pins (BfVma *vma)
+{
+  guint64 *map = NULL;
+
+  for (guint p = 0; p < vma->pins->len; p++)
+    {
+      VmaPin *pin = &g_array_index (vma->pins, VmaPin, p);
+      guint64 first = pin->offset >> vma->handle->page_shift;
+
+      for (guint k = 0; k < pin->pages->len; k++)
+        if (g_ptr_array_index (pin->pages, k) == NULL)
+          {
+            if (map == NULL)
+              map = g_new0 (guint64, (vma->n_pages + 63) / 64);
+            bit_set (map, first + k, TRUE);
+          }
+    }
+  return map;
+}
+
 /* Drop every mapping of a page that is not pinned, in all VMAs.  Over a
  * base file that is not enough (each scattered dirty page needs two kernel
  * mappings, and the base one around it), so a VMA with a base is hidden
  * whole, pinned pages apart: it then works as one without a base (clean
- * pages load as copies) and costs one kernel mapping.
+ * pages load as copies) and costs one kernel mapping.  A page read-pinned
+ * over the base is pinned too: its pin promised that it stays readable
+ * without a fault.
  *
  * @all also replaces what is not mapped: after the kernel refused changes
  * at vm.max_map_count, some pages that count as unmapped may still be
@@ -490,6 +564,7 @@ flush_mappings_full (gboolean all)
     {
       BfVma *vma = g_ptr_array_index (vmas, v);
       gboolean hide = vma->base_end > 0 || all;
+      g_autofree guint64 *base_pins = vma->base_end > 0 ? vma_base_pins (vma) : NULL;
       guint64 i = 0;
 
       while (i < vma->n_pages)
@@ -507,6 +582,8 @@ flush_mappings_full (gboolean all)
             {
               BfPage *page;
 
+              if (base_pins != NULL && bit_get (base_pins, j))
+                break;
               if (!bit_get (vma->mapped, j))
                 {
                   if (all || (hide && vma_shows_base (vma, j)))
@@ -726,17 +803,268 @@ vma_show_dirty_all (BfPage *page)
   return ok;
 }
 
+/* -- following the base file's size ---------------------------------------- */
+
+/* The pages of the base file that hold data: the complete ones and the
+ * partial last one, as the handle last saw them. */
+static inline guint64
+base_data_pages (BfHandle *handle)
+{
+  return (handle->base_size + handle->page_size - 1) >> handle->page_shift;
+}
+
+/* Drop page @index if it is a clean copy of file data that nothing holds
+ * (no pin, no I/O): it was loaded at some earlier time, and the file may
+ * have changed since.  Called before a write makes the page dirty, so that
+ * the dirty page starts from the file as it is now (else writeout would
+ * store the copy's stale bytes over another writer's change), and before an
+ * API read where the VMA shows the file. */
+static void
+page_drop_stale_copy (BfHandle *handle, guint64 index)
+{
+  BfPage *page = bf_handle_lookup (handle, index);
+
+  if (page != NULL && page->state == BF_PAGE_LOADED && page->pin_count == 0 && page->io_refs == 0
+      && index < base_data_pages (handle))
+    bf_page_drop (page);
+}
+
+/* Where the run of unmapped pages of @vma that look like page @j (the
+ * file, or PROT_NONE) ends, at most at @end. */
+static guint64
+vma_unmapped_run_end (BfVma *vma, guint64 j, guint64 end)
+{
+  gboolean base = vma_shows_base (vma, j);
+  guint64 k = j + 1;
+
+  while (k < end)
+    {
+      if (k % 64 == 0 && k + 64 <= end && vma_word_alike (vma, k / 64)
+          && vma_shows_base (vma, k) == base)
+        {
+          k += 64;
+          continue;
+        }
+      if (bit_get (vma->mapped, k) || vma_shows_base (vma, k) != base)
+        break;
+      k++;
+    }
+  return k;
+}
+
+/* Clear the bits [lo, hi) of @map. */
+static void
+bits_clear (guint64 *map, guint64 lo, guint64 hi)
+{
+  for (guint64 j = lo; j < hi;)
+    {
+      if (j % 64 == 0 && j + 64 <= hi)
+        {
+          map[j / 64] = 0;
+          j += 64;
+          continue;
+        }
+      bit_set (map, j, FALSE);
+      j++;
+    }
+}
+
+/* Make pages [0, @base_end) of @vma (relative) the ones that show the base
+ * file.  The pages in between change look where nothing is mapped: the file
+ * shows there from now on, or PROT_NONE.  Dirty pages that come to lie over
+ * the file are mapped first (hidden if that fails), so that the file's data
+ * never shows in their place; what is mapped stays (the clean copies there
+ * are for the caller to drop).  The kernel-map accounting is redone over the
+ * pages that change. */
+static void
+vma_set_base_end (BfVma *vma, guint64 base_end)
+{
+  BfHandle *handle = vma->handle;
+  guint64 lo = MIN (vma->base_end, base_end), hi = MAX (vma->base_end, base_end);
+  gboolean grow = base_end > vma->base_end;
+  guint64 before;
+
+  if (lo == hi)
+    return;
+  if (grow)
+    for (GList *l = handle->dirty.head; l != NULL; l = l->next)
+      {
+        BfPage *page = l->data;
+
+        if (vma_covers (vma, page->index) && page->index - vma->page_offset >= lo
+            && page->index - vma->page_offset < hi)
+          vma_map_page (vma, page, bf_page_map_writable (page), NULL);
+      }
+
+  ensure_kernel_maps_room ();
+  before = vma_boundaries_near (vma, lo, hi - 1);
+  vma->base_end = base_end;
+  if (grow)
+    {
+      for (GList *l = handle->dirty.head; l != NULL; l = l->next)
+        {
+          BfPage *page = l->data;
+          guint64 i = page->index - vma->page_offset;
+
+          if (vma_covers (vma, page->index) && i >= lo && i < hi && !bit_get (vma->mapped, i))
+            bit_set (vma->hidden, i, TRUE);
+        }
+    }
+  else
+    bits_clear (vma->hidden, lo, hi); /* hidden[i] => i < base_end */
+
+  for (guint64 j = lo; j < hi;)
+    {
+      guint64 k;
+
+      if (bit_get (vma->mapped, j))
+        {
+          j++;
+          continue;
+        }
+      k = vma_unmapped_run_end (vma, j, hi);
+      if (!vma_replace (vma, j, k - j, vma_shows_base (vma, j)))
+        {
+          guint64 end;
+
+          /* At vm.max_map_count.  Growing, PROT_NONE where the file would
+           * show is still right once hidden (a fault loads a copy);
+           * shrinking, the file must not show past its end (SIGBUS). */
+          if (!vma_replace_wider (vma, j, k - j, &end))
+            g_warning ("Could not follow the file's new size in a mapping at %p: the "
+                       "process has reached vm.max_map_count mappings",
+                       vma->start);
+          else
+            k = MAX (k, MIN (end, hi));
+        }
+      j = k;
+    }
+  vma_account (vma, before, vma_boundaries_near (vma, lo, hi - 1));
+}
+
+/* Drop the clean copies of pages [from, to) of @handle (pinned ones and
+ * ones in use become orphans, as with an invalidation), and the loads in
+ * flight there, whose data may be stale. */
+static void
+handle_drop_copies (BfHandle *handle, guint64 from, guint64 to)
+{
+  g_autoptr (GPtrArray) pages = g_ptr_array_new ();
+
+  if (to - from <= g_hash_table_size (handle->pages))
+    {
+      for (guint64 index = from; index < to; index++)
+        {
+          BfPage *page = bf_handle_lookup (handle, index);
+          if (page != NULL)
+            g_ptr_array_add (pages, page);
+        }
+    }
+  else
+    {
+      GHashTableIter iter;
+      gpointer value;
+
+      g_hash_table_iter_init (&iter, handle->pages);
+      while (g_hash_table_iter_next (&iter, NULL, &value))
+        if (((BfPage *)value)->index >= from && ((BfPage *)value)->index < to)
+          g_ptr_array_add (pages, value);
+    }
+  for (guint k = 0; k < pages->len; k++)
+    {
+      BfPage *page = g_ptr_array_index (pages, k);
+      if (page->state == BF_PAGE_LOADED || page->state == BF_PAGE_LOADING)
+        bf_page_drop (page);
+    }
+}
+
+/* The base file of @handle is @size bytes long now: make every VMA show it.
+ * This is the one place where a VMA's base_end changes after map; it is fed
+ * by fstat (vma_notice_base), and could be by a size the handle knows.
+ *
+ * Pages that became complete show the file (dirty ones stay over it);
+ * pages that are no longer complete stop showing it (they load as copies:
+ * zeros past the end).  The clean copies of the pages whose data the change
+ * may have changed (from the first page that was or is incomplete to the
+ * end of the file, old or new) are dropped: they load afresh, or the file
+ * shows, on the next access. */
+static void
+vma_set_base_size (BfHandle *handle, guint64 size)
+{
+  guint64 old = handle->base_size, pages = size >> handle->page_shift;
+  guint64 ps = handle->page_size;
+
+  bf_assert_locked ();
+  if (size == old)
+    return;
+  handle->base_size = size;
+  for (GList *l = handle->vmas.head; l != NULL; l = l->next)
+    {
+      BfVma *vma = l->data;
+
+      vma_set_base_end (vma, pages > vma->page_offset ? MIN (pages - vma->page_offset, vma->n_pages)
+                                                      : 0);
+    }
+  handle_drop_copies (handle, MIN (old, size) >> handle->page_shift,
+                      (MAX (old, size) + ps - 1) >> handle->page_shift);
+}
+
+/* Look at the size of the base file again (an fstat: cheap next to a load,
+ * and it does not wait for the disk) and show what the file has now.  If
+ * fstat fails, the handle keeps the size it knew. */
+static void
+vma_notice_base (BfHandle *handle)
+{
+  struct stat st;
+
+  bf_assert_locked ();
+  if (handle->base_fd >= 0 && fstat (handle->base_fd, &st) == 0 && st.st_size >= 0)
+    vma_set_base_size (handle, (guint64)st.st_size);
+}
+
+/* One API access (a copy, a populate or a pin) over a base file. */
+typedef struct
+{
+  gboolean noticed; /* the base file's size was looked at */
+  guint64 prepared; /* the last page vma_before_access() ran for */
+} VmaAccess;
+
+/* Before page @index of @vma is got from RAM for an access: past the end
+ * of the file as last seen, the file may have grown over it (looked at once
+ * per access); a clean copy that may be stale goes before a write, or a
+ * read where the VMA shows the file.  Once per page: after a retry, the
+ * copy there is the one just loaded. */
+static void
+vma_before_access (BfVma *vma, guint64 index, gboolean write, VmaAccess *acc)
+{
+  BfHandle *handle = vma->handle;
+  guint64 i = index - vma->page_offset;
+
+  if (handle->base_fd < 0 || acc->prepared == index)
+    return;
+  acc->prepared = index;
+  if (!acc->noticed && i >= vma->base_end)
+    {
+      acc->noticed = TRUE;
+      vma_notice_base (handle);
+    }
+  if (write || vma_shows_base (vma, i))
+    page_drop_stale_copy (handle, index);
+}
+
 /* The reverse map that page.c calls through handle->rmap. */
 static const BfRmapOps vma_rmap_ops = {
   .unmap = vma_unmap_page_all,
   .write_protect = vma_write_protect_page,
   .show_dirty = vma_show_dirty_all,
   .unmap_for_reclaim = vma_unmap_for_reclaim,
+  .base_changed = vma_notice_base,
 };
 
 BfFaultResult
 bf_fault_locked (void *addr, int write, GError **error)
 {
+  gboolean noticed = FALSE, prepared = FALSE;
+
   bf_assert_locked ();
   for (;;)
     {
@@ -755,11 +1083,29 @@ bf_fault_locked (void *addr, int write, GError **error)
 
       /* Unknown direction: a fault on a readable page (mapped, or showing
        * the base file) can only be a write. */
-      want_write = write > 0 || (write < 0 && (mapped || i < vma->base_end));
+      want_write = write > 0 || (write < 0 && (mapped || vma_shows_base (vma, i)));
 
       /* Another thread may have mapped the page since this fault was raised. */
       if (mapped && (writable || !want_write))
         return BF_FAULT_HANDLED;
+
+      /* Past the end of the base file as last seen: the file may have
+       * grown over the page.  If it now shows there, a read is served (a
+       * write, or an access of unknown direction that was one, faults
+       * again on the file's read-only page). */
+      if (!noticed && vma->handle->base_fd >= 0 && i >= vma->base_end)
+        {
+          noticed = TRUE;
+          vma_notice_base (vma->handle);
+          if (write <= 0 && !bit_get (vma->mapped, i) && vma_shows_base (vma, i))
+            return BF_FAULT_HANDLED;
+          continue;
+        }
+      /* The dirty page must start from the file as it is now (once: after
+       * a retry, the copy there is the one just loaded). */
+      if (want_write && !prepared && vma->handle->base_fd >= 0)
+        page_drop_stale_copy (vma->handle, index);
+      prepared = TRUE;
 
       switch (bf_page_get (vma->handle, index, want_write, &page, error))
         {
@@ -815,12 +1161,114 @@ vma_pin_release (VmaPin *pin)
 {
   bf_assert_locked ();
   for (guint i = 0; i < pin->pages->len; i++)
-    bf_page_unpin (g_ptr_array_index (pin->pages, i), pin->writable);
+    {
+      BfPage *page = g_ptr_array_index (pin->pages, i);
+      BfHandle *handle;
+      gboolean orphaned;
+
+      if (page == NULL)
+        continue; /* over the base file: nothing was held */
+      handle = page->handle;
+      orphaned = page->orphaned;
+      bf_page_unpin (page, pin->writable);
+      /* A clean copy of file data, pinned where the file could not show
+       * (the partial last page, a hidden VMA), goes with its last pin, as
+       * an API read's copy does: kept, it would go stale. */
+      if (!orphaned && handle->base_fd >= 0)
+        page_drop_stale_copy (handle, page->index);
+    }
   g_ptr_array_unref (pin->pages);
 }
 
-/* Map the complete pages of the handle's base file that @vma covers,
- * read-only and shared: the kernel's page cache, no copy, no fault. */
+/* Does every page that @pin holds over the base file (NULL entries, from
+ * page @first on) still show it in @vma? */
+static gboolean
+vma_pin_base_holds (BfVma *vma, VmaPin *pin, guint64 first)
+{
+  for (guint k = 0; k < pin->pages->len; k++)
+    if (g_ptr_array_index (pin->pages, k) == NULL
+        && !vma_shows_base (vma, first + k - vma->page_offset))
+      return FALSE;
+  return TRUE;
+}
+
+/* A run of pages of a VMA (relative) to populate from the base file. */
+typedef struct
+{
+  guint64 i, count;
+} VmaRun;
+
+/* Does the kernel know MADV_POPULATE_READ (Linux 5.14)?  Asked once, on a
+ * page of our own: an EINVAL on a VMA could also mean a page was hidden. */
+static gboolean
+populate_read_supported (void)
+{
+  static gint supported = -1; /* atomic: -1 not known yet */
+  gint s = g_atomic_int_get (&supported);
+
+  if (s < 0)
+    {
+      gsize sys = (gsize)sysconf (_SC_PAGESIZE);
+      void *p = mmap (NULL, sys, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+      s = p != MAP_FAILED && madvise (p, sys, MADV_POPULATE_READ) == 0;
+      if (p != MAP_FAILED)
+        munmap (p, sys);
+      g_atomic_int_set (&supported, s);
+    }
+  return s;
+}
+
+/* Have the kernel read the pages of @runs from @vma's base file into its
+ * page cache and map them, as faults would, for a read populate or pin.
+ * Runs with the engine lock RELEASED: it may wait for the disk.  A read
+ * error, or a file cut short under the pages, comes back as a GError here
+ * rather than as SIGBUS later. */
+static gboolean
+vma_populate_base (BfVma *vma, GArray *runs, GError **error)
+{
+  guint shift = vma->handle->page_shift; /* immutable, as vma->start */
+
+  for (guint r = 0; r < runs->len; r++)
+    {
+      VmaRun *run = &g_array_index (runs, VmaRun, r);
+      guint8 *addr = vma->start + (run->i << shift);
+      gsize len = (gsize)run->count << shift;
+      int rc, errsv;
+
+      do
+        rc = madvise (addr, len, MADV_POPULATE_READ);
+      while (rc != 0 && errno == EINTR);
+      if (rc == 0)
+        continue;
+      errsv = errno;
+      if (errsv == EINVAL)
+        {
+          /* Hidden since the lock was released (PROT_NONE): nothing to
+           * populate, the caller looks again.  On an old kernel, touch
+           * every page, as the program would. */
+          if (!populate_read_supported ())
+            {
+              gsize sys = (gsize)sysconf (_SC_PAGESIZE);
+              for (gsize off = 0; off < len; off += sys)
+                (void)*(volatile const guint8 *)(addr + off);
+            }
+          continue;
+        }
+      g_set_error (
+          error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
+          "Could not read pages %" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT " from the file: %s%s",
+          vma->page_offset + run->i, vma->page_offset + run->i + run->count - 1, g_strerror (errsv),
+          errsv == EFAULT ? " (a read error, or the file is shorter than it was)" : "");
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* Show the handle's base file in @vma, not yet registered: look at its
+ * size (bringing the other VMAs up to date, vma_set_base_size), then map
+ * the complete pages that @vma covers, read-only and shared: the kernel's
+ * page cache, no copy, no fault. */
 static gboolean
 vma_map_base (BfVma *vma, BfHandle *handle, GError **error)
 {
@@ -834,8 +1282,10 @@ vma_map_base (BfVma *vma, BfHandle *handle, GError **error)
                    "Could not find the size of the file to map: %s", g_strerror (errsv));
       return FALSE;
     }
+  vma_set_base_size (handle, (guint64)MAX (st.st_size, 0));
+
   /* Only whole pages: reading past the end of a file mapping is SIGBUS. */
-  file_pages = (guint64)st.st_size >> handle->page_shift;
+  file_pages = handle->base_size >> handle->page_shift;
   vma->base_end
       = file_pages > vma->page_offset ? MIN (file_pages - vma->page_offset, vma->n_pages) : 0;
   if (vma->base_end == 0)
@@ -850,9 +1300,21 @@ vma_map_base (BfVma *vma, BfHandle *handle, GError **error)
       g_set_error (error, BIGFILE_VMA_ERROR, BIGFILE_VMA_ERROR_MAP_FAILED,
                    "Could not map %" G_GUINT64_FORMAT " pages of the file: %s", vma->base_end,
                    g_strerror (errsv));
+      vma->base_end = 0;
       return FALSE;
     }
   return TRUE;
+}
+
+static void
+vma_free_unregistered (BfVma *vma)
+{
+  munmap (vma->start, vma->length);
+  g_array_unref (vma->pins);
+  g_free (vma->mapped);
+  g_free (vma->writable);
+  g_free (vma->hidden);
+  g_free (vma);
 }
 
 BfVma *
@@ -894,31 +1356,21 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
   vma->handle_link.data = vma;
   vma->pins = g_array_new (FALSE, FALSE, sizeof (VmaPin));
 
-  /* Over a base file, its complete pages show through at once.  (The
-   * handle's base_fd never changes, so it is read without the lock.) */
-  if (handle->base_fd >= 0 && !vma_map_base (vma, handle, error))
-    {
-      munmap (addr, length);
-      g_array_unref (vma->pins);
-      g_free (vma->mapped);
-      g_free (vma->writable);
-      g_free (vma->hidden);
-      g_free (vma);
-      return NULL;
-    }
-
   bf_lock ();
   if (handle->closed)
     {
       bf_unlock ();
-      munmap (addr, length);
-      g_array_unref (vma->pins);
-      g_free (vma->mapped);
-      g_free (vma->writable);
-      g_free (vma->hidden);
-      g_free (vma);
+      vma_free_unregistered (vma);
       g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_CLOSED,
                    "Cannot map: the handle is closed");
+      return NULL;
+    }
+  /* Over a base file, its complete pages show through at once.  Under the
+   * lock, since the size the other VMAs show is brought up to date. */
+  if (handle->base_fd >= 0 && !vma_map_base (vma, handle, error))
+    {
+      bf_unlock ();
+      vma_free_unregistered (vma);
       return NULL;
     }
   vma->handle = handle;
@@ -1085,6 +1537,7 @@ page_drop_unused_copy (BfHandle *handle, guint64 index)
 static gboolean
 vma_copy (BfVma *vma, gsize offset, guint8 *buf, gsize len, gboolean write, GError **error)
 {
+  VmaAccess acc = { FALSE, G_MAXUINT64 };
   gsize ps;
 
   if (!vma_check_range (vma, offset, len, error))
@@ -1102,6 +1555,7 @@ vma_copy (BfVma *vma, gsize offset, guint8 *buf, gsize len, gboolean write, GErr
 
       if (!vma_check_mapped (vma, error))
         goto fail;
+      vma_before_access (vma, index, write, &acc);
       switch (bf_page_get (vma->handle, index, write, &page, error))
         {
           case BF_GET_RETRY:
@@ -1161,23 +1615,45 @@ gboolean
 bf_vma_pin (BfVma *vma, gsize offset, gsize len, gboolean write, gboolean hold, GError **error)
 {
   VmaPin pin = { offset, len, write, NULL };
-  guint64 end, index;
+  VmaAccess acc = { FALSE, G_MAXUINT64 };
+  g_autoptr (GArray) runs = g_array_new (FALSE, FALSE, sizeof (VmaRun));
+  guint64 first, end, index;
 
   if (!vma_check_range (vma, offset, len, error))
     return FALSE;
   if (len == 0)
     return TRUE;
+  first = vma_first_index (vma, offset);
   end = vma_end_index (vma, offset, len);
-  if (hold)
-    pin.pages = g_ptr_array_new ();
 
   bf_lock ();
-  for (index = vma_first_index (vma, offset); index < end;)
+again:
+  if (hold)
+    pin.pages = g_ptr_array_new ();
+  g_array_set_size (runs, 0);
+  for (index = first; index < end;)
     {
+      guint64 i = index - vma->page_offset;
       BfPage *page = NULL;
 
       if (!vma_check_mapped (vma, error))
         goto fail;
+      vma_before_access (vma, index, write, &acc);
+      /* A read of a page that shows the file: the page cache has it.
+       * Nothing to load (a copy would go stale), nothing to hold. */
+      if (!write && vma_shows_base (vma, i) && !bit_get (vma->mapped, i))
+        {
+          VmaRun *last = runs->len > 0 ? &g_array_index (runs, VmaRun, runs->len - 1) : NULL;
+
+          if (last != NULL && last->i + last->count == i)
+            last->count++;
+          else
+            g_array_append_val (runs, ((VmaRun){ i, 1 }));
+          if (hold)
+            g_ptr_array_add (pin.pages, NULL);
+          index++;
+          continue;
+        }
       switch (bf_page_get (vma->handle, index, write, &page, error))
         {
           case BF_GET_RETRY:
@@ -1195,6 +1671,26 @@ bf_vma_pin (BfVma *vma, gsize offset, gsize len, gboolean write, gboolean hold, 
           g_ptr_array_add (pin.pages, page);
         }
       index++;
+    }
+
+  if (runs->len > 0)
+    {
+      gboolean ok;
+
+      bf_unlock ();
+      ok = vma_populate_base (vma, runs, error);
+      bf_lock ();
+      if (!ok || !vma_check_mapped (vma, error))
+        goto fail;
+      /* While the lock was released, the flush may have hidden pages that
+       * the pin holds over the file (it leaves alone only the pins it
+       * knows of): start again, those pages load as copies now. */
+      if (hold && !vma_pin_base_holds (vma, &pin, first))
+        {
+          vma_pin_release (&pin);
+          acc.prepared = G_MAXUINT64;
+          goto again;
+        }
     }
   if (hold)
     g_array_append_val (vma->pins, pin);

@@ -195,6 +195,9 @@ bf_writeout_end (BfWriteout *wo)
   for (guint i = wo->next; i < wo->pages->len; i++)
     bf_page_io_unref (g_ptr_array_index (wo->pages, i));
   handle->writeout_running = FALSE;
+  /* Stores past the end of a base file made it longer: show it. */
+  if (handle->base_fd >= 0 && handle->rmap != NULL && wo->next > 0)
+    handle->rmap->base_changed (handle);
   bf_handle_unref_locked (handle);
   bf_unlock ();
 
