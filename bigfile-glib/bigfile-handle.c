@@ -407,9 +407,12 @@ bigfile_handle_class_init (BigfileHandleClass *klass)
    *   page" (see below)
    *
    * Emitted for every call of bigfile_handle_invalidate_page() on an open
-   * handle. It is emitted on the handle's owner context only, after the
-   * page left memory, so that a handler that reads the page sees the file
-   * as it is now.
+   * handle, whether the page was in memory or not: the call says that the
+   * block changed in the file, and a listener may keep data derived from it
+   * (a cache, an index, a decoded object) that it must now drop, even though
+   * the handle had no copy of the page. It is emitted on the handle's owner
+   * context only, after the page left memory, so that a handler that reads
+   * the page sees the file as it is now.
    *
    * For a call on the owner thread, it is emitted at once, before
    * bigfile_handle_invalidate_page() returns (except from inside a load,
@@ -1314,16 +1317,18 @@ _bigfile_handle_get_n_pending_runs (BigfileHandle *handle, gboolean *many)
  *
  * A dirty page loses its changes. A page being loaded by another thread
  * is loaded again on its next access: the data of the load in progress is
- * thrown away. A page not in memory is left as it is.
+ * thrown away. A page not in memory is left as it is, and still signalled
+ * (below).
  *
  * May be called from any thread, also while a writeout runs and from inside
  * a load or store of @handle's file. A page invalidated while it is being
  * stored is dropped from memory; the store in flight still completes, and
  * the next access to the page waits for it before loading the block.
- * Does nothing once @handle is closed.
+ * Does nothing once @handle is closed, and emits nothing then.
  *
- * Emits #BigfileHandle::page-invalidated for @page on the owner context:
- * at once on the owner thread, else later from the owner
+ * Emits #BigfileHandle::page-invalidated for @page on the owner context,
+ * whether @page was in memory or not (listeners may cache data derived
+ * from it): at once on the owner thread, else later from the owner
  * context's main loop, where invalidations from other threads are
  * coalesced as the signal describes. Any number of calls from other
  * threads takes bounded memory and no reference on @handle.

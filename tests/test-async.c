@@ -768,6 +768,67 @@ test_invalidated_last_unref (void)
   g_array_unref (e.pages);
 }
 
+static gpointer
+invalidate_page_4 (gpointer user_data)
+{
+  bigfile_handle_invalidate_page (user_data, 4);
+  return NULL;
+}
+
+static void
+test_invalidated_not_in_memory (void)
+{
+  g_autoptr (BigfileHandle) closed = bare_handle_new ();
+  Mapping m;
+  Emitted e, e_closed;
+
+  g_test_summary ("page-invalidated is emitted for every invalidation of an open handle, also "
+                  "of a page that is not in memory or past the file, and never once closed");
+  setup (&m, 8, 8 * PS, TRUE);
+  emitted_init (&e, m.handle);
+
+  /* Never loaded: still EMPTY and not loaded, but signalled, at once. */
+  bigfile_handle_invalidate_page (m.handle, 3);
+  g_assert_cmpuint (e.pages->len, ==, 1);
+  g_assert_cmpuint (emitted_page (&e, 0), ==, 3);
+  g_assert_cmpint (page_state (&m, 3), ==, BIGFILE_PAGE_STATE_EMPTY);
+
+  /* Past the mapping and the file. */
+  bigfile_handle_invalidate_page (m.handle, 1000);
+  g_assert_cmpuint (e.pages->len, ==, 2);
+  g_assert_cmpuint (emitted_page (&e, 1), ==, 1000);
+
+  /* In memory: dropped, and signalled alike. */
+  g_assert_cmpuint (raw_read (m.data + 2 * PS), ==, test_mem_file_pattern (2, 0));
+  bigfile_handle_invalidate_page (m.handle, 2);
+  g_assert_cmpint (page_state (&m, 2), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (e.pages->len, ==, 3);
+  g_assert_cmpuint (emitted_page (&e, 2), ==, 2);
+  g_assert_cmpuint (test_mem_file_get_total_loads (m.file), ==, 1);
+
+  /* Not in memory, from another thread: signalled on the owner context. */
+  g_thread_join (g_thread_new ("invalidator", invalidate_page_4, m.handle));
+  g_assert_cmpuint (e.pages->len, ==, 3);
+  iterate_pending ();
+  g_assert_cmpuint (e.pages->len, ==, 4);
+  g_assert_cmpuint (emitted_page (&e, 3), ==, 4);
+  g_assert_false (e.on_other_thread);
+  g_assert_cmpint (page_state (&m, 4), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (test_mem_file_get_total_loads (m.file), ==, 1);
+
+  /* A closed handle does nothing, and says nothing. */
+  emitted_init (&e_closed, closed);
+  g_assert_true (bigfile_handle_close (closed));
+  bigfile_handle_invalidate_page (closed, 3);
+  g_thread_join (g_thread_new ("invalidator", invalidate_page_4, closed));
+  iterate_pending ();
+  g_assert_cmpuint (e_closed.pages->len, ==, 0);
+
+  g_array_unref (e_closed.pages);
+  g_array_unref (e.pages);
+  mapping_teardown (&m);
+}
+
 static void
 on_reclaimed (BigfileRam *ram, guint n_pages, gpointer user_data)
 {
@@ -900,6 +961,7 @@ main (int argc, char **argv)
   g_test_add_func ("/async/signals/invalidated/coalesced", test_invalidated_coalesced);
   g_test_add_func ("/async/signals/invalidated/collapsed", test_invalidated_collapsed);
   g_test_add_func ("/async/signals/invalidated/last-unref", test_invalidated_last_unref);
+  g_test_add_func ("/async/signals/invalidated/not-in-memory", test_invalidated_not_in_memory);
   g_test_add_func ("/async/low-memory", test_low_memory);
   g_test_add_func ("/async/wrong-thread", test_wrong_thread);
 
