@@ -100,6 +100,13 @@
  * Since: 1.0
  */
 
+/* Consecutive pages whose page-invalidated is pending. */
+typedef struct
+{
+  guint64 first;
+  guint64 last; /* inclusive, so that page G_MAXUINT64 has a run too */
+} PageRun;
+
 struct _BigfileHandle
 {
   GObject parent_instance;
@@ -127,6 +134,19 @@ struct _BigfileHandle
    * notify_source, which notifies on the owner context. */
   gint dirty_changed;
   GSource *notify_source;
+
+  /* page-invalidated for invalidations made off the owner thread or in a
+   * fault: emit_page_invalidated() adds the page to the pending set and
+   * wakes invalidated_source, which emits on the owner context (see
+   * "page-invalidated from other threads" below).  invalidated_lock
+   * protects the set, runs and collapsed marker; it is a leaf, held only
+   * around the set's own operations: never with the engine lock held (the
+   * engine's invalidation is over when it is taken), never while waking the
+   * source or while a handler runs. */
+  GMutex invalidated_lock;
+  GArray *invalidated_runs; /* of PageRun; never NULL */
+  gboolean invalidated_many;
+  GSource *invalidated_source;
 };
 
 enum
@@ -219,6 +239,8 @@ notify_dirty_changed (GObject *object)
     g_object_notify_by_pspec (object, props[PROP_N_DIRTY_PAGES]);
 }
 
+static void emit_pending_invalidated (GObject *object);
+
 static void
 set_closed_error (GError **error)
 {
@@ -257,8 +279,10 @@ bigfile_handle_dispose (GObject *object)
     {
       g_clear_object (&self->file);
       g_clear_object (&self->ram);
-      /* Only now: an engine handle still open may call the dirty hook. */
+      /* Only now: an engine handle still open may call the dirty hook, and
+       * an open handle may be invalidated. */
       g_clear_pointer (&self->notify_source, _bigfile_wake_source_free);
+      g_clear_pointer (&self->invalidated_source, _bigfile_wake_source_free);
     }
 
   G_OBJECT_CLASS (bigfile_handle_parent_class)->dispose (object);
@@ -282,7 +306,11 @@ bigfile_handle_finalize (GObject *object)
       g_critical ("A BigfileHandle was finalized with mappings alive; leaking it");
     }
   g_clear_pointer (&self->notify_source, _bigfile_wake_source_free);
+  g_clear_pointer (&self->invalidated_source, _bigfile_wake_source_free);
   g_clear_pointer (&self->owner_context, g_main_context_unref);
+  /* What was still pending is dropped: there is nobody to tell. */
+  g_array_unref (self->invalidated_runs);
+  g_mutex_clear (&self->invalidated_lock);
 
   G_OBJECT_CLASS (bigfile_handle_parent_class)->finalize (object);
 }
@@ -388,11 +416,37 @@ bigfile_handle_class_init (BigfileHandleClass *klass)
   /**
    * BigfileHandle::page-invalidated:
    * @handle: the #BigfileHandle
-   * @page: the index of the page
+   * @page: the index of the page invalidated, or %G_MAXUINT64 for "any
+   *   page" (see below)
    *
-   * Emitted after bigfile_handle_invalidate_page() dropped a page, on the
-   * handle's owner context: at once when it was called on the owner
-   * thread, else from an idle there.
+   * Emitted for every call of bigfile_handle_invalidate_page() on an open
+   * handle, whether the page was in memory or not: the call says that the
+   * block changed in the file, and a listener may keep data derived from it
+   * (a cache, an index, a decoded object) that it must now drop, even though
+   * the handle had no copy of the page. It is emitted on the handle's owner
+   * context only, after the page left memory, so that a handler that reads
+   * the page sees the file as it is now.
+   *
+   * For a call on the owner thread, it is emitted at once, before
+   * bigfile_handle_invalidate_page() returns (except from inside a load,
+   * which runs in a page fault: then as for another thread).
+   *
+   * Calls on other threads are noted, and emitted later from one source on
+   * the owner context, when its main loop runs: each page once, however
+   * often it was invalidated meanwhile, in increasing page order (not in
+   * the order of the calls), in batches of at most 1024 per main loop
+   * iteration. A page invalidated again after its emission is emitted
+   * again. Noting a page costs no memory when it is already pending or next
+   * to a pending page, so a flood of invalidations of consecutive pages is
+   * cheap; but when 4096 separate runs of consecutive pages are pending and
+   * one more comes, they are all replaced by a single emission with @page
+   * set to %G_MAXUINT64 (no page a handle can map has that index): any page
+   * may have changed, and a listener should drop all it derived from the
+   * file. Handlers that look at @page should check for this value.
+   *
+   * What is pending does not keep @handle alive: if its last reference
+   * goes first, on any thread, the handle is finalized at once and the
+   * pending emissions are dropped.
    *
    * Since: 1.0
    */
@@ -406,6 +460,8 @@ bigfile_handle_init (BigfileHandle *self)
 {
   /* Open only once bigfile_handle_new() has an engine handle. */
   self->closed = TRUE;
+  g_mutex_init (&self->invalidated_lock);
+  self->invalidated_runs = g_array_new (FALSE, FALSE, sizeof (PageRun));
 }
 
 /**
@@ -465,6 +521,9 @@ bigfile_handle_new (BigfileFile *file, BigfileRam *ram, GError **error)
   self->thread_safe = bigfile_file_is_thread_safe (file);
   self->notify_source = _bigfile_wake_source_new (self->owner_context, "BigfileHandle notify",
                                                   G_OBJECT (self), notify_dirty_changed);
+  self->invalidated_source
+      = _bigfile_wake_source_new (self->owner_context, "BigfileHandle page-invalidated",
+                                  G_OBJECT (self), emit_pending_invalidated);
 
   /* A local file may let clean pages come straight from its page cache;
    * the handle's reference keeps the descriptor open for the engine. */
@@ -1093,37 +1152,158 @@ bigfile_handle_discard (BigfileHandle *handle)
   return bf_handle_discard (handle->engine);
 }
 
-typedef struct
-{
-  BigfileHandle *handle;
-  guint64 page;
-} InvalidatedData;
+/* -- page-invalidated from other threads --------------------------------------
+ *
+ * An invalidation made off the owner thread (or inside a page fault) is
+ * noted in the handle's pending set and signalled later by one wake source
+ * on the owner context.  Nothing is allocated per call, and nothing holds a
+ * reference on the handle: the wake source holds it weakly, so the last
+ * unref, on any thread, finalizes the handle and drops what was pending.
+ *
+ * The pending set is an array of runs of consecutive pages, disjoint and
+ * never adjacent (adjacent runs are merged), sorted from the highest page to
+ * the lowest, so that the next page to signal, the lowest, is taken from the
+ * end of the array:
+ *
+ *   pages pending:  3 4 5 6 7        100000 ... 100999        (each once)
+ *   invalidated_runs:  [0] = {100000, 100999}   [1] = {3, 7}   <- taken here
+ *
+ * A flood of invalidations of consecutive pages thus costs one run, and
+ * invalidating a pending page again costs nothing.  The array never holds
+ * more than BIGFILE_HANDLE_MAX_PENDING_RUNS runs (64 KiB): one more collapses
+ * the set into invalidated_many, a single emission for "any page", and
+ * frees the array; while that is pending, later invalidations add nothing.
+ *
+ * Delivery takes at most INVALIDATED_BATCH pages per dispatch, so that a
+ * long run does not stall the main loop, and wakes the source again while
+ * pages are left. */
 
+#define INVALIDATED_BATCH 1024
+
+/* The @page of the emission that stands for every page. */
+#define ALL_PAGES G_MAXUINT64
+
+/* With invalidated_lock held: adds @page to the pending set.  Returns TRUE
+ * if the set was empty, so that the caller wakes the source: a set that is
+ * not empty has a dispatch coming, which takes pages until it finds the set
+ * empty (deciding so under the lock). */
 static gboolean
-emit_page_invalidated_cb (gpointer user_data)
+pending_add (BigfileHandle *self, guint64 page)
 {
-  InvalidatedData *data = user_data;
+  GArray *runs = self->invalidated_runs;
+  PageRun *above, *below;
+  guint lo = 0, hi = runs->len;
 
-  g_signal_emit (data->handle, signals[SIGNAL_PAGE_INVALIDATED], 0, data->page);
-  return G_SOURCE_REMOVE;
+  if (self->invalidated_many)
+    return FALSE;
+
+  /* The runs wholly above @page are runs[0 .. lo - 1]; runs[lo] is the
+   * first run that starts at or below @page. */
+  while (lo < hi)
+    {
+      guint mid = lo + (hi - lo) / 2;
+
+      if (g_array_index (runs, PageRun, mid).first > page)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+  above = lo > 0 ? &g_array_index (runs, PageRun, lo - 1) : NULL;
+  below = lo < runs->len ? &g_array_index (runs, PageRun, lo) : NULL;
+
+  if (below != NULL && below->last >= page)
+    return FALSE; /* pending already */
+
+  /* above->first > page and below->last < page: neither + 1 overflows. */
+  if (above != NULL && above->first == page + 1)
+    {
+      if (below != NULL && below->last + 1 == page)
+        {
+          above->first = below->first;
+          g_array_remove_index (runs, lo);
+        }
+      else
+        above->first = page;
+      return FALSE;
+    }
+  if (below != NULL && below->last + 1 == page)
+    {
+      below->last = page;
+      return FALSE;
+    }
+
+  if (runs->len == BIGFILE_HANDLE_MAX_PENDING_RUNS)
+    {
+      /* Not empty before: a dispatch is coming. */
+      self->invalidated_many = TRUE;
+      g_array_free (runs, TRUE);
+      self->invalidated_runs = g_array_new (FALSE, FALSE, sizeof (PageRun));
+      return FALSE;
+    }
+
+  g_array_insert_val (runs, lo, ((PageRun){ page, page }));
+  return runs->len == 1;
 }
 
-static void
-invalidated_data_free (gpointer user_data)
+/* With invalidated_lock held: takes the lowest pending page into *page
+ * (ALL_PAGES for the collapsed set).  FALSE if none is pending. */
+static gboolean
+pending_take (BigfileHandle *self, guint64 *page)
 {
-  InvalidatedData *data = user_data;
+  GArray *runs = self->invalidated_runs;
+  PageRun *lowest;
 
-  g_object_unref (data->handle);
-  g_free (data);
+  if (self->invalidated_many)
+    {
+      self->invalidated_many = FALSE;
+      *page = ALL_PAGES;
+      return TRUE;
+    }
+  if (runs->len == 0)
+    return FALSE;
+
+  lowest = &g_array_index (runs, PageRun, runs->len - 1);
+  *page = lowest->first;
+  if (lowest->first == lowest->last)
+    g_array_set_size (runs, runs->len - 1);
+  else
+    lowest->first++;
+  return TRUE;
+}
+
+/* On the owner context, woken by emit_page_invalidated(). */
+static void
+emit_pending_invalidated (GObject *object)
+{
+  BigfileHandle *self = BIGFILE_HANDLE (object);
+  guint64 page;
+  guint n;
+
+  for (n = 0; n < INVALIDATED_BATCH; n++)
+    {
+      gboolean have;
+
+      /* Not held while handlers run: they may invalidate pages too. */
+      g_mutex_lock (&self->invalidated_lock);
+      have = pending_take (self, &page);
+      g_mutex_unlock (&self->invalidated_lock);
+      if (!have)
+        return;
+
+      g_signal_emit (self, signals[SIGNAL_PAGE_INVALIDATED], 0, page);
+    }
+
+  /* A full batch: come back for the rest on the next dispatch. */
+  if (self->invalidated_source != NULL)
+    _bigfile_wake_source_wake (self->invalidated_source);
 }
 
 /* Signals are emitted on the owner context only: at once on the owner
- * thread (unless inside a page fault), else from an idle there. */
+ * thread (unless inside a page fault), else by invalidated_source. */
 static void
 emit_page_invalidated (BigfileHandle *self, guint64 page)
 {
-  InvalidatedData *data;
-  GSource *source;
+  gboolean wake;
 
   if (_bigfile_can_emit_now (self->owner_thread))
     {
@@ -1131,15 +1311,28 @@ emit_page_invalidated (BigfileHandle *self, guint64 page)
       return;
     }
 
-  data = g_new (InvalidatedData, 1);
-  data->handle = g_object_ref (self);
-  data->page = page;
-  source = g_idle_source_new ();
-  g_source_set_priority (source, G_PRIORITY_DEFAULT);
-  g_source_set_static_name (source, "BigfileHandle page-invalidated");
-  g_source_set_callback (source, emit_page_invalidated_cb, data, invalidated_data_free);
-  g_source_attach (source, self->owner_context);
-  g_source_unref (source);
+  g_mutex_lock (&self->invalidated_lock);
+  wake = pending_add (self, page);
+  g_mutex_unlock (&self->invalidated_lock);
+  if (wake)
+    _bigfile_wake_source_wake (self->invalidated_source);
+}
+
+/* For tests: how many runs of pages are pending, and whether they
+ * collapsed into one "any page" emission. */
+guint
+_bigfile_handle_get_n_pending_runs (BigfileHandle *handle, gboolean *many)
+{
+  guint n;
+
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), 0);
+
+  g_mutex_lock (&handle->invalidated_lock);
+  n = handle->invalidated_runs->len;
+  if (many != NULL)
+    *many = handle->invalidated_many;
+  g_mutex_unlock (&handle->invalidated_lock);
+  return n;
 }
 
 /**
@@ -1153,15 +1346,21 @@ emit_page_invalidated (BigfileHandle *self, guint64 page)
  *
  * A dirty page loses its changes. A page being loaded by another thread
  * is loaded again on its next access: the data of the load in progress is
- * thrown away. A page not in memory is left as it is.
+ * thrown away. A page not in memory is left as it is, and still signalled
+ * (below).
  *
  * May be called from any thread, also while a writeout runs and from inside
  * a load or store of @handle's file. A page invalidated while it is being
  * stored is dropped from memory; the store in flight still completes, and
  * the next access to the page waits for it before loading the block.
- * Does nothing once @handle is closed.
+ * Does nothing once @handle is closed, and emits nothing then.
  *
- * Emits #BigfileHandle::page-invalidated on the owner context.
+ * Emits #BigfileHandle::page-invalidated for @page on the owner context,
+ * whether @page was in memory or not (listeners may cache data derived
+ * from it): at once on the owner thread, else later from the owner
+ * context's main loop, where invalidations from other threads are
+ * coalesced as the signal describes. Any number of calls from other
+ * threads takes bounded memory and no reference on @handle.
  *
  * Since: 1.0
  */

@@ -33,6 +33,15 @@ gboolean _bigfile_can_emit_now (GThread *owner);
  * if every invariant holds). */
 char *_bigfile_handle_check (BigfileHandle *handle, gboolean kernel);
 
+/* page-invalidated emissions pending for @handle (invalidations made off
+ * its owner thread) are kept as at most this many runs of consecutive
+ * pages; one more collapses them into one emission for "any page". */
+#define BIGFILE_HANDLE_MAX_PENDING_RUNS 4096
+
+/* Hook for tests: the number of runs pending, and in *@many (if not NULL)
+ * whether they collapsed into the "any page" emission. */
+guint _bigfile_handle_get_n_pending_runs (BigfileHandle *handle, gboolean *many);
+
 int _bigfile_local_file_get_map_fd (BigfileLocalFile *file);
 
 G_END_DECLS

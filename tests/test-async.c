@@ -6,8 +6,10 @@
  * main context (from a worker thread for thread-safe files, from slices on
  * the owner context for the others), reports progress there, stops on
  * cancellation without losing anything; signals and notifications reach
- * handlers on the owner context only; files that are not thread-safe are
- * never called from another thread.
+ * handlers on the owner context only, and page-invalidated from other
+ * threads comes coalesced, in bounded memory, without keeping the handle
+ * alive; files that are not thread-safe are never called from another
+ * thread.
  */
 #include "config.h"
 
@@ -507,6 +509,326 @@ test_not_in_fault (void)
   mapping_teardown (&m);
 }
 
+/* -- page-invalidated from other threads: coalesced --------------------------- */
+
+/* A handle of its own, with no mapping, so that its last unref finalizes it;
+ * the file and RAM go with it. */
+static BigfileHandle *
+bare_handle_new (void)
+{
+  g_autoptr (TestMemFile) file = test_mem_file_new (PS, 8);
+  g_autoptr (BigfileRam) ram = bigfile_ram_new (8 * PS);
+  GError *error = NULL;
+  BigfileHandle *handle;
+
+  handle = bigfile_handle_new (BIGFILE_FILE (file), ram, &error);
+  g_assert_no_error (error);
+  return handle;
+}
+
+/* The pages of every page-invalidated, in the order emitted. */
+typedef struct
+{
+  GArray *pages; /* guint64 */
+  GThread *owner;
+  gboolean on_other_thread;
+} Emitted;
+
+static void
+record_invalidated (BigfileHandle *handle, guint64 page, gpointer user_data)
+{
+  Emitted *e = user_data;
+
+  g_array_append_val (e->pages, page);
+  if (g_thread_self () != e->owner)
+    e->on_other_thread = TRUE;
+}
+
+static void
+emitted_init (Emitted *e, BigfileHandle *handle)
+{
+  e->pages = g_array_new (FALSE, FALSE, sizeof (guint64));
+  e->owner = g_thread_self ();
+  e->on_other_thread = FALSE;
+  g_signal_connect (handle, "page-invalidated", G_CALLBACK (record_invalidated), e);
+}
+
+static guint64
+emitted_page (Emitted *e, guint i)
+{
+  return g_array_index (e->pages, guint64, i);
+}
+
+#define N_FLOOD ((guint64)100000)
+#define FAR_PAGE ((guint64)1000000)
+
+/* A worker's calls, and what it saw of the pending set as it went. */
+typedef struct
+{
+  BigfileHandle *handle;
+  guint max_runs;
+  guint n_runs;
+  gboolean many;
+  gboolean finalized;
+  GThread *finalized_on;
+} Flood;
+
+static void
+flood_note (Flood *f)
+{
+  f->n_runs = _bigfile_handle_get_n_pending_runs (f->handle, &f->many);
+  f->max_runs = MAX (f->max_runs, f->n_runs);
+}
+
+/* N_FLOOD consecutive pages, twice; then pages that merge from either side
+ * and from both into one run; then the highest page a handle can map. */
+static gpointer
+flood_consecutive (gpointer user_data)
+{
+  static const guint64 merging[] = { 7, 3, 3, 5, 4, 6 };
+  Flood *f = user_data;
+
+  for (guint round = 0; round < 2; round++)
+    for (guint64 page = 0; page < N_FLOOD; page++)
+      {
+        bigfile_handle_invalidate_page (f->handle, page);
+        if (page % 1000 == 0)
+          flood_note (f);
+      }
+  flood_note (f);
+  g_assert_cmpuint (f->n_runs, ==, 1);
+  for (guint i = 0; i < G_N_ELEMENTS (merging); i++)
+    bigfile_handle_invalidate_page (f->handle, FAR_PAGE + merging[i]);
+  bigfile_handle_invalidate_page (f->handle, G_MAXUINT64 - 1);
+  f->n_runs = _bigfile_handle_get_n_pending_runs (f->handle, &f->many);
+  return NULL;
+}
+
+/* Runs @func (@f) on a worker and waits for it: nothing may be emitted
+ * before the owner context runs, and nothing pending may hold a reference
+ * (no source or closure per call). */
+static void
+flood_in_thread (GThreadFunc func, Flood *f, Emitted *e)
+{
+  g_thread_join (g_thread_new ("invalidator", func, f));
+  g_assert_cmpuint (e->pages->len, ==, 0);
+  g_assert_cmpuint (G_OBJECT (f->handle)->ref_count, ==, 1);
+}
+
+static gpointer
+invalidate_page_5 (gpointer user_data)
+{
+  bigfile_handle_invalidate_page (user_data, 5);
+  return NULL;
+}
+
+static void
+test_invalidated_coalesced (void)
+{
+  g_autoptr (BigfileHandle) handle = bare_handle_new ();
+  Flood f = { handle };
+  Emitted e;
+  guint i;
+
+  g_test_summary ("page-invalidated for 200000 calls on another thread: the pending set stays "
+                  "one run and holds no reference; then each page is emitted once, in "
+                  "increasing order, 1024 per main loop iteration, on the owner thread");
+  emitted_init (&e, handle);
+
+  flood_in_thread (flood_consecutive, &f, &e);
+  g_assert_cmpuint (f.max_runs, ==, 1);
+  g_assert_false (f.many);
+  g_assert_cmpuint (f.n_runs, ==, 3); /* 0..N_FLOOD-1, FAR_PAGE+3..7, the last page */
+  g_assert_cmpuint (_bigfile_handle_get_n_pending_runs (handle, NULL), ==, 3);
+
+  /* One batch per iteration. */
+  g_assert_true (g_main_context_iteration (NULL, FALSE));
+  g_assert_cmpuint (e.pages->len, ==, 1024);
+
+  iterate_pending ();
+  g_assert_false (e.on_other_thread);
+  g_assert_cmpuint (e.pages->len, ==, N_FLOOD + 5 + 1);
+  for (i = 0; i < N_FLOOD; i++)
+    if (emitted_page (&e, i) != i)
+      g_assert_cmpuint (emitted_page (&e, i), ==, i);
+  for (i = 0; i < 5; i++)
+    g_assert_cmpuint (emitted_page (&e, N_FLOOD + i), ==, FAR_PAGE + 3 + i);
+  g_assert_cmpuint (emitted_page (&e, N_FLOOD + 5), ==, G_MAXUINT64 - 1);
+  g_assert_cmpuint (_bigfile_handle_get_n_pending_runs (handle, NULL), ==, 0);
+
+  /* Emitted pages are no longer pending: invalidated again, emitted again. */
+  g_array_set_size (e.pages, 0);
+  g_thread_join (g_thread_new ("invalidator", invalidate_page_5, handle));
+  g_thread_join (g_thread_new ("invalidator", invalidate_page_5, handle));
+  iterate_pending ();
+  g_assert_cmpuint (e.pages->len, ==, 1);
+  g_assert_cmpuint (emitted_page (&e, 0), ==, 5);
+
+  g_array_unref (e.pages);
+}
+
+/* Every other page, one more than the pending set keeps apart, then many
+ * more: the set collapses and stays collapsed. */
+static gpointer
+flood_scattered (gpointer user_data)
+{
+  Flood *f = user_data;
+  guint64 page;
+
+  for (page = 0; page < 2 * BIGFILE_HANDLE_MAX_PENDING_RUNS; page += 2)
+    bigfile_handle_invalidate_page (f->handle, page);
+  flood_note (f);
+  g_assert_false (f->many);
+  g_assert_cmpuint (f->n_runs, ==, BIGFILE_HANDLE_MAX_PENDING_RUNS);
+
+  bigfile_handle_invalidate_page (f->handle, page);
+  for (page = 0; page < N_FLOOD; page++)
+    {
+      bigfile_handle_invalidate_page (f->handle, FAR_PAGE + 3 * page);
+      if (page % 1000 == 0)
+        flood_note (f);
+    }
+  flood_note (f);
+  return NULL;
+}
+
+static void
+test_invalidated_collapsed (void)
+{
+  g_autoptr (BigfileHandle) handle = bare_handle_new ();
+  Flood f = { handle };
+  Emitted e;
+
+  g_test_summary ("More separate runs of invalidated pages pending than the set keeps collapse "
+                  "into a single page-invalidated for G_MAXUINT64, any page; the memory is "
+                  "given back and later calls add nothing");
+  emitted_init (&e, handle);
+
+  flood_in_thread (flood_scattered, &f, &e);
+  g_assert_cmpuint (f.max_runs, ==, BIGFILE_HANDLE_MAX_PENDING_RUNS);
+  g_assert_true (f.many);
+  g_assert_cmpuint (f.n_runs, ==, 0);
+
+  iterate_pending ();
+  g_assert_false (e.on_other_thread);
+  g_assert_cmpuint (e.pages->len, ==, 1);
+  g_assert_cmpuint (emitted_page (&e, 0), ==, G_MAXUINT64);
+  g_assert_cmpuint (_bigfile_handle_get_n_pending_runs (handle, &f.many), ==, 0);
+  g_assert_false (f.many);
+
+  /* Then single pages again. */
+  g_thread_join (g_thread_new ("invalidator", invalidate_page_5, handle));
+  iterate_pending ();
+  g_assert_cmpuint (e.pages->len, ==, 2);
+  g_assert_cmpuint (emitted_page (&e, 1), ==, 5);
+
+  g_array_unref (e.pages);
+}
+
+static void
+note_finalized (gpointer user_data, GObject *where_the_object_was)
+{
+  Flood *f = user_data;
+
+  f->finalized = TRUE;
+  f->finalized_on = g_thread_self ();
+}
+
+/* Pending invalidations, collapsed and not, then the handle's last unref. */
+static gpointer
+flood_then_unref (gpointer user_data)
+{
+  Flood *f = user_data;
+
+  flood_scattered (f);
+  g_object_unref (f->handle);
+  return NULL;
+}
+
+static void
+test_invalidated_last_unref (void)
+{
+  Flood f = { bare_handle_new () };
+  Emitted e;
+  GThread *worker;
+
+  g_test_summary ("Pending page-invalidated emissions do not keep a handle alive: its last unref "
+                  "on another thread finalizes it there, without the owner context running, "
+                  "and nothing is emitted afterwards");
+  emitted_init (&e, f.handle);
+  g_object_weak_ref (G_OBJECT (f.handle), note_finalized, &f);
+
+  worker = g_thread_new ("invalidator", flood_then_unref, &f);
+  g_thread_join (worker);
+  g_assert_true (f.finalized);
+  g_assert_true (f.finalized_on == worker);
+
+  iterate_pending ();
+  g_assert_cmpuint (e.pages->len, ==, 0);
+  g_array_unref (e.pages);
+}
+
+static gpointer
+invalidate_page_4 (gpointer user_data)
+{
+  bigfile_handle_invalidate_page (user_data, 4);
+  return NULL;
+}
+
+static void
+test_invalidated_not_in_memory (void)
+{
+  g_autoptr (BigfileHandle) closed = bare_handle_new ();
+  Mapping m;
+  Emitted e, e_closed;
+
+  g_test_summary ("page-invalidated is emitted for every invalidation of an open handle, also "
+                  "of a page that is not in memory or past the file, and never once closed");
+  setup (&m, 8, 8 * PS, TRUE);
+  emitted_init (&e, m.handle);
+
+  /* Never loaded: still EMPTY and not loaded, but signalled, at once. */
+  bigfile_handle_invalidate_page (m.handle, 3);
+  g_assert_cmpuint (e.pages->len, ==, 1);
+  g_assert_cmpuint (emitted_page (&e, 0), ==, 3);
+  g_assert_cmpint (page_state (&m, 3), ==, BIGFILE_PAGE_STATE_EMPTY);
+
+  /* Past the mapping and the file. */
+  bigfile_handle_invalidate_page (m.handle, 1000);
+  g_assert_cmpuint (e.pages->len, ==, 2);
+  g_assert_cmpuint (emitted_page (&e, 1), ==, 1000);
+
+  /* In memory: dropped, and signalled alike. */
+  g_assert_cmpuint (raw_read (m.data + 2 * PS), ==, test_mem_file_pattern (2, 0));
+  bigfile_handle_invalidate_page (m.handle, 2);
+  g_assert_cmpint (page_state (&m, 2), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (e.pages->len, ==, 3);
+  g_assert_cmpuint (emitted_page (&e, 2), ==, 2);
+  g_assert_cmpuint (test_mem_file_get_total_loads (m.file), ==, 1);
+
+  /* Not in memory, from another thread: signalled on the owner context. */
+  g_thread_join (g_thread_new ("invalidator", invalidate_page_4, m.handle));
+  g_assert_cmpuint (e.pages->len, ==, 3);
+  iterate_pending ();
+  g_assert_cmpuint (e.pages->len, ==, 4);
+  g_assert_cmpuint (emitted_page (&e, 3), ==, 4);
+  g_assert_false (e.on_other_thread);
+  g_assert_cmpint (page_state (&m, 4), ==, BIGFILE_PAGE_STATE_EMPTY);
+  g_assert_cmpuint (test_mem_file_get_total_loads (m.file), ==, 1);
+
+  /* A closed handle does nothing, and says nothing. */
+  emitted_init (&e_closed, closed);
+  g_assert_true (bigfile_handle_close (closed));
+  bigfile_handle_invalidate_page (closed, 3);
+  g_thread_join (g_thread_new ("invalidator", invalidate_page_4, closed));
+  iterate_pending ();
+  g_assert_cmpuint (e_closed.pages->len, ==, 0);
+
+  g_array_unref (e_closed.pages);
+  g_array_unref (e.pages);
+  mapping_teardown (&m);
+}
+
 static void
 on_reclaimed (BigfileRam *ram, guint n_pages, gpointer user_data)
 {
@@ -636,6 +958,10 @@ main (int argc, char **argv)
   g_test_add_func ("/async/signals/page-invalidated", test_page_invalidated);
   g_test_add_func ("/async/signals/reclaimed", test_reclaimed);
   g_test_add_func ("/async/signals/not-in-fault", test_not_in_fault);
+  g_test_add_func ("/async/signals/invalidated/coalesced", test_invalidated_coalesced);
+  g_test_add_func ("/async/signals/invalidated/collapsed", test_invalidated_collapsed);
+  g_test_add_func ("/async/signals/invalidated/last-unref", test_invalidated_last_unref);
+  g_test_add_func ("/async/signals/invalidated/not-in-memory", test_invalidated_not_in_memory);
   g_test_add_func ("/async/low-memory", test_low_memory);
   g_test_add_func ("/async/wrong-thread", test_wrong_thread);
 

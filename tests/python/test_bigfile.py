@@ -567,6 +567,34 @@ class TestSignals(BigfileTestCase):
         self.assertTrue(spin(lambda: len(seen) == 2))
         self.assertEqual(seen[1][1], far)
 
+    def test_page_invalidated_from_thread(self):
+        # Invalidations on another thread are coalesced: each page once, in
+        # increasing order, on the main thread.  Too many separate ones
+        # collapse into one emission for any page, GLib.MAXUINT64, which a
+        # handler can recognize.
+        file, ram, handle, vma = self.open()
+        seen = []
+        handle.connect('page-invalidated',
+                       lambda h, page: seen.append((page, threading.get_ident())))
+
+        def invalidate(pages):
+            worker = threading.Thread(target=lambda: [handle.invalidate_page(p) for p in pages])
+            worker.start()
+            worker.join(LOOP_TIMEOUT)
+            self.assertFalse(worker.is_alive())
+
+        invalidate([7, 3, 3, 5, 4, 6, 5])
+        self.assertEqual(seen, [])
+        self.assertTrue(spin(lambda: len(seen) >= 5))
+        drain()
+        self.assertEqual(seen, [(page, MAIN_THREAD) for page in range(3, 8)])
+
+        del seen[:]
+        invalidate(range(0, 2 * 4097, 2))
+        self.assertTrue(spin(lambda: seen))
+        drain()
+        self.assertEqual(seen, [(GLib.MAXUINT64, MAIN_THREAD)])
+
     def test_notify_n_dirty_pages(self):
         file, ram, handle, vma = self.open()
         seen = []
