@@ -62,6 +62,7 @@
 #include <unistd.h>
 
 #include "engine-private.h"
+#include "memcheck-hints.h"
 
 #define PAGE_SIZE_MIN ((gsize)4096)
 #define PAGE_SIZE_MAX ((gsize)2 << 20)
@@ -352,6 +353,7 @@ vma_replace (BfVma *vma, guint64 i, guint64 count, gboolean base)
           == MAP_FAILED
       && mprotect (addr, len, PROT_NONE) != 0)
     g_error ("Could not unmap bigfile pages at %p: %s", addr, g_strerror (errno));
+  bf_memcheck_vma_addressable (addr, len);
 }
 
 /* Unmap pages [i, i+count) of @vma: what shows there again is the base file
@@ -1302,6 +1304,7 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
                    g_strerror (errsv));
       return NULL;
     }
+  bf_memcheck_vma_addressable (addr, length);
 
   vma = g_new0 (BfVma, 1);
   vma->start = addr;
