@@ -83,8 +83,8 @@ run_build build-asan "--timeout-multiplier 3" -- \
 # of freed or uninitialised memory and the like fail the test.  Its log has a
 # name of its own, so that it is counted apart from the plain run's: meson
 # adds the setup's name to the log base, run-tests-valgrind.json.  (On two
-# cores this takes about half a minute: memcheck runs the tests 10 to 40
-# times slower.)
+# cores this takes half a minute to a minute: memcheck runs the tests 10 to
+# 40 times slower.)
 run_valgrind() {
   local dir=$1 t0=$SECONDS
 
