@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is needed (Debian 12, with apt-get), builds bigfile-glib twice
-# and runs the whole test suite in both builds:
+# and runs the whole test suite in both builds, then the C test programs once
+# more under valgrind:
 #
 #   build/       the plain build (debugoptimized, warnings are errors), with
 #                the GObject-Introspection data (Bigfile-1.0.gir, .typelib,
@@ -8,12 +9,15 @@
 #                'gtkdoc-check' (suite docs) checks
 #   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer, with the
 #                introspection data but without the docs (see below)
+#   build/ again, the suite core under memcheck (the `valgrind` test setup of
+#                the top-level meson.build)
 #
 # This is the README's test command and what CI runs (.ci/run).  It can be
 # run again: build dirs that exist are reconfigured.  It ends with one line,
-# "run-tests: N passed, N failed, N skipped", counting meson tests of both
-# builds (a build dir that fails to configure or compile counts as a failure).
-# Extra arguments are passed to both `meson test` runs (e.g. --suite core).
+# "run-tests: N passed, N failed, N skipped", counting meson tests of the
+# three runs (a build dir that fails to configure or compile counts as a
+# failure).  Extra arguments are passed to every `meson test` run (e.g.
+# --suite core, or a test name); the valgrind run adds --suite core.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -75,10 +79,43 @@ run_build build-asan "--timeout-multiplier 3" -- \
   -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=false -Dtests=true \
   -Dintrospection=enabled -Ddocs=false
 
-# Count the results of both builds from meson's JSON test logs: one count per
-# meson test (a test program), and, for information, the TAP subtests.
+# The core suite of the plain build under valgrind's memcheck: leaks, uses
+# of freed or uninitialised memory and the like fail the test.  Its log has a
+# name of its own, so that it is counted apart from the plain run's: meson
+# adds the setup's name to the log base, run-tests-valgrind.json.  (On two
+# cores this takes half a minute to a minute: memcheck runs the tests 10 to
+# 40 times slower.)
+run_valgrind() {
+  local dir=$1 t0=$SECONDS
+
+  rm -f "$dir/meson-logs/run-tests-valgrind.json"
+  local f
+  for f in "${failures[@]}"; do
+    # Already counted as a failure: nothing to run.
+    if [ "$f" = "$dir: configure" ] || [ "$f" = "$dir: compile" ]; then
+      return
+    fi
+  done
+  echo
+  echo "==> $dir: test under valgrind"
+  if ! meson test -C "$dir" --setup valgrind --suite core --print-errorlogs \
+    --logbase run-tests "${extra_test_args[@]}"; then
+    if [ -s "$dir/meson-logs/run-tests-valgrind.json" ]; then
+      failures+=("$dir: valgrind test")
+    else
+      # No test ran (no such setup: valgrind missing?): count it here.
+      failures+=("$dir: valgrind setup")
+    fi
+  fi
+  summaries+=("$dir (valgrind): $((SECONDS - t0)) s")
+}
+run_valgrind build
+
+# Count the results of the three runs from meson's JSON test logs: one count
+# per meson test (a test program), and, for information, the TAP subtests.
 counts=$(
-  python3 - build/meson-logs/run-tests.json build-asan/meson-logs/run-tests.json <<'PY'
+  python3 - build/meson-logs/run-tests.json build-asan/meson-logs/run-tests.json \
+    build/meson-logs/run-tests-valgrind.json <<'PY'
 import json, re, sys
 passed = failed = skipped = 0
 sub_ok = sub_fail = sub_skip = 0
@@ -113,7 +150,7 @@ read -r passed failed skipped sub_ok sub_fail sub_skip <<<"$counts"
 # A build that did not get as far as its tests is a failure too.
 for f in "${failures[@]}"; do
   case "$f" in
-    *": test") ;;
+    *": test" | *": valgrind test") ;;
     *) failed=$((failed + 1)) ;;
   esac
 done
@@ -126,7 +163,7 @@ done
 for f in "${failures[@]}"; do
   echo "  FAILED: $f"
 done
-echo "  TAP subtests in both builds: $sub_ok ok, $sub_fail not ok, $sub_skip skipped"
+echo "  TAP subtests in all runs: $sub_ok ok, $sub_fail not ok, $sub_skip skipped"
 echo "  total time: $((SECONDS - script_start)) s"
 echo "run-tests: $passed passed, $failed failed, $skipped skipped"
 

@@ -29,6 +29,7 @@ all_packages=(
   gjs
   python3-gi
   valac
+  valgrind
 )
 
 update=0

@@ -76,6 +76,7 @@
 #include <unistd.h>
 
 #include "engine-private.h"
+#include "memcheck-hints.h"
 
 /* A pin holds the pages themselves, not their indexes: a pinned page that
  * is discarded or invalidated leaves the table, but its slot (which the
@@ -357,8 +358,11 @@ vma_replace (BfVma *vma, guint64 i, guint64 count, gboolean base)
     return TRUE;
   /* A page of the base left PROT_NONE is still right: a fault there loads
    * a copy. */
-  return mmap (addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
-         != MAP_FAILED;
+  if (mmap (addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
+      == MAP_FAILED)
+    return FALSE;
+  bf_memcheck_vma_addressable (addr, len);
+  return TRUE;
 }
 
 static gboolean
@@ -1343,6 +1347,7 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
                    g_strerror (errsv));
       return NULL;
     }
+  bf_memcheck_vma_addressable (addr, length);
 
   vma = g_new0 (BfVma, 1);
   vma->start = addr;
