@@ -163,6 +163,10 @@ typedef struct
   /* @page is about to be reclaimed: unmap it, and the LRU pages that
    * follow it in index order, in as few system calls as possible. */
   void (*unmap_for_reclaim) (BfPage *page);
+  /* Pages from @first_page on no longer show the base file where they are
+   * not in memory (their bytes past the handle's size read as zeros, the
+   * file may still have others there): they fault and load instead. */
+  void (*clip_base) (BfHandle *handle, guint64 first_page);
 } BfRmapOps;
 
 struct _BfHandle
@@ -189,6 +193,23 @@ struct _BfHandle
    * a new load of the index waits for that store, or it could read the
    * block half written. */
   GHashTable *dropped_storing;
+
+  /* The size, in bytes ("Sizes" in page.c).  All BF_NO_SIZE, for good, in
+   * a handle without one; otherwise zero_from <= MIN (size, stored_size).
+   *   size        the handle's: what the program sees and writeout makes
+   *               the file; changed by bf_handle_set_size(), discard, and
+   *               writeout when the program wrote past it
+   *   stored_size what the file has: known at open, then what writeout
+   *               last set it to
+   *   zero_from   bytes from here on show zeros, not the file (the lowest
+   *               size since the file was last resized): loads clear them
+   *               and do not read pages wholly past it
+   *   size_syncing  the thread of a writeout calling ops->set_size, or
+   *               NULL: bf_handle_set_size() and discard wait for it */
+  guint64 size;
+  guint64 stored_size;
+  guint64 zero_from;
+  gconstpointer size_syncing;
 };
 
 void bf_handle_unref_locked (BfHandle *handle);
@@ -204,6 +225,28 @@ bf_handle_dirty_changed (BfHandle *handle)
 {
   if (handle->ops->dirty_changed != NULL)
     handle->ops->dirty_changed (handle->data);
+}
+
+static inline void
+bf_handle_size_changed (BfHandle *handle)
+{
+  if (handle->ops->size_changed != NULL)
+    handle->ops->size_changed (handle->data);
+}
+
+/* The offset in page @index of its first byte at or past byte @bytes of
+ * the file: 0 if the whole page lies past @bytes, the page size if none of
+ * it does.  (No shift of @index: it may be too large to shift.) */
+static inline gsize
+bf_handle_offset_in_page (BfHandle *handle, guint64 index, guint64 bytes)
+{
+  guint64 first = bytes >> handle->page_shift;
+
+  if (index < first)
+    return handle->page_size;
+  if (index > first)
+    return 0;
+  return (gsize)(bytes & (handle->page_size - 1));
 }
 
 /* -- pages (page.c) ---------------------------------------------------------
@@ -223,6 +266,9 @@ bf_handle_dirty_changed (BfHandle *handle)
  *                   into pinned memory never sees the slot reused)
  *   - write_pins > 0 => state == DIRTY: writeout stores the page as it is
  *                   (the pin holder may be writing it) and leaves it dirty
+ *   - state == LOADED => its bytes at or past handle->size are zeros (only
+ *                   the program writes anything else there, which makes the
+ *                   page dirty; "Sizes" in page.c)
  */
 struct _BfPage
 {

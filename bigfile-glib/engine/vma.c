@@ -43,7 +43,9 @@
  * loaded.  The map-count flush hides whole VMAs (scattered dirty pages over
  * a base cost two kernel mappings each, whatever is unmapped): such a VMA
  * then works as one without a base.  Pages past the file's last complete
- * page work as without a base.
+ * page work as without a base, and so do pages from the one that holds a
+ * size the handle was given below the file's (bf_handle_set_size: the file
+ * has other bytes there until writeout resizes it), by vma_clip_base().
  */
 #include "config.h"
 
@@ -537,12 +539,56 @@ vma_show_dirty_all (BfPage *page)
       vma_show_over_base (l->data, page);
 }
 
+/* Pages from @first_page on stop showing the base file: the handle's size
+ * went below the file's there, so the file's bytes past it are not what
+ * the handle shows.  Pages mapped from slots stay; the others become
+ * PROT_NONE and fault, to load (and clear past the size) as without a
+ * base. */
+static void
+vma_clip_base (BfVma *vma, guint64 first_page)
+{
+  guint64 end = vma->base_end, from, before;
+
+  if (end == 0 || first_page >= vma->page_offset + end)
+    return;
+  from = first_page > vma->page_offset ? first_page - vma->page_offset : 0;
+
+  ensure_kernel_maps_room ();
+  end = vma->base_end; /* the flush may have hidden the VMA, not moved base_end */
+  before = vma_boundaries_near (vma, from, end - 1);
+  vma->base_end = from;
+  for (guint64 j = from; j < end;)
+    {
+      guint64 k = j;
+
+      bit_set (vma->hidden, j, FALSE);
+      if (bit_get (vma->mapped, j))
+        {
+          j++;
+          continue;
+        }
+      while (k < end && !bit_get (vma->mapped, k))
+        bit_set (vma->hidden, k++, FALSE);
+      vma_replace (vma, j, k - j, FALSE);
+      j = k;
+    }
+  vma_account (vma, before, vma_boundaries_near (vma, from, end - 1));
+}
+
+static void
+vma_clip_base_all (BfHandle *handle, guint64 first_page)
+{
+  for (GList *l = handle->vmas.head; l != NULL; l = l->next)
+    vma_clip_base (l->data, first_page);
+}
+
 /* The reverse map that page.c calls through handle->rmap. */
 static const BfRmapOps vma_rmap_ops = {
   .unmap = vma_unmap_page_all,
   .write_protect = vma_write_protect_page,
   .show_dirty = vma_show_dirty_all,
   .unmap_for_reclaim = vma_unmap_for_reclaim,
+  .clip_base = vma_clip_base_all,
 };
 
 BfFaultResult
@@ -738,6 +784,9 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
   vma->registered = TRUE;
   vma->boundaries = vma->base_end > 0 && vma->base_end < n_pages;
   kernel_maps += 1 + vma->boundaries;
+  /* Not the file's pages past a lower size the handle has (bytes past it
+   * show zeros): BF_NO_SIZE clips nothing. */
+  vma_clip_base (vma, handle->zero_from >> handle->page_shift);
 
   /* Changed pages must show over the file. */
   if (handle->base_fd >= 0)
