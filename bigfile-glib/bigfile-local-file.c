@@ -70,7 +70,9 @@
  * a read error of the disk comes to the program as the kernel's `SIGBUS`,
  * without a reason for bigfile_vma_take_fault_error(). Truncating the file
  * under a mapping makes reads past its new end fail with `SIGBUS` too, as
- * with any mmap() of a file. Scattered changes cost the kernel two mappings
+ * with any mmap() of a file; bigfile_handle_set_size() does not: the
+ * handle's mappings stop showing the file from the page that holds the
+ * new size at once, before writeout truncates the file. Scattered changes cost the kernel two mappings
  * each: past half of `vm.max_map_count` of them, a mapping goes back to
  * loading copies of clean pages, as without this flag.
  *
