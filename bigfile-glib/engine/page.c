@@ -281,9 +281,9 @@ bf_page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out, GErr
         bf_set_generic_error (&local_error, "Loading", index);
       page->io_thread = NULL;
 
-      /* Past the size the handle shows zeros, whatever the file gave.  The
-       * size may have gone down during the load (never up: that drops the
-       * page), so the lower of the two counts. */
+      /* Past the size the handle shows zeros, whatever the file gave.
+       * zero_from may have moved during the load: down (set_size), or up
+       * (a writeout extended the file, with zeros); the lower counts. */
       from_file = MIN (from_file, page_bytes_from_file (handle, index));
       if (ok && !page->orphaned && from_file < handle->page_size)
         memset (mem + from_file, 0, handle->page_size - from_file);
@@ -492,9 +492,10 @@ handle_drop_range (BfHandle *handle, guint64 first, guint64 end)
   g_ptr_array_unref (pages);
 }
 
-/* Wait until writeout is not resizing the file: a resize changes
- * stored_size when it returns.  FALSE (do not wait) when the resize is
- * this thread's own: called from inside the file's set_size. */
+/* Wait until writeout is not resizing the file (a resize changes
+ * stored_size when it returns); TRUE if it waited, so that the caller
+ * looks at the handle again.  A resize by this thread (a call from inside
+ * the file's set_size) is not waited for: it would be waiting for itself. */
 static gboolean
 handle_wait_size_sync (BfHandle *handle)
 {
