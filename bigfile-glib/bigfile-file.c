@@ -368,10 +368,11 @@ bigfile_file_store_block (BigfileFile *file, guint64 block, GBytes *data, GError
  *
  * A file that does not implement `get_size` has no size: this returns
  * %FALSE without setting @error, as does an implementation that returns
- * %FALSE without an error. So a method written in a script that fails
- * without a #GError (an exception that is not a `GLib.Error`) makes a file
- * without a size, as files were before sizes existed: its handles store
- * whole blocks and lose nothing.
+ * %FALSE without an error. So a Python method that raises an exception
+ * other than `GLib.Error` (PyGObject prints it and returns no error) makes
+ * a file without a size, as files were before sizes existed: its handles
+ * store whole blocks and lose nothing. (gjs turns every exception into a
+ * #GError: the open fails.)
  *
  * An implementation in Python returns a tuple, `(True, size)` or
  * `(False, 0)`; in JavaScript an array, `[true, size]` or `[false, 0]`.
