@@ -33,16 +33,16 @@
  * touches then hangs off that VMA.  Locks outside the engine nest around it,
  * never inside it:
  *
- *   a file's own locks (taken in load/store callbacks, which run with the
- *   engine lock RELEASED)
+ *   a file's own locks (taken in load/store/set_size callbacks, which run
+ *   with the engine lock RELEASED)
  *     -> the engine lock (bf_lock)
  *          -> GLib's GMainContext lock (g_main_context_wakeup, g_source_attach
- *             from dirty_changed and the reclaim hook, which run with the
- *             engine lock held: BigfileHandle's wake source)
+ *             from dirty_changed, size_changed and the reclaim hook, which
+ *             run with the engine lock held: BigfileHandle's wake source)
  *
  * Nothing takes the engine lock while holding a GMainContext lock, and no
- * callback that runs with the engine lock held (dirty_changed, reclaimed)
- * may take a lock that is held anywhere around an engine call.
+ * callback that runs with the engine lock held (dirty_changed, size_changed,
+ * reclaimed) may take a lock that is held anywhere around an engine call.
  *
  * Fields
  * ------

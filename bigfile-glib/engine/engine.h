@@ -17,10 +17,10 @@
  *
  * Locking: one global engine lock protects every structure here.  It is taken
  * by the API functions and by the fault handler, and it is *released* around
- * the file's load and store callbacks, so those may take their own locks, do
- * I/O, and touch other mappings (nested faults).  No engine function may be
- * called from inside a load or store callback of the same handle for the
- * same page (it would wait for itself).  The lock order, the files of the
+ * the file's load, store and set_size callbacks, so those may take their own
+ * locks, do I/O, and touch other mappings (nested faults).  No engine
+ * function may be called from inside a load or store callback of the same
+ * handle for the same page (it would wait for itself).  The lock order, the files of the
  * engine and which calls which are written once, in engine-private.h.
  */
 #pragma once
