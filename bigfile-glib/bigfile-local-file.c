@@ -72,9 +72,10 @@
  * under a mapping makes reads past its new end fail with `SIGBUS` too, as
  * with any mmap() of a file; bigfile_handle_set_size() does not: the
  * handle's mappings stop showing the file from the page that holds the
- * new size at once, before writeout truncates the file. Scattered changes cost the kernel two mappings
- * each: past half of `vm.max_map_count` of them, a mapping goes back to
- * loading copies of clean pages, as without this flag.
+ * new size at once, before writeout truncates the file. Scattered changes
+ * cost the kernel two mappings each: past half of `vm.max_map_count` of
+ * them, a mapping goes back to loading copies of clean pages, as without
+ * this flag.
  *
  * It implements #GInitable: bindings create it with bigfile_local_file_new()
  * or, through its properties, with g_initable_new().
