@@ -38,8 +38,20 @@
  *
  * A #BigfileFile is an array of blocks, numbered from 0, all of the same
  * size (bigfile_file_get_block_size(): a power of two from 4 KiB to 2 MiB).
- * It has no length: a block that was never stored loads as zeros. One block
- * becomes one page of a handle.
+ * One block becomes one page of a handle. A block that was never stored
+ * loads as zeros.
+ *
+ * A file may have a size in bytes, which need not be a multiple of the
+ * block size: one that implements `get_size` (bigfile_file_get_size()) and,
+ * if it is writable, `set_size` (bigfile_file_set_size()), as
+ * #BigfileLocalFile does. A #BigfileHandle of such a file keeps the size: it
+ * shows zeros past it whatever the file's loads return there, stores the
+ * block that holds the size with only the bytes below it (a shorter #GBytes
+ * for `store_block`, a shorter length for `store_block_raw`) and never
+ * stores a block wholly past it, and changes the size only when the program
+ * asks (bigfile_handle_set_size()) or wrote something other than zeros past
+ * it; see #BigfileHandle:size. A file without a size is an endless array of
+ * blocks: its handles store whole blocks, and show what its loads return.
  *
  * #BigfileLocalFile implements it over a regular file. Implement it yourself
  * to map anything else: a database, a network store, a computed array.
@@ -101,6 +113,10 @@
  */
 
 G_DEFINE_INTERFACE (BigfileFile, bigfile_file, G_TYPE_OBJECT)
+
+/* get_size and set_size took two slots of the padding: the structure keeps
+ * its size, so implementations built against the first layout still fit. */
+G_STATIC_ASSERT (sizeof (BigfileFileInterface) == sizeof (GTypeInterface) + 13 * sizeof (gpointer));
 
 static void
 bigfile_file_default_init (BigfileFileInterface *iface)
@@ -292,11 +308,15 @@ bigfile_file_load_block (BigfileFile *file, guint64 block, GError **error)
  * bigfile_file_store_block:
  * @file: a #BigfileFile
  * @block: the number of the block, from 0
- * @data: (transfer none): the new contents of the block, exactly
- *   bigfile_file_get_block_size() bytes
+ * @data: (transfer none): the new contents of the block:
+ *   bigfile_file_get_block_size() bytes, or fewer (not 0) for the block
+ *   that holds the size of a file that has one
  * @error: return location for a #GError
  *
- * Stores one whole block of @file.
+ * Stores one block of @file: the whole block, or for a file with a size
+ * (bigfile_file_get_size()), the bytes of the block that lie below the
+ * size, which may be fewer. A #BigfileHandle never stores past the size
+ * of a file that has one.
  *
  * When @file implements only the raw method, this calls it with the data
  * of @data. A read-only file fails with %BIGFILE_FILE_ERROR_READ_ONLY, or
@@ -315,7 +335,9 @@ bigfile_file_store_block (BigfileFile *file, guint64 block, GBytes *data, GError
 
   g_return_val_if_fail (BIGFILE_IS_FILE (file), FALSE);
   g_return_val_if_fail (data != NULL, FALSE);
-  g_return_val_if_fail (g_bytes_get_size (data) == bigfile_file_get_block_size (file), FALSE);
+  g_return_val_if_fail (g_bytes_get_size (data) > 0
+                            && g_bytes_get_size (data) <= bigfile_file_get_block_size (file),
+                        FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
   iface = BIGFILE_FILE_GET_IFACE (file);
@@ -332,6 +354,138 @@ bigfile_file_store_block (BigfileFile *file, guint64 block, GBytes *data, GError
     }
 
   return finish_call (file, "Storing", block, ok, local, error);
+}
+
+/**
+ * bigfile_file_get_size:
+ * @file: a #BigfileFile
+ * @size: (out) (optional): where to put the size of @file in bytes
+ * @error: return location for a #GError
+ *
+ * Gets the size of @file, for a file that has one: a #BigfileHandle asks
+ * once, when it opens the file (bigfile_handle_new()), and keeps the size
+ * from then on (see #BigfileHandle:size).
+ *
+ * A file that does not implement `get_size` has no size: this returns
+ * %FALSE without setting @error, as does an implementation that returns
+ * %FALSE without an error. So a Python method that raises an exception
+ * other than `GLib.Error` (PyGObject prints it and returns no error) makes
+ * a file without a size, as files were before sizes existed: its handles
+ * store whole blocks and lose nothing. (gjs turns every exception into a
+ * #GError: the open fails.)
+ *
+ * An implementation in Python returns a tuple, `(True, size)` or
+ * `(False, 0)`; in JavaScript an array, `[true, size]` or `[false, 0]`.
+ * Sizes from 0 to %G_MAXINT64 are valid; a larger one fails with
+ * %BIGFILE_FILE_ERROR_INVALID_DATA.
+ *
+ * Returns: %TRUE with @size set if @file has a size; %FALSE if it has none
+ *   (@error not set) or on error (@error set)
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_file_get_size (BigfileFile *file, guint64 *size, GError **error)
+{
+  BigfileFileInterface *iface;
+  GError *local = NULL;
+  guint64 value = 0;
+  gboolean ok;
+
+  g_return_val_if_fail (BIGFILE_IS_FILE (file), FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  iface = BIGFILE_FILE_GET_IFACE (file);
+  if (iface->get_size == NULL)
+    return FALSE;
+
+  ok = iface->get_size (file, &value, &local);
+  if (!ok)
+    {
+      /* Unlike the other methods, FALSE without an error has a meaning
+       * here: no size. */
+      if (local != NULL)
+        g_propagate_error (error, local);
+      return FALSE;
+    }
+  if (local != NULL)
+    {
+      g_warning ("Getting the size of %s succeeded but set an error: %s", G_OBJECT_TYPE_NAME (file),
+                 local->message);
+      g_error_free (local);
+    }
+  if (value > (guint64)G_MAXINT64)
+    {
+      g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_INVALID_DATA,
+                   "The size of %s, %" G_GUINT64_FORMAT " bytes, is larger than any file offset",
+                   G_OBJECT_TYPE_NAME (file), value);
+      return FALSE;
+    }
+
+  if (size != NULL)
+    *size = value;
+  return TRUE;
+}
+
+/**
+ * bigfile_file_set_size:
+ * @file: a #BigfileFile
+ * @size: the new size in bytes, at most %G_MAXINT64
+ * @error: return location for a #GError
+ *
+ * Makes @file @size bytes long, like `ftruncate()`: the bytes past @size
+ * are dropped, and a file that grows reads as zeros from its old size on.
+ * Only files that have a size (bigfile_file_get_size()) implement it.
+ *
+ * A #BigfileHandle calls it at writeout (%BIGFILE_WRITEOUT_STORE), before
+ * storing pages, when the handle's size is not the one it last knew the
+ * file to have: after bigfile_handle_set_size(), or when the program wrote
+ * past the size.
+ *
+ * Fails with %BIGFILE_FILE_ERROR_NOT_SUPPORTED if @file does not implement
+ * it, and with the implementation's error otherwise (a failure without
+ * one gives %BIGFILE_FILE_ERROR_FAILED).
+ *
+ * Returns: %TRUE on success, %FALSE on error
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_file_set_size (BigfileFile *file, guint64 size, GError **error)
+{
+  BigfileFileInterface *iface;
+  GError *local = NULL;
+  gboolean ok;
+
+  g_return_val_if_fail (BIGFILE_IS_FILE (file), FALSE);
+  g_return_val_if_fail (size <= (guint64)G_MAXINT64, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  iface = BIGFILE_FILE_GET_IFACE (file);
+  if (iface->set_size == NULL)
+    {
+      g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_NOT_SUPPORTED,
+                   "Setting the size of %s to %" G_GUINT64_FORMAT
+                   " bytes failed: it does not implement set_size",
+                   G_OBJECT_TYPE_NAME (file), size);
+      return FALSE;
+    }
+
+  ok = iface->set_size (file, size, &local);
+  if (ok && local != NULL)
+    {
+      g_warning ("Setting the size of %s succeeded but set an error: %s", G_OBJECT_TYPE_NAME (file),
+                 local->message);
+      g_clear_error (&local);
+    }
+  else if (!ok && local != NULL)
+    g_propagate_error (error, local);
+  else if (!ok)
+    g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
+                 "Setting the size of %s to %" G_GUINT64_FORMAT
+                 " bytes failed without giving a reason",
+                 G_OBJECT_TYPE_NAME (file), size);
+  return ok;
 }
 
 /**
@@ -404,12 +558,15 @@ bigfile_file_load_block_raw (BigfileFile *file, guint64 block, guint8 *buffer, g
  * @file: a #BigfileFile
  * @block: the number of the block, from 0
  * @data: (array length=length): the new contents of the block
- * @length: (in): the size of @data: the block size of @file
+ * @length: (in): the size of @data: the block size of @file, or fewer
+ *   bytes (not 0) for the block that holds the size of a file that has one
  * @error: return location for a #GError
  *
- * Stores one whole block of @file from @data, without the copy or
- * allocation that bigfile_file_store_block() may cost. This is what
- * bigfile_handle_writeout() calls for each dirty page: C only.
+ * Stores one block of @file from @data, without the copy or allocation
+ * that bigfile_file_store_block() may cost. This is what
+ * bigfile_handle_writeout() calls for each dirty page: C only. As with
+ * bigfile_file_store_block(), a file with a size gets only the bytes below
+ * its size for the block that holds it.
  *
  * When @file implements only the #GBytes method, it is given a copy of
  * @data, so that it may keep it: bindings can hold on to the memory of a

@@ -31,10 +31,26 @@ G_DECLARE_INTERFACE (BigfileFile, bigfile_file, BIGFILE, FILE, GObject)
  *   from any thread, at once. Not implementing it means %FALSE: the methods
  *   are then only called on the thread that opened the handle (as gjs and
  *   PyGObject implementations require).
+ * @get_size: optional: gives the size of the file in bytes in @size and
+ *   returns %TRUE; returns %FALSE with @error set if it cannot tell, or
+ *   %FALSE without an error if the file has no size (as when not
+ *   implemented). See bigfile_file_get_size().
+ * @set_size: optional, for a writable file that has a size: makes the file
+ *   @size bytes long, dropping the bytes past @size or adding zeros. See
+ *   bigfile_file_set_size().
  *
  * The virtual methods of #BigfileFile. Implement @get_block_size and at
  * least one of @load_block and @load_block_raw (and of the store pair, unless
  * the file is read-only): each pair falls back on the other.
+ *
+ * A file that implements @get_size has a size: a #BigfileHandle then shows
+ * zeros past it, and the last block (the one that holds the size) is
+ * stored with only the bytes below the size: @store_block gets shorter
+ * #GBytes and @store_block_raw a shorter @length. Blocks wholly past the
+ * size are never stored. Such a file, if writable, implements @set_size
+ * too: writeout calls it when the handle's size changed (see
+ * bigfile_handle_set_size()) before storing, and when the program wrote
+ * past the size (the file grows to cover what was written).
  *
  * Since: 1.0
  */
@@ -50,9 +66,11 @@ struct _BigfileFileInterface
   gboolean (*store_block_raw) (BigfileFile *file, guint64 block, const guint8 *data, gsize length,
                                GError **error);
   gboolean (*is_thread_safe) (BigfileFile *file);
+  gboolean (*get_size) (BigfileFile *file, guint64 *size, GError **error);
+  gboolean (*set_size) (BigfileFile *file, guint64 size, GError **error);
 
   /*< private >*/
-  gpointer padding[7];
+  gpointer padding[5];
 };
 
 BIGFILE_AVAILABLE_IN_ALL
@@ -66,6 +84,10 @@ gboolean bigfile_file_store_block (BigfileFile *file, guint64 block, GBytes *dat
 BIGFILE_AVAILABLE_IN_ALL
 gboolean bigfile_file_load_block_raw (BigfileFile *file, guint64 block, guint8 *buffer,
                                       gsize length, GError **error);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_file_get_size (BigfileFile *file, guint64 *size, GError **error);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_file_set_size (BigfileFile *file, guint64 size, GError **error);
 BIGFILE_AVAILABLE_IN_ALL
 gboolean bigfile_file_store_block_raw (BigfileFile *file, guint64 block, const guint8 *data,
                                        gsize length, GError **error);

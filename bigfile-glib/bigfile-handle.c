@@ -87,8 +87,9 @@
  * thread-default #GMainContext (its owner context). Its signals and
  * property notifications are emitted there only, never from the thread that
  * faulted or from a worker thread, so handlers written in JavaScript or
- * Python work. #BigfileHandle:n-dirty-pages changes inside page faults, so
- * its notification comes from an idle on the owner context, shortly after.
+ * Python work. #BigfileHandle:n-dirty-pages changes inside page faults, and
+ * #BigfileHandle:size may change in a writeout on a worker thread, so their
+ * notifications come from an idle on the owner context, shortly after.
  *
  * The methods of a handle may be called from any thread. Blocks of a file
  * that is not thread-safe (bigfile_file_is_thread_safe()), such as one
@@ -129,10 +130,12 @@ struct _BigfileHandle
   GMainContext *owner_context;
   gboolean thread_safe;
 
-  /* n-dirty-pages changes with the engine lock held, often in the fault
-   * handler: the engine's dirty_changed hook sets this flag and wakes
-   * notify_source, which notifies on the owner context. */
+  /* n-dirty-pages and size change with the engine lock held, often in the
+   * fault handler or a writeout's worker thread: the engine's dirty_changed
+   * and size_changed hooks set these flags and wake notify_source, which
+   * notifies on the owner context. */
   gint dirty_changed;
+  gint size_changed;
   GSource *notify_source;
 
   /* page-invalidated for invalidations made off the owner thread or in a
@@ -147,6 +150,11 @@ struct _BigfileHandle
   GArray *invalidated_runs; /* of PageRun; never NULL */
   gboolean invalidated_many;
   GSource *invalidated_source;
+
+  /* Whether the file has a size (set once by bigfile_handle_new()), and the
+   * size when the handle was closed, for the getters. */
+  gboolean has_size;
+  guint64 closed_size;
 };
 
 enum
@@ -157,6 +165,7 @@ enum
   PROP_PAGE_SIZE,
   PROP_N_DIRTY_PAGES,
   PROP_CLOSED,
+  PROP_SIZE,
   N_PROPS
 };
 
@@ -182,9 +191,15 @@ G_STATIC_ASSERT ((int)BIGFILE_WRITEOUT_MARK_STORED == (int)BF_WRITEOUT_MARKSTORE
  * sure a failure carries an error, even from an implementation in a binding
  * that forgot to set one. */
 static gboolean
+thread_may_call (BigfileHandle *self)
+{
+  return self->thread_safe || g_thread_self () == self->owner_thread;
+}
+
+static gboolean
 check_thread (BigfileHandle *self, const char *what, guint64 block, GError **error)
 {
-  if (self->thread_safe || g_thread_self () == self->owner_thread)
+  if (thread_may_call (self))
     return TRUE;
 
   g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_WRONG_THREAD,
@@ -212,31 +227,76 @@ handle_store (gpointer data, guint64 block, const void *buf, gsize len, GError *
          && bigfile_file_store_block_raw (self->file, block, buf, len, error);
 }
 
-/* Engine lock held, any thread, maybe in the fault handler: note and wake. */
+static gboolean
+handle_set_size (gpointer data, guint64 size, GError **error)
+{
+  BigfileHandle *self = data;
+
+  if (!thread_may_call (self))
+    {
+      g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_WRONG_THREAD,
+                   "Setting the size of %s needs the thread that opened the handle: "
+                   "the file is not thread-safe",
+                   G_OBJECT_TYPE_NAME (self->file));
+      return FALSE;
+    }
+  return bigfile_file_set_size (self->file, size, error);
+}
+
+/* Engine lock held, any thread, maybe in the fault handler: note @flag and
+ * wake the notify source. */
+static void
+note_change (BigfileHandle *self, gint *flag)
+{
+  g_atomic_int_set (flag, TRUE);
+  if (self->notify_source != NULL)
+    _bigfile_wake_source_wake (self->notify_source);
+}
+
 static void
 handle_dirty_changed (gpointer data)
 {
   BigfileHandle *self = data;
 
-  g_atomic_int_set (&self->dirty_changed, TRUE);
-  if (self->notify_source != NULL)
-    _bigfile_wake_source_wake (self->notify_source);
+  note_change (self, &self->dirty_changed);
+}
+
+static void
+handle_size_changed (gpointer data)
+{
+  BigfileHandle *self = data;
+
+  note_change (self, &self->size_changed);
 }
 
 static const BfFileOps file_ops = {
   .load = handle_load,
   .store = handle_store,
   .dirty_changed = handle_dirty_changed,
+  .set_size = handle_set_size,
+  .size_changed = handle_size_changed,
 };
 
-/* On the owner context, after the dirty count changed. */
+/* On the owner context (from notify_source, or at once on the owner thread
+ * outside a fault): the notifications noted since the last time. */
 static void
-notify_dirty_changed (GObject *object)
+notify_changes (GObject *object)
 {
   BigfileHandle *self = BIGFILE_HANDLE (object);
 
   if (g_atomic_int_compare_and_exchange (&self->dirty_changed, TRUE, FALSE))
     g_object_notify_by_pspec (object, props[PROP_N_DIRTY_PAGES]);
+  if (g_atomic_int_compare_and_exchange (&self->size_changed, TRUE, FALSE))
+    g_object_notify_by_pspec (object, props[PROP_SIZE]);
+}
+
+/* After a call that may have noted changes: notify now if this is a place
+ * to emit from, else leave it to notify_source. */
+static void
+notify_changes_now (BigfileHandle *self)
+{
+  if (_bigfile_can_emit_now (self->owner_thread))
+    notify_changes (G_OBJECT (self));
 }
 
 static void emit_pending_invalidated (GObject *object);
@@ -254,12 +314,16 @@ set_closed_error (GError **error)
 static gboolean
 close_engine (BigfileHandle *self)
 {
+  guint64 size;
+
   if (self->engine == NULL)
     return TRUE;
 
+  size = bf_handle_get_size (self->engine);
   if (!bf_handle_close (self->engine))
     return FALSE;
 
+  self->closed_size = size;
   self->engine = NULL;
   self->closed = TRUE;
 
@@ -342,6 +406,10 @@ bigfile_handle_get_property (GObject *object, guint prop_id, GValue *value, GPar
         g_value_set_boolean (value, self->closed);
         break;
 
+      case PROP_SIZE:
+        g_value_set_uint64 (value, bigfile_handle_get_size (self));
+        break;
+
       default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
     }
@@ -411,6 +479,38 @@ bigfile_handle_class_init (BigfileHandleClass *klass)
       = g_param_spec_boolean ("closed", NULL, NULL, FALSE,
                               G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
 
+  /**
+   * BigfileHandle:size:
+   *
+   * The size of the file as the handle shows it, in bytes, or %G_MAXUINT64
+   * for a file without a size (bigfile_handle_has_size()).
+   *
+   * A handle learns the size of its file when it opens it
+   * (bigfile_file_get_size()) and keeps it as part of its snapshot: reads
+   * show zeros past the size, whatever the file's loads return there, and
+   * writeout stores no byte past it. It changes only when:
+   *
+   * - the program sets it, with bigfile_handle_set_size();
+   * - bigfile_handle_discard() puts it back to the size the file has;
+   * - a writeout (%BIGFILE_WRITEOUT_STORE) finds that the program wrote
+   *   something other than zeros past the size: the size then grows to
+   *   cover the last such byte (its offset plus one), and the file with it,
+   *   before the page is stored. Zeros written past the size change
+   *   nothing: they are what the handle shows there already. So a file the
+   *   program did not write beyond keeps its size, and nothing written past
+   *   it is dropped.
+   *
+   * The notification is emitted on the handle's owner context: at once
+   * when bigfile_handle_set_size() or bigfile_handle_discard() changed it
+   * on the owner thread, else (a writeout in a worker thread, another
+   * thread) from an idle there, shortly after.
+   *
+   * Since: 1.0
+   */
+  props[PROP_SIZE]
+      = g_param_spec_uint64 ("size", NULL, NULL, 0, G_MAXUINT64, G_MAXUINT64,
+                             G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
+
   g_object_class_install_properties (object_class, N_PROPS, props);
 
   /**
@@ -478,6 +578,10 @@ bigfile_handle_init (BigfileHandle *self)
  * one @ram, and several handles may open the same @file: each is its own
  * snapshot, and they do not see each other's unsaved changes.
  *
+ * If @file has a size (bigfile_file_get_size()), the handle asks for it
+ * now and keeps it: see #BigfileHandle:size. An error getting it fails
+ * the call.
+ *
  * Returns: (transfer full): a new #BigfileHandle, or %NULL on error
  *
  * Since: 1.0
@@ -489,6 +593,9 @@ bigfile_handle_new (BigfileFile *file, BigfileRam *ram, GError **error)
   BfHandle *engine;
   BfRam *engine_ram;
   gsize block_size;
+  GError *local_error = NULL;
+  guint64 size = BF_NO_SIZE;
+  gboolean has_size;
 
   g_return_val_if_fail (BIGFILE_IS_FILE (file), NULL);
   g_return_val_if_fail (BIGFILE_IS_RAM (ram), NULL);
@@ -512,6 +619,16 @@ bigfile_handle_new (BigfileFile *file, BigfileRam *ram, GError **error)
       return NULL;
     }
 
+  has_size = bigfile_file_get_size (file, &size, &local_error);
+  if (local_error != NULL)
+    {
+      g_propagate_prefixed_error (error, local_error,
+                                  "Could not open %s: ", G_OBJECT_TYPE_NAME (file));
+      return NULL;
+    }
+  if (!has_size)
+    size = BF_NO_SIZE;
+
   self = g_object_new (BIGFILE_TYPE_HANDLE, NULL);
   self->file = g_object_ref (file);
   self->ram = g_object_ref (ram);
@@ -519,8 +636,9 @@ bigfile_handle_new (BigfileFile *file, BigfileRam *ram, GError **error)
   self->owner_thread = g_thread_self ();
   self->owner_context = g_main_context_ref_thread_default ();
   self->thread_safe = bigfile_file_is_thread_safe (file);
+  self->has_size = has_size;
   self->notify_source = _bigfile_wake_source_new (self->owner_context, "BigfileHandle notify",
-                                                  G_OBJECT (self), notify_dirty_changed);
+                                                  G_OBJECT (self), notify_changes);
   self->invalidated_source
       = _bigfile_wake_source_new (self->owner_context, "BigfileHandle page-invalidated",
                                   G_OBJECT (self), emit_pending_invalidated);
@@ -531,7 +649,7 @@ bigfile_handle_new (BigfileFile *file, BigfileRam *ram, GError **error)
                           BIGFILE_IS_LOCAL_FILE (file)
                               ? _bigfile_local_file_get_map_fd (BIGFILE_LOCAL_FILE (file))
                               : -1,
-                          error);
+                          size, error);
   if (engine == NULL)
     {
       g_object_unref (self);
@@ -618,6 +736,122 @@ bigfile_handle_get_n_dirty_pages (BigfileHandle *handle)
     return 0;
 
   return bf_handle_get_n_dirty (handle->engine);
+}
+
+/**
+ * bigfile_handle_has_size:
+ * @handle: a #BigfileHandle
+ *
+ * Tells whether the file of @handle has a size (bigfile_file_get_size()),
+ * which the handle then keeps: see #BigfileHandle:size. A file without one
+ * is an endless array of blocks.
+ *
+ * Returns: %TRUE if @handle has a size
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_handle_has_size (BigfileHandle *handle)
+{
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), FALSE);
+
+  return handle->has_size;
+}
+
+/**
+ * bigfile_handle_get_size:
+ * @handle: a #BigfileHandle
+ *
+ * Gets the size of @handle in bytes: the size of its file as the handle
+ * shows it (see #BigfileHandle:size), which writeout gives the file. A
+ * writeout may change it on another thread, when the program wrote past
+ * it.
+ *
+ * Returns: the size in bytes, or %G_MAXUINT64 if the file has no size;
+ *   after bigfile_handle_close(), the size at the close
+ *
+ * Since: 1.0
+ */
+guint64
+bigfile_handle_get_size (BigfileHandle *handle)
+{
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), G_MAXUINT64);
+
+  if (!handle->has_size)
+    return G_MAXUINT64;
+  if (handle->engine == NULL)
+    return handle->closed_size;
+  return bf_handle_get_size (handle->engine);
+}
+
+/**
+ * bigfile_handle_set_size:
+ * @handle: a #BigfileHandle
+ * @size: the new size in bytes, at most %G_MAXINT64
+ * @error: return location for a #GError
+ *
+ * Makes @handle @size bytes long, like `ftruncate()` on its snapshot:
+ * what the mappings show changes at once, the file changes at the next
+ * writeout.
+ *
+ * At once, in memory: the bytes past @size read as zeros from now on. The
+ * pages wholly past @size are dropped from memory, dirty ones too: what
+ * the program wrote there is thrown away, since it asked for the
+ * truncation. The rest of the page that holds @size is cleared (its state
+ * stays: a clean page stays clean, its copy in the file still has the old
+ * bytes). Growing shows zeros from the old size to @size, also if the file
+ * had other bytes there, and if @size was lower since the last writeout,
+ * from that lower size.
+ *
+ * At the next writeout with %BIGFILE_WRITEOUT_STORE, before any page is
+ * stored: the file is resized with bigfile_file_set_size(), down to the
+ * lowest size set since (which drops the file's bytes past it) and then
+ * to @size (zeros from there). A failure stops the writeout with the
+ * file's error; the next one tries again. Until then,
+ * bigfile_handle_discard() puts the size back to the file's (the pages
+ * that showed zeros where the file has data load again), and
+ * bigfile_handle_close() forgets it, as it forgets changes.
+ *
+ * Fails with %BIGFILE_FILE_ERROR_NOT_SUPPORTED if the file has no size
+ * (bigfile_handle_has_size()), and %BIGFILE_HANDLE_ERROR_CLOSED if @handle
+ * is closed. A file that has a size but cannot change it (no `set_size`,
+ * or opened read-only) fails only at writeout, as writes to a read-only
+ * file do.
+ *
+ * May be called from any thread. A writeout that is storing the page that
+ * holds @size, or resizing the file, is waited for.
+ *
+ * Emits #GObject::notify for #BigfileHandle:size if the size changed.
+ *
+ * Returns: %TRUE on success, %FALSE on error
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_handle_set_size (BigfileHandle *handle, guint64 size, GError **error)
+{
+  gboolean ok;
+
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), FALSE);
+  g_return_val_if_fail (size <= (guint64)G_MAXINT64, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  if (handle->engine == NULL)
+    {
+      set_closed_error (error);
+      return FALSE;
+    }
+  if (!handle->has_size)
+    {
+      g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_NOT_SUPPORTED,
+                   "Cannot set the size of a handle of %s: the file has no size",
+                   G_OBJECT_TYPE_NAME (handle->file));
+      return FALSE;
+    }
+
+  ok = bf_handle_set_size (handle->engine, size, error);
+  notify_changes_now (handle);
+  return ok;
 }
 
 /**
@@ -750,6 +984,14 @@ bigfile_handle_map (BigfileHandle *handle, guint64 first_page, guint64 n_pages, 
  * #BigfileWriteoutFlags): a page written during its own store (through a
  * writable pin) stays dirty.
  *
+ * For a file with a size (#BigfileHandle:size), %BIGFILE_WRITEOUT_STORE
+ * also makes the file the handle's size: first, if it was set with
+ * bigfile_handle_set_size(); and before storing a page to which the
+ * program wrote something other than zeros past the size, which grows the
+ * size to cover it. The page that holds the size is stored with only the
+ * bytes below it, and pages wholly past the size (all zeros) are not
+ * stored. A failed resize stops the writeout like a failed store.
+ *
  * Fails with %BIGFILE_HANDLE_ERROR_BUSY if another writeout of @handle is
  * running, and %BIGFILE_HANDLE_ERROR_CLOSED if @handle is closed.
  *
@@ -763,6 +1005,8 @@ bigfile_handle_map (BigfileHandle *handle, guint64 first_page, guint64 n_pages, 
 gboolean
 bigfile_handle_writeout (BigfileHandle *handle, BigfileWriteoutFlags flags, GError **error)
 {
+  gboolean ok;
+
   g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), FALSE);
   g_return_val_if_fail (flags != 0, FALSE);
   g_return_val_if_fail ((flags & ~BIGFILE_WRITEOUT_DEFAULT) == 0, FALSE);
@@ -774,7 +1018,10 @@ bigfile_handle_writeout (BigfileHandle *handle, BigfileWriteoutFlags flags, GErr
       return FALSE;
     }
 
-  return bf_handle_writeout (handle->engine, (BfWriteoutFlags)flags, error);
+  ok = bf_handle_writeout (handle->engine, (BfWriteoutFlags)flags, error);
+  /* The size may have grown, the dirty count gone down. */
+  notify_changes_now (handle);
+  return ok;
 }
 
 /* -- asynchronous writeout ----------------------------------------------------
@@ -1131,7 +1378,10 @@ bigfile_handle_writeout_finish (BigfileHandle *handle, GAsyncResult *result, GEr
  *
  * Throws away the changes of @handle: every dirty page is dropped from
  * memory, so that the next access loads it again from the file as it was
- * last stored. Clean pages stay.
+ * last stored. Clean pages stay. A size set with bigfile_handle_set_size()
+ * and not yet written out is thrown away too: the size goes back to the
+ * file's (#BigfileHandle:size), and clean pages that showed zeros where
+ * the file has data are dropped, to load again.
  *
  * May be called from any thread, also while a writeout of @handle runs (the
  * pages discarded are then not stored) and from inside a load or store of
@@ -1144,12 +1394,16 @@ bigfile_handle_writeout_finish (BigfileHandle *handle, GAsyncResult *result, GEr
 guint
 bigfile_handle_discard (BigfileHandle *handle)
 {
+  guint n;
+
   g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), 0);
 
   if (handle->engine == NULL)
     return 0;
 
-  return bf_handle_discard (handle->engine);
+  n = bf_handle_discard (handle->engine);
+  notify_changes_now (handle);
+  return n;
 }
 
 /* -- page-invalidated from other threads --------------------------------------

@@ -99,6 +99,12 @@ gsize bigfile_handle_get_page_size (BigfileHandle *handle);
 BIGFILE_AVAILABLE_IN_ALL
 guint64 bigfile_handle_get_n_dirty_pages (BigfileHandle *handle);
 BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_handle_has_size (BigfileHandle *handle);
+BIGFILE_AVAILABLE_IN_ALL
+guint64 bigfile_handle_get_size (BigfileHandle *handle);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_handle_set_size (BigfileHandle *handle, guint64 size, GError **error);
+BIGFILE_AVAILABLE_IN_ALL
 gboolean bigfile_handle_is_closed (BigfileHandle *handle);
 BIGFILE_AVAILABLE_IN_ALL
 BigfilePageState bigfile_handle_get_page_state (BigfileHandle *handle, guint64 page);

@@ -35,8 +35,17 @@
  *
  * Block N of a #BigfileLocalFile is the bytes of its file from N times the
  * block size on. The file needs no particular length: blocks past its end
- * load as zeros, and storing a block past its end makes it longer (with a
- * hole, on file systems that have them, for the blocks skipped).
+ * load as zeros.
+ *
+ * Its size is the file's length (`fstat()`), which a #BigfileHandle keeps
+ * (#BigfileHandle:size): saving a 5000-byte file with 4 KiB blocks leaves a
+ * 5000-byte file, whatever was changed below byte 5000. Writing past the
+ * end makes the file as long as what was written, up to the last byte that
+ * is not zero (the file grows with `ftruncate()`, with a hole on file
+ * systems that have them for what lies between, then the block is
+ * stored); bigfile_handle_set_size() truncates or extends it at the next
+ * writeout, with `ftruncate()`. A read-only file fails those with
+ * %BIGFILE_FILE_ERROR_READ_ONLY.
  *
  * A store writes to the file with `pwrite()` and leaves durability to the
  * system, like write() does: the data reaches the disk when the kernel
@@ -84,7 +93,9 @@
  * the page to make it go). Truncating the file under a mapping makes reads
  * past its new end fail with `SIGBUS`, as with any mmap() of a file, until
  * the handle next looks at the size (bigfile_handle_invalidate_page() makes
- * it look): then they read zeros.
+ * it look): then they read zeros. bigfile_handle_set_size() does not: the
+ * handle's mappings stop showing the file from the page that holds the new
+ * size at once, before writeout truncates the file.
  *
  * Scattered changes cost the kernel two mappings each: past half of
  * `vm.max_map_count` of them, a mapping goes back to loading copies of clean
@@ -474,6 +485,66 @@ bigfile_local_file_store_block_raw (BigfileFile *file, guint64 block, const guin
   return TRUE;
 }
 
+static gboolean
+bigfile_local_file_get_size (BigfileFile *file, guint64 *size, GError **error)
+{
+  BigfileLocalFile *self = BIGFILE_LOCAL_FILE (file);
+  struct stat st;
+
+  if (!check_open (self, error))
+    return FALSE;
+
+  if (fstat (self->fd, &st) != 0)
+    {
+      int saved_errno = errno;
+      g_autofree char *name = g_filename_display_name (self->path);
+
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
+                   "Could not get the size of “%s”: fstat() failed: %s", name,
+                   g_strerror (saved_errno));
+      return FALSE;
+    }
+
+  *size = (guint64)st.st_size;
+  return TRUE;
+}
+
+static gboolean
+bigfile_local_file_set_size (BigfileFile *file, guint64 size, GError **error)
+{
+  BigfileLocalFile *self = BIGFILE_LOCAL_FILE (file);
+  g_autofree char *name = NULL;
+  int saved_errno;
+
+  if (self->flags & BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY)
+    {
+      name = g_filename_display_name (self->path);
+      g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_READ_ONLY,
+                   "Could not make “%s” %" G_GUINT64_FORMAT " bytes long: it was opened read-only",
+                   name, size);
+      return FALSE;
+    }
+
+  if (!check_open (self, error))
+    return FALSE;
+
+  /* bigfile_file_set_size() lets no size past G_MAXINT64 through. */
+  while (ftruncate (self->fd, (off_t)size) != 0)
+    {
+      saved_errno = errno;
+      if (saved_errno == EINTR)
+        continue;
+
+      name = g_filename_display_name (self->path);
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
+                   "Could not make “%s” %" G_GUINT64_FORMAT " bytes long: ftruncate() failed: %s",
+                   name, size, g_strerror (saved_errno));
+      return FALSE;
+    }
+
+  return TRUE;
+}
+
 /* pread and pwrite on one descriptor: safe from any thread at once. */
 static gboolean
 bigfile_local_file_is_thread_safe (BigfileFile *file)
@@ -490,6 +561,8 @@ bigfile_local_file_file_iface_init (BigfileFileInterface *iface)
   iface->load_block_raw = bigfile_local_file_load_block_raw;
   iface->store_block_raw = bigfile_local_file_store_block_raw;
   iface->is_thread_safe = bigfile_local_file_is_thread_safe;
+  iface->get_size = bigfile_local_file_get_size;
+  iface->set_size = bigfile_local_file_set_size;
 }
 
 /**

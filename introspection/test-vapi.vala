@@ -62,7 +62,7 @@ static void test_get_data ()
 
     uint8[] contents;
     GLib.FileUtils.get_data (path, out contents);
-    assert (contents.length == 2 * 4096);
+    assert (contents.length == 5002); /* the file grew to what was written */
     assert (contents[5000] == 42 && contents[5001] == 43);
 
     vma.unmap ();

@@ -551,7 +551,7 @@ test_external_change_after_api_read (void)
 
 /* Pages past the last complete one load as before: the partial page holds
  * the file's bytes then zeros, the pages after it zeros; they take RAM.  A
- * page stored past the end makes the file longer. */
+ * page stored past the end makes the file as long as what was written. */
 static void
 test_past_eof (void)
 {
@@ -579,7 +579,7 @@ test_past_eof (void)
     g_assert_cmpint (page_state (&f.m, p), ==, BIGFILE_PAGE_STATE_LOADED);
   g_assert_cmpuint (bigfile_ram_get_n_pages (f.m.ram), ==, 5);
 
-  raw_write (f.m.data + 8 * PS + 9, 0x99);
+  raw_write (f.m.data + 9 * PS - 1, 0x99);
   g_assert_cmpint (page_state (&f.m, 8), ==, BIGFILE_PAGE_STATE_DIRTY);
   g_assert_true (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
   g_assert_no_error (error);
@@ -587,7 +587,7 @@ test_past_eof (void)
   g_assert_cmpint (g_stat (f.path, &st), ==, 0);
   g_assert_cmpint (st.st_size, ==, 9 * PS);
   memcpy (expected, f.contents, len);
-  expected[8 * PS + 9] = 0x99;
+  expected[9 * PS - 1] = 0x99;
   assert_file_is (f.path, expected, 9 * PS);
 
   /* Stored, page 8's copy went at once; the file is longer, so pages 5-8
@@ -633,7 +633,7 @@ test_map_count_flush (void)
   g_autofree guint8 *buf = g_malloc (n * PS);
   BigfileVma *other;
   guint8 *od;
-  guint64 most_maps = 0;
+  guint64 most_maps = 0, file_end = n_file * PS;
   guint n_dirty = 0;
 
   bf_set_kernel_maps_cap (cap);
@@ -659,6 +659,7 @@ test_map_count_flush (void)
           }
         raw_write (data + p * PS + off, v);
         expected[p * PS + off] = v;
+        file_end = MAX (file_end, p * PS + off + 1);
         most_maps = MAX (most_maps, bf_get_kernel_maps ());
       }
   for (guint64 p = 0; p < n; p += 3)
@@ -685,12 +686,12 @@ test_map_count_flush (void)
   g_test_message ("at most %" G_GUINT64_FORMAT " kernel mappings, with a cap of %" G_GUINT64_FORMAT,
                   most_maps, cap);
 
-  /* Nothing was lost on the way.  The file now ends with the last page
+  /* Nothing was lost on the way.  The file now ends with the last byte
    * written. */
   g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (f.m.handle), ==, n_dirty);
   g_assert_true (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
   g_assert_no_error (error);
-  assert_file_is (f.path, expected, ((n - 1) / 3 * 3 + 1) * PS);
+  assert_file_is (f.path, expected, file_end);
 
   vma_free (other);
   bigfile_ram_reclaim (f.m.ram);
@@ -1051,7 +1052,8 @@ test_grow (gconstpointer data)
       expected[8 * PS + 9] = 0x99;
       g_assert_true (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
       g_assert_no_error (error);
-      new_len = 9 * PS;
+      /* The file keeps a size: it grows to the last byte written. */
+      new_len = 8 * PS + 10;
       /* And then another writer changes what became complete. */
       memset (news, 0x5E, 4 * PS);
       external_write (f.path, 4 * PS + 10, news, 10);
@@ -1201,9 +1203,8 @@ test_stale_write (gconstpointer data)
   g_assert_true (bigfile_handle_writeout (f.m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
   g_assert_no_error (error);
 
-  /* A stored partial page makes the file a whole block longer. */
-  if (c == STALE_PARTIAL_PAGE || c == STALE_PARTIAL_PAGE_API_WRITE)
-    file_len = (page + 1) * PS;
+  /* The file keeps its size: a stored partial page stores only its bytes
+   * below it. */
   {
     g_autofree guint8 *back = NULL;
     gsize back_len = 0;
@@ -1516,7 +1517,13 @@ m_writeout (Model *mo)
     if (mo->dirty[p])
       {
         memcpy (mo->file + p * PS, mo->memory + p * PS, PS);
-        mo->file_size = MAX (mo->file_size, (p + 1) * PS);
+        /* The file grows to the last byte written that is not zero. */
+        for (gsize end = (p + 1) * PS; end > mo->file_size; end--)
+          if (mo->memory[end - 1] != 0)
+            {
+              mo->file_size = end;
+              break;
+            }
         /* A page pinned writable is stored as it is and stays dirty. */
         if (!m_write_pinned (mo, p))
           {

@@ -22,6 +22,12 @@ struct _TestMemFile
   GHashTable *fail_load; /* block -> GINT (1 error, 2 no error) */
   GHashTable *fail_store;
   gboolean not_thread_safe;
+  gboolean sized; /* implements get_size and set_size */
+  guint64 size;   /* when sized */
+  gboolean junk_past_size;
+  gboolean fail_set_size;
+  GArray *set_size_log;  /* guint64 */
+  GArray *store_lengths; /* gsize */
   TestMemFileHook load_hook, store_hook;
   gpointer load_hook_data, store_hook_data;
 };
@@ -53,15 +59,16 @@ check_fail (TestMemFile *self, GHashTable *table, guint64 block, const char *wha
   return FALSE;
 }
 
-/* Sets the contents of @block, growing the file if needed; lock held. */
+/* Sets the first @length bytes of @block, growing the file if needed (the
+ * rest of a new block is zeros); lock held. */
 static void
-put_block_locked (TestMemFile *self, guint64 block, const guint8 *data)
+put_block_locked (TestMemFile *self, guint64 block, const guint8 *data, gsize length)
 {
   if (block >= self->blocks->len)
     g_ptr_array_set_size (self->blocks, (guint)block + 1);
   if (g_ptr_array_index (self->blocks, block) == NULL)
-    g_ptr_array_index (self->blocks, block) = g_malloc (self->block_size);
-  memcpy (g_ptr_array_index (self->blocks, block), data, self->block_size);
+    g_ptr_array_index (self->blocks, block) = g_malloc0 (self->block_size);
+  memcpy (g_ptr_array_index (self->blocks, block), data, length);
 }
 
 static gboolean
@@ -87,13 +94,17 @@ mem_load (TestMemFile *self, guint64 block, guint8 *buffer, GError **error)
         memcpy (buffer, g_ptr_array_index (self->blocks, block), self->block_size);
       else
         memset (buffer, 0, self->block_size);
+      if (self->sized && self->junk_past_size)
+        for (gsize i = 0; i < self->block_size; i++)
+          if (block * self->block_size + i >= self->size)
+            buffer[i] = 0xa5;
     }
   g_mutex_unlock (&self->lock);
   return ok;
 }
 
 static gboolean
-mem_store (TestMemFile *self, guint64 block, const guint8 *data, GError **error)
+mem_store (TestMemFile *self, guint64 block, const guint8 *data, gsize length, GError **error)
 {
   gboolean ok;
 
@@ -101,12 +112,21 @@ mem_store (TestMemFile *self, guint64 block, const guint8 *data, GError **error)
     self->store_hook (self, block, self->store_hook_data);
 
   g_mutex_lock (&self->lock);
+  /* What a handle promises: whole blocks without a size, never a byte
+   * past the size with one. */
+  g_assert_cmpuint (length, >, 0);
+  g_assert_cmpuint (length, <=, self->block_size);
+  if (self->sized)
+    g_assert_cmpuint (block * self->block_size + length, <=, self->size);
+  else
+    g_assert_cmpuint (length, ==, self->block_size);
   ok = check_fail (self, self->fail_store, block, "store", error);
   if (ok)
     {
       self->total_stores++;
       g_array_append_val (self->store_log, block);
-      put_block_locked (self, block, data);
+      g_array_append_val (self->store_lengths, length);
+      put_block_locked (self, block, data, length);
     }
   g_mutex_unlock (&self->lock);
   return ok;
@@ -132,10 +152,59 @@ static gboolean
 test_mem_file_store_block_raw (BigfileFile *file, guint64 block, const guint8 *data, gsize length,
                                GError **error)
 {
+  return mem_store (TEST_MEM_FILE (file), block, data, length, error);
+}
+
+static gboolean
+test_mem_file_get_size_vfunc (BigfileFile *file, guint64 *size, GError **error)
+{
   TestMemFile *self = TEST_MEM_FILE (file);
 
-  g_assert_cmpuint (length, ==, self->block_size);
-  return mem_store (self, block, data, error);
+  if (!self->sized)
+    return FALSE;
+  *size = test_mem_file_get_size (self);
+  return TRUE;
+}
+
+/* Like ftruncate(): blocks past the size go, the rest of the last one is
+ * cleared, so that the file grows with zeros. */
+static gboolean
+test_mem_file_set_size_vfunc (BigfileFile *file, guint64 size, GError **error)
+{
+  TestMemFile *self = TEST_MEM_FILE (file);
+  guint64 n_blocks = (size + self->block_size - 1) / self->block_size;
+
+  if (!self->sized)
+    {
+      g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_NOT_SUPPORTED,
+                   "this TestMemFile has no size");
+      return FALSE;
+    }
+  g_mutex_lock (&self->lock);
+  g_array_append_val (self->set_size_log, size);
+  if (self->fail_set_size)
+    {
+      g_mutex_unlock (&self->lock);
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                   "injected failure to make the file %" G_GUINT64_FORMAT " bytes long", size);
+      return FALSE;
+    }
+  if (n_blocks < self->blocks->len)
+    g_ptr_array_set_size (self->blocks, (guint)n_blocks);
+  /* From the lower of the two sizes on, the file reads as zeros. */
+  for (guint64 b = MIN (self->size, size) / self->block_size; b < self->blocks->len; b++)
+    {
+      guint8 *data = g_ptr_array_index (self->blocks, b);
+      guint64 start = b * self->block_size;
+      guint64 from = MIN (self->size, size);
+
+      if (data != NULL)
+        memset (data + (from > start ? from - start : 0), 0,
+                self->block_size - (from > start ? from - start : 0));
+    }
+  self->size = size;
+  g_mutex_unlock (&self->lock);
+  return TRUE;
 }
 
 /* Its state is under its own mutex, and hooks decide the rest. */
@@ -152,6 +221,8 @@ test_mem_file_iface_init (BigfileFileInterface *iface)
   iface->load_block_raw = test_mem_file_load_block_raw;
   iface->store_block_raw = test_mem_file_store_block_raw;
   iface->is_thread_safe = test_mem_file_is_thread_safe;
+  iface->get_size = test_mem_file_get_size_vfunc;
+  iface->set_size = test_mem_file_set_size_vfunc;
 }
 
 static void
@@ -164,6 +235,8 @@ test_mem_file_finalize (GObject *object)
   g_hash_table_unref (self->fail_load);
   g_hash_table_unref (self->fail_store);
   g_array_unref (self->store_log);
+  g_array_unref (self->set_size_log);
+  g_array_unref (self->store_lengths);
   g_mutex_clear (&self->lock);
   G_OBJECT_CLASS (test_mem_file_parent_class)->finalize (object);
 }
@@ -183,6 +256,8 @@ test_mem_file_init (TestMemFile *self)
   self->fail_load = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, NULL);
   self->fail_store = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, NULL);
   self->store_log = g_array_new (FALSE, FALSE, sizeof (guint64));
+  self->set_size_log = g_array_new (FALSE, FALSE, sizeof (guint64));
+  self->store_lengths = g_array_new (FALSE, FALSE, sizeof (gsize));
 }
 
 TestMemFile *
@@ -200,6 +275,51 @@ test_mem_file_new (gsize block_size, guint64 n_blocks)
       g_ptr_array_index (self->blocks, b) = data;
     }
   return self;
+}
+
+TestMemFile *
+test_mem_file_new_sized (gsize block_size, guint64 size)
+{
+  TestMemFile *self = test_mem_file_new (block_size, (size + block_size - 1) / block_size);
+
+  self->sized = TRUE;
+  self->size = size;
+  return self;
+}
+
+guint64
+test_mem_file_get_size (TestMemFile *self)
+{
+  guint64 size;
+
+  g_mutex_lock (&self->lock);
+  size = self->size;
+  g_mutex_unlock (&self->lock);
+  return size;
+}
+
+void
+test_mem_file_set_junk_past_size (TestMemFile *self, gboolean junk)
+{
+  self->junk_past_size = junk;
+}
+
+GArray *
+test_mem_file_get_set_size_log (TestMemFile *self)
+{
+  return self->set_size_log;
+}
+
+GArray *
+test_mem_file_get_store_lengths (TestMemFile *self)
+{
+  return self->store_lengths;
+}
+
+void
+test_mem_file_set_fail_set_size (TestMemFile *self, gboolean fail)
+{
+  self->fail_set_size = fail;
 }
 
 const guint8 *
@@ -223,7 +343,7 @@ void
 test_mem_file_poke (TestMemFile *self, guint64 block, const guint8 *data)
 {
   g_mutex_lock (&self->lock);
-  put_block_locked (self, block, data);
+  put_block_locked (self, block, data, self->block_size);
   g_mutex_unlock (&self->lock);
 }
 
@@ -264,6 +384,8 @@ test_mem_file_reset_counters (TestMemFile *self)
   self->total_loads = 0;
   self->total_stores = 0;
   g_array_set_size (self->store_log, 0);
+  g_array_set_size (self->store_lengths, 0);
+  g_array_set_size (self->set_size_log, 0);
   g_mutex_unlock (&self->lock);
 }
 

@@ -20,6 +20,21 @@ typedef void (*TestMemFileHook) (TestMemFile *file, guint64 block, gpointer user
  * as zeros (as past the end of a file) and can be stored (the file grows). */
 TestMemFile *test_mem_file_new (gsize block_size, guint64 n_blocks);
 
+/* A file with a size (get_size and set_size): @size bytes of the pattern,
+ * and the pattern also past @size in its last block, as junk a handle must
+ * not show.  Its stores assert that nothing is stored past the size; its
+ * set_size drops the blocks past the new size and clears the rest of the
+ * last block (so it grows with zeros). */
+TestMemFile *test_mem_file_new_sized (gsize block_size, guint64 size);
+guint64 test_mem_file_get_size (TestMemFile *file);
+/* Make loads fill the bytes past the size with 0xa5 (junk), or not. */
+void test_mem_file_set_junk_past_size (TestMemFile *file, gboolean junk);
+/* The sizes given to set_size, in order (guint64). */
+GArray *test_mem_file_get_set_size_log (TestMemFile *file);
+/* The lengths given to the stores, in the order of the store log (gsize). */
+GArray *test_mem_file_get_store_lengths (TestMemFile *file);
+void test_mem_file_set_fail_set_size (TestMemFile *file, gboolean fail);
+
 guint8 test_mem_file_pattern (guint64 block, gsize i);
 
 /* The stored contents of @block (zeros past the end), block_size bytes. */

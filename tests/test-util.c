@@ -46,6 +46,14 @@ mapping_setup (Mapping *m, gsize block_size, guint64 n_blocks, guint64 n_pages, 
 }
 
 void
+mapping_setup_sized (Mapping *m, gsize block_size, guint64 size, guint64 n_pages, guint64 budget)
+{
+  m->file = test_mem_file_new_sized (block_size, size);
+  m->shared_ram = FALSE;
+  mapping_init (m, BIGFILE_FILE (m->file), bigfile_ram_new (budget), block_size, n_pages);
+}
+
+void
 mapping_setup_in_ram (Mapping *m, BigfileRam *ram, gsize block_size, guint64 n_blocks,
                       guint64 n_pages)
 {

@@ -30,6 +30,11 @@ typedef struct
 void mapping_setup (Mapping *m, gsize block_size, guint64 n_blocks, guint64 n_pages,
                     guint64 budget);
 
+/* The same over a TestMemFile with a size of @size bytes
+ * (test_mem_file_new_sized()). */
+void mapping_setup_sized (Mapping *m, gsize block_size, guint64 size, guint64 n_pages,
+                          guint64 budget);
+
 /* The same in @ram, which other handles may share: mapping_teardown() then
  * leaves it as it is, and does not check that its pages are gone. */
 void mapping_setup_in_ram (Mapping *m, BigfileRam *ram, gsize block_size, guint64 n_blocks,

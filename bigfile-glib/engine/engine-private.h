@@ -33,16 +33,16 @@
  * touches then hangs off that VMA.  Locks outside the engine nest around it,
  * never inside it:
  *
- *   a file's own locks (taken in load/store callbacks, which run with the
- *   engine lock RELEASED)
+ *   a file's own locks (taken in load/store/set_size callbacks, which run
+ *   with the engine lock RELEASED)
  *     -> the engine lock (bf_lock)
  *          -> GLib's GMainContext lock (g_main_context_wakeup, g_source_attach
- *             from dirty_changed and the reclaim hook, which run with the
- *             engine lock held: BigfileHandle's wake source)
+ *             from dirty_changed, size_changed and the reclaim hook, which
+ *             run with the engine lock held: BigfileHandle's wake source)
  *
  * Nothing takes the engine lock while holding a GMainContext lock, and no
- * callback that runs with the engine lock held (dirty_changed, reclaimed)
- * may take a lock that is held anywhere around an engine call.
+ * callback that runs with the engine lock held (dirty_changed, size_changed,
+ * reclaimed) may take a lock that is held anywhere around an engine call.
  *
  * Fields
  * ------
@@ -183,6 +183,11 @@ typedef struct
   /* The base file may have changed size (a writeout stored pages, a page
    * was invalidated): look at its size again and show what it has now. */
   void (*base_changed) (BfHandle *handle);
+
+  /* Pages from @first_page on no longer show the base file where they are
+   * not in memory (their bytes past the handle's size read as zeros, the
+   * file may still have others there): they fault and load instead. */
+  void (*clip_base) (BfHandle *handle, guint64 first_page);
 } BfRmapOps;
 
 struct _BfHandle
@@ -213,9 +218,27 @@ struct _BfHandle
    * a new load of the index waits for that store, or it could read the
    * block half written. */
   GHashTable *dropped_storing;
+
+  /* The size, in bytes ("Sizes" in page.c).  All BF_NO_SIZE, for good, in
+   * a handle without one; otherwise zero_from <= MIN (size, stored_size).
+   *   size        the handle's: what the program sees and writeout makes
+   *               the file; changed by bf_handle_set_size(), discard, and
+   *               writeout when the program wrote past it
+   *   stored_size what the file has: known at open, then what writeout
+   *               last set it to
+   *   zero_from   bytes from here on show zeros, not the file (the lowest
+   *               size since the file was last resized): loads clear them
+   *               and do not read pages wholly past it
+   *   size_syncing  the thread of a writeout calling ops->set_size, or
+   *               NULL: bf_handle_set_size() and discard wait for it */
+  guint64 size;
+  guint64 stored_size;
+  guint64 zero_from;
+  gconstpointer size_syncing;
 };
 
 void bf_handle_unref_locked (BfHandle *handle);
+void bf_handle_follow_file_size (BfHandle *handle, guint64 length);
 
 static inline BfPage *
 bf_handle_lookup (BfHandle *handle, guint64 index)
@@ -228,6 +251,28 @@ bf_handle_dirty_changed (BfHandle *handle)
 {
   if (handle->ops->dirty_changed != NULL)
     handle->ops->dirty_changed (handle->data);
+}
+
+static inline void
+bf_handle_size_changed (BfHandle *handle)
+{
+  if (handle->ops->size_changed != NULL)
+    handle->ops->size_changed (handle->data);
+}
+
+/* The offset in page @index of its first byte at or past byte @bytes of
+ * the file: 0 if the whole page lies past @bytes, the page size if none of
+ * it does.  (No shift of @index: it may be too large to shift.) */
+static inline gsize
+bf_handle_offset_in_page (BfHandle *handle, guint64 index, guint64 bytes)
+{
+  guint64 first = bytes >> handle->page_shift;
+
+  if (index < first)
+    return handle->page_size;
+  if (index > first)
+    return 0;
+  return (gsize)(bytes & (handle->page_size - 1));
 }
 
 /* -- pages (page.c) ---------------------------------------------------------
@@ -249,6 +294,9 @@ bf_handle_dirty_changed (BfHandle *handle)
  *                   (the pin holder may be writing it) and leaves it dirty
  *   - store_intact => state == DIRTY, write_pins == 0, writers == 0, and no
  *                   VMA maps the page writable
+ *   - state == LOADED => its bytes at or past handle->size are zeros (only
+ *                   the program writes anything else there, which makes the
+ *                   page dirty; "Sizes" in page.c)
  */
 struct _BfPage
 {

@@ -17,12 +17,13 @@
  *
  * Locking: one global engine lock protects every structure here.  It is taken
  * by the API functions and by the fault handler, and it is *released* around
- * the file's load and store callbacks, so those may take their own locks, do
- * I/O, and touch other mappings (nested faults).  A wait that would never
- * end (a callback that needs its own page, or loads that need each other's
- * pages from several threads) fails with BIGFILE_FILE_ERROR_DEADLOCK instead:
- * see bf_page_wait_io().  The lock order, the files of the
- * engine and which calls which are written once, in engine-private.h.
+ * the file's load, store and set_size callbacks, so those may take their own
+ * locks, do I/O, and touch other mappings (nested faults).  A wait that
+ * would never end (a callback that needs its own page, or loads that need
+ * each other's pages from several threads) fails with
+ * BIGFILE_FILE_ERROR_DEADLOCK instead: see bf_page_wait_io().  The lock
+ * order, the files of the engine and which calls which are written once, in
+ * engine-private.h.
  */
 #pragma once
 
@@ -67,21 +68,34 @@ typedef enum
 
 /* Callbacks into the layer above, with the @data given to bf_handle_new().
  *
- * load and store run with the engine lock released, on whatever thread
- * needed the page (the faulting thread for a fault; the thread running the
- * writeout), and must return FALSE with @error set on failure (the engine
- * makes a generic error if they do not).  @buf is exactly the page, @len
- * bytes.
+ * load, store and set_size run with the engine lock released, on whatever
+ * thread needed them (the faulting thread for a fault; the thread running
+ * the writeout), and must return FALSE with @error set on failure (the
+ * engine makes a generic error if they do not).  For load, @buf is exactly
+ * the page, @len bytes.  For store, @buf is the page and @len its bytes
+ * below the handle's size: the page size, or fewer (never 0) for the page
+ * that holds the size; a page wholly past the size is not stored.
  *
- * dirty_changed runs with the engine lock HELD, on any thread, possibly
- * inside the fault handler: it may only note the change and wake a main
- * context (no engine call, no waiting, no signal emission).  May be NULL. */
+ * set_size makes the file @size bytes long (dropping what lies past it, or
+ * adding zeros): writeout calls it, before storing, when the handle's size
+ * is not the one the file has.  Only handles with a size call it.
+ *
+ * dirty_changed and size_changed run with the engine lock HELD, on any
+ * thread, possibly inside the fault handler: they may only note the change
+ * and wake a main context (no engine call, no waiting, no signal emission).
+ * Each may be NULL. */
 typedef struct
 {
   gboolean (*load) (gpointer data, guint64 block, void *buf, gsize len, GError **error);
   gboolean (*store) (gpointer data, guint64 block, const void *buf, gsize len, GError **error);
   void (*dirty_changed) (gpointer data);
+  gboolean (*set_size) (gpointer data, guint64 size, GError **error);
+  void (*size_changed) (gpointer data);
 } BfFileOps;
+
+/* The size of a handle without one: its file is an endless array of
+ * blocks, loaded as they are and stored whole. */
+#define BF_NO_SIZE G_MAXUINT64
 
 typedef enum
 {
@@ -115,15 +129,19 @@ void bf_ram_set_reclaim_hook (BfRam *ram, void (*reclaimed) (gpointer data, guin
 gboolean bf_page_size_is_valid (gsize page_size);
 /* @base_fd, if >= 0, is a file (kept open by the caller for the handle's
  * life) whose complete pages every VMA shows while they are clean: see
- * "Clean pages from the page cache" in vma.c. */
+ * "Clean pages from the page cache" in vma.c.  @size is the size of the
+ * file in bytes (at most G_MAXINT64), or BF_NO_SIZE: see "Sizes" in
+ * page.c. */
 BfHandle *bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer data,
-                         int base_fd, GError **error);
+                         int base_fd, guint64 size, GError **error);
 gboolean bf_handle_close (BfHandle *handle);
 guint64 bf_handle_get_n_dirty (BfHandle *handle);
 BfPageState bf_handle_get_page_state (BfHandle *handle, guint64 index);
 gboolean bf_handle_get_page_mapped (BfHandle *handle, BfVma *vma, guint64 index,
                                     gboolean *writable);
 guint bf_handle_discard (BfHandle *handle);
+guint64 bf_handle_get_size (BfHandle *handle);
+gboolean bf_handle_set_size (BfHandle *handle, guint64 size, GError **error);
 void bf_handle_invalidate_page (BfHandle *handle, guint64 index);
 gboolean bf_handle_writeout (BfHandle *handle, BfWriteoutFlags flags, GError **error);
 

@@ -15,6 +15,7 @@
  */
 #include "config.h"
 
+#include <string.h>
 #include <unistd.h>
 
 #include "engine-private.h"
@@ -277,6 +278,17 @@ bf_page_wait_io (BfPage *page, GError **error)
   return TRUE;
 }
 
+/* How many bytes at the start of page @index a load takes from the file:
+ * those below zero_from (the rest shows zeros, whatever the file has
+ * there), all of them without a size. */
+static gsize
+page_bytes_from_file (BfHandle *handle, guint64 index)
+{
+  if (handle->size == BF_NO_SIZE)
+    return handle->page_size;
+  return bf_handle_offset_in_page (handle, index, handle->zero_from);
+}
+
 /* The heart of the engine: make page @index of @handle present, loading it
  * if needed; for @write, make it dirty.  Runs with the lock held, but may
  * release it (to load, or to wait for another thread's load or store) and
@@ -298,6 +310,8 @@ bf_page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out, GErr
     {
       BfPage *dropped = g_hash_table_lookup (handle->dropped_storing, &index);
       guint64 slot;
+      gsize from_file;
+      guint8 *mem;
 
       if (dropped != NULL && dropped->io_thread != bf_thread_self ())
         return bf_page_wait_io (dropped, error) ? BF_GET_RETRY : BF_GET_ERROR;
@@ -322,14 +336,29 @@ bf_page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out, GErr
       g_hash_table_insert (handle->pages, &page->index, page);
       handle->refs++; /* the handle must outlive the load, even if closed meanwhile */
 
+      /* A page wholly past the size is zeros: nothing to read. */
+      from_file = page_bytes_from_file (handle, index);
+      mem = bf_pool_slot_addr (handle->pool, slot);
       bf_unlock ();
-      ok = handle->ops->load (handle->data, index, bf_pool_slot_addr (handle->pool, slot),
-                              handle->page_size, &local_error);
+      if (from_file == 0)
+        {
+          memset (mem, 0, handle->page_size);
+          ok = TRUE;
+        }
+      else
+        ok = handle->ops->load (handle->data, index, mem, handle->page_size, &local_error);
       bf_lock ();
 
       if (!ok && local_error == NULL)
         bf_set_generic_error (&local_error, "Loading", index);
       page->io_thread = NULL;
+
+      /* Past the size the handle shows zeros, whatever the file gave.
+       * zero_from may have moved during the load: down (set_size), or up
+       * (a writeout extended the file, with zeros); the lower counts. */
+      from_file = MIN (from_file, page_bytes_from_file (handle, index));
+      if (ok && !page->orphaned && from_file < handle->page_size)
+        memset (mem + from_file, 0, handle->page_size - from_file);
 
       if (page->orphaned)
         {
@@ -410,7 +439,7 @@ bf_handle_unref_locked (BfHandle *handle)
 
 BfHandle *
 bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer data, int base_fd,
-               GError **error)
+               guint64 size, GError **error)
 {
   BfHandle *handle;
   BfPool *pool;
@@ -441,6 +470,9 @@ bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer data,
   handle->ops = ops;
   handle->data = data;
   handle->base_fd = base_fd;
+  handle->size = size;
+  handle->stored_size = size;
+  handle->zero_from = size;
   handle->pages = g_hash_table_new (g_int64_hash, g_int64_equal);
   handle->dropped_storing = g_hash_table_new (g_int64_hash, g_int64_equal);
   g_queue_init (&handle->dirty);
@@ -513,12 +545,47 @@ bf_handle_get_page_state (BfHandle *handle, guint64 index)
   return state;
 }
 
+/* Drop every page of @handle whose index is in [first, end). */
+static void
+handle_drop_range (BfHandle *handle, guint64 first, guint64 end)
+{
+  GPtrArray *pages = g_ptr_array_new ();
+  GHashTableIter iter;
+  gpointer value;
+
+  g_hash_table_iter_init (&iter, handle->pages);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    if (((BfPage *)value)->index >= first && ((BfPage *)value)->index < end)
+      g_ptr_array_add (pages, value);
+  for (guint i = 0; i < pages->len; i++)
+    bf_page_drop (g_ptr_array_index (pages, i));
+  g_ptr_array_unref (pages);
+}
+
+/* Wait until writeout is not resizing the file (a resize changes
+ * stored_size when it returns); TRUE if it waited, so that the caller
+ * looks at the handle again.  A resize by this thread (a call from inside
+ * the file's set_size) is not waited for: it would be waiting for itself. */
+static gboolean
+handle_wait_size_sync (BfHandle *handle)
+{
+  gboolean waited = FALSE;
+
+  while (handle->size_syncing != NULL && handle->size_syncing != bf_thread_self ())
+    {
+      bf_wait ();
+      waited = TRUE;
+    }
+  return waited;
+}
+
 guint
 bf_handle_discard (BfHandle *handle)
 {
   guint n = 0;
 
   bf_lock ();
+  handle_wait_size_sync (handle);
   for (GList *l = handle->dirty.head, *next; l != NULL; l = next)
     {
       next = l->next;
@@ -528,8 +595,150 @@ bf_handle_discard (BfHandle *handle)
     g_warning ("Could not discard %u changed page(s): they could not be unmapped "
                "(the process has reached vm.max_map_count mappings); they stay changed",
                handle->dirty.length);
+
+  /* The size goes back to what the file has.  Pages that show zeros where
+   * the file has data (past a lower size set since) go, to load again. */
+  if (handle->size != BF_NO_SIZE)
+    {
+      if (handle->zero_from < handle->stored_size)
+        handle_drop_range (handle, handle->zero_from >> handle->page_shift,
+                           ((handle->stored_size - 1) >> handle->page_shift) + 1);
+      handle->zero_from = handle->stored_size;
+      if (handle->size != handle->stored_size)
+        {
+          handle->size = handle->stored_size;
+          bf_handle_size_changed (handle);
+        }
+    }
   bf_unlock ();
   return n;
+}
+
+/* -- sizes ------------------------------------------------------------------------
+ *
+ * A handle may have a size in bytes (its file's, at open), not a multiple
+ * of the page size.  The program sees the file's bytes below it and zeros
+ * past it; writeout makes the file that long:
+ *
+ *   - loads clear what lies at or past zero_from (page_bytes_from_file),
+ *     and a page wholly past it is zeros without a load: so a clean page
+ *     shows zeros past the size, whatever the file's load gave there;
+ *   - bf_handle_set_size() drops the pages wholly past the new size, dirty
+ *     ones too (the program asked for the truncation), and clears the rest
+ *     of the page that holds it, in memory (the page's state stays: loading
+ *     it again would give the same bytes); it lowers zero_from, since the
+ *     file's bytes past the new size are gone for the handle even if it
+ *     grows again;
+ *   - writeout (STORE, writeout.c) first resizes the file when zero_from
+ *     or size differs from stored_size (ops->set_size: down to zero_from,
+ *     then up to size), stores the page that holds the size with only the
+ *     bytes below it, does not store pages wholly past it, and grows the
+ *     size over anything but zeros the program wrote past it, before that
+ *     page is stored: nothing written is dropped, and a program that wrote
+ *     only zeros (or nothing) past the size keeps it;
+ *   - discard puts size and zero_from back to stored_size;
+ *   - over a base file (MAP_CLEAN_PAGES), whose clean pages show the file
+ *     as it is now, the size follows the file's when another writer
+ *     changes it, unless the handle has a size change of its own to write
+ *     out (bf_handle_follow_file_size).
+ *
+ * A handle without a size (BF_NO_SIZE) does none of this: its pages are
+ * loaded as the file gives them and stored whole.
+ */
+
+/* The base file is @length bytes long now (vma.c looked).  If the handle's
+ * size is the file's as last stored (no size change of its own pending),
+ * it follows: another writer changed the file, and clean pages show the
+ * file as it is. */
+void
+bf_handle_follow_file_size (BfHandle *handle, guint64 length)
+{
+  bf_assert_locked ();
+  if (handle->size == BF_NO_SIZE || handle->size_syncing != NULL || length == handle->stored_size
+      || handle->size != handle->stored_size || handle->zero_from != handle->stored_size)
+    return;
+  handle->size = handle->stored_size = handle->zero_from = length;
+  bf_handle_size_changed (handle);
+}
+
+guint64
+bf_handle_get_size (BfHandle *handle)
+{
+  guint64 size;
+
+  bf_lock ();
+  size = handle->size;
+  bf_unlock ();
+  return size;
+}
+
+gboolean
+bf_handle_set_size (BfHandle *handle, guint64 size, GError **error)
+{
+  gsize ps = handle->page_size;
+  gsize in_page = (gsize)(size & (ps - 1));
+  guint64 index = size >> handle->page_shift;
+  BfPage *page;
+
+  g_return_val_if_fail (size <= (guint64)G_MAXINT64, FALSE);
+
+  bf_lock ();
+  for (;;)
+    {
+      if (handle->closed)
+        {
+          bf_unlock ();
+          g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_CLOSED,
+                       "Cannot set the size: the handle is closed");
+          return FALSE;
+        }
+      if (handle->size == BF_NO_SIZE)
+        {
+          bf_unlock ();
+          g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_NOT_SUPPORTED,
+                       "Cannot set the size of a handle whose file has no size");
+          return FALSE;
+        }
+      if (handle_wait_size_sync (handle))
+        continue;
+
+      /* The rest of the page that holds the new size is cleared below:
+       * not while a store reads it, nor under an API copy into it. */
+      page = in_page != 0 ? bf_handle_lookup (handle, index) : NULL;
+      if (page != NULL && (page->storing || page->writers > 0))
+        {
+          if (page->io_thread == bf_thread_self ())
+            {
+              bf_unlock ();
+              g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
+                           "Cannot set the size from the store callback of page %" G_GUINT64_FORMAT
+                           ", which holds the new size",
+                           index);
+              return FALSE;
+            }
+          bf_wait ();
+          continue;
+        }
+      break;
+    }
+
+  handle->zero_from = MIN (handle->zero_from, size);
+  /* Before dropping pages, which would show the base file again. */
+  if (handle->rmap != NULL)
+    handle->rmap->clip_base (handle, handle->zero_from >> handle->page_shift);
+  handle_drop_range (handle, index + (in_page != 0), G_MAXUINT64);
+  /* A page still loading clears its tail itself, from zero_from, when its
+   * load returns. */
+  if (page != NULL && (page->state == BF_PAGE_LOADED || page->state == BF_PAGE_DIRTY))
+    memset (bf_pool_slot_addr (handle->pool, page->slot) + in_page, 0, ps - in_page);
+
+  if (handle->size != size)
+    {
+      handle->size = size;
+      bf_handle_size_changed (handle);
+    }
+  bf_unlock ();
+  return TRUE;
 }
 
 void

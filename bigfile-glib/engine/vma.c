@@ -61,6 +61,11 @@
  * at map, at the end of a writeout, at an invalidation, and before a fault
  * or API access past the end it knew.  A clean copy of the partial last
  * page is also dropped when its last pin goes and before it is written.
+ * A handle with a size shows the file only below the lowest size it was
+ * given since the file was last resized (zero_from: bf_handle_set_size()
+ * below the file's size, whose bytes past it read as zeros while the file
+ * still has others there until writeout resizes it): the base size is the
+ * smaller of the two (vma_base_size_now).
  *
  * The map-count flush hides whole VMAs (scattered dirty pages over a base
  * cost two kernel mappings each, whatever is unmapped), read-pinned pages
@@ -1012,6 +1017,16 @@ vma_set_base_size (BfHandle *handle, guint64 size)
                       (MAX (old, size) + ps - 1) >> handle->page_shift);
 }
 
+/* How much of the base file @handle may show, given the file's length:
+ * not past the lowest size the handle was given since the file was last
+ * resized (its bytes past that read as zeros, whatever the file has). */
+static guint64
+vma_base_size_now (BfHandle *handle, guint64 file_length)
+{
+  bf_handle_follow_file_size (handle, file_length);
+  return MIN (file_length, handle->zero_from);
+}
+
 /* Look at the size of the base file again (an fstat: cheap next to a load,
  * and it does not wait for the disk) and show what the file has now.  If
  * fstat fails, the handle keeps the size it knew. */
@@ -1022,7 +1037,7 @@ vma_notice_base (BfHandle *handle)
 
   bf_assert_locked ();
   if (handle->base_fd >= 0 && fstat (handle->base_fd, &st) == 0 && st.st_size >= 0)
-    vma_set_base_size (handle, (guint64)st.st_size);
+    vma_set_base_size (handle, vma_base_size_now (handle, (guint64)st.st_size));
 }
 
 /* One API access (a copy, a populate or a pin) over a base file. */
@@ -1055,6 +1070,19 @@ vma_before_access (BfVma *vma, guint64 index, gboolean write, VmaAccess *acc)
     page_drop_stale_copy (handle, index);
 }
 
+/* Pages from @first_page on stop showing the base file: the handle's size
+ * went below the file's there (zero_from), so the file's bytes past it are
+ * not what the handle shows.  Pages mapped from slots stay; the others
+ * become PROT_NONE and fault, to load (and clear past the size) as without
+ * a base. */
+static void
+vma_clip_base_all (BfHandle *handle, guint64 first_page)
+{
+  bf_assert_locked ();
+  if (handle->base_fd >= 0)
+    vma_set_base_size (handle, MIN (handle->base_size, first_page << handle->page_shift));
+}
+
 /* The reverse map that page.c calls through handle->rmap. */
 static const BfRmapOps vma_rmap_ops = {
   .unmap = vma_unmap_page_all,
@@ -1062,6 +1090,7 @@ static const BfRmapOps vma_rmap_ops = {
   .show_dirty = vma_show_dirty_all,
   .unmap_for_reclaim = vma_unmap_for_reclaim,
   .base_changed = vma_notice_base,
+  .clip_base = vma_clip_base_all,
 };
 
 BfFaultResult
@@ -1286,7 +1315,7 @@ vma_map_base (BfVma *vma, BfHandle *handle, GError **error)
                    "Could not find the size of the file to map: %s", g_strerror (errsv));
       return FALSE;
     }
-  vma_set_base_size (handle, (guint64)MAX (st.st_size, 0));
+  vma_set_base_size (handle, vma_base_size_now (handle, (guint64)MAX (st.st_size, 0)));
 
   /* Only whole pages: reading past the end of a file mapping is SIGBUS. */
   file_pages = handle->base_size >> handle->page_shift;

@@ -15,8 +15,19 @@
  * stable page, and the write lands after it: the page is dirty again after
  * the writeout.  Pages dirtied while writeout runs (but not being stored)
  * are not in its snapshot and simply stay dirty.
+ *
+ * Sizes
+ * -----
+ * For a handle with a size ("Sizes" in page.c), each STORE step first makes
+ * the file's size the handle's (writeout_sync_size), and a page stores only
+ * its bytes below the size (writeout_store_len).  A dirty page that reaches
+ * past the size is scanned, while it is write-protected for its store, for
+ * the last byte that is not zero past the size: if there is one, the size
+ * grows to cover it, the file is resized, and the store covers it.
  */
 #include "config.h"
+
+#include <string.h>
 
 #include "engine-private.h"
 
@@ -94,6 +105,119 @@ bf_writeout_get_progress (BfWriteout *wo, guint64 *pages_done, guint64 *pages_to
   bf_unlock ();
 }
 
+/* Make the file's size the handle's: down to zero_from first (the bytes
+ * the handle clears past a lower size it had are gone from the file too),
+ * then to the size.  Lock held; released around ops->set_size, while
+ * bf_handle_set_size() and discard wait (size_syncing), so that nothing
+ * changes the sizes meanwhile but this thread. */
+static gboolean
+writeout_sync_size (BfHandle *handle, GError **error)
+{
+  if (handle->size == BF_NO_SIZE)
+    return TRUE;
+
+  for (;;)
+    {
+      GError *local_error = NULL;
+      guint64 target;
+      gboolean ok;
+
+      if (handle->zero_from < handle->stored_size)
+        target = handle->zero_from;
+      else if (handle->size != handle->stored_size)
+        target = handle->size;
+      else
+        return TRUE;
+
+      handle->size_syncing = bf_thread_self ();
+      bf_unlock ();
+      if (handle->ops->set_size != NULL)
+        ok = handle->ops->set_size (handle->data, target, &local_error);
+      else
+        {
+          g_set_error (&local_error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_NOT_SUPPORTED,
+                       "Cannot make the file %" G_GUINT64_FORMAT
+                       " bytes long: it cannot change its size",
+                       target);
+          ok = FALSE;
+        }
+      bf_lock ();
+      handle->size_syncing = NULL;
+      bf_wake_all ();
+
+      if (!ok)
+        {
+          if (local_error == NULL)
+            g_set_error (&local_error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
+                         "Making the file %" G_GUINT64_FORMAT
+                         " bytes long failed without giving a reason",
+                         target);
+          g_propagate_error (error, local_error);
+          return FALSE;
+        }
+      /* The file is @target bytes long, zeros from its old size on if it
+       * grew: the handle shows it as it is up to there. */
+      handle->stored_size = target;
+      handle->zero_from = target;
+    }
+}
+
+/* The end of the data in mem[from, end): the offset after its last byte
+ * that is not zero, or @from if all are.  Whole words first: pages are
+ * aligned. */
+static gsize
+find_data_end (const guint8 *mem, gsize from, gsize end)
+{
+  while (end - from >= sizeof (guint64))
+    {
+      guint64 word;
+
+      memcpy (&word, mem + end - sizeof word, sizeof word);
+      if (word != 0)
+        break;
+      end -= sizeof word;
+    }
+  while (end > from && mem[end - 1] == 0)
+    end--;
+  return end;
+}
+
+/* How many bytes of @page (storing, so stable unless write-pinned) to store:
+ * those below the size, after growing the size over what the program wrote
+ * past it, in this page.  Lock held.  Fails if the data lies past the
+ * largest file offset. */
+static gboolean
+writeout_store_len (BfHandle *handle, BfPage *page, gsize *len, GError **error)
+{
+  const guint8 *mem = bf_pool_slot_addr (handle->pool, page->slot);
+  gsize from, end;
+
+  if (handle->size == BF_NO_SIZE)
+    {
+      *len = handle->page_size;
+      return TRUE;
+    }
+
+  from = bf_handle_offset_in_page (handle, page->index, handle->size);
+  end = from < handle->page_size ? find_data_end (mem, from, handle->page_size) : from;
+  if (end > from)
+    {
+      if (page->index > ((guint64)G_MAXINT64 >> handle->page_shift)
+          || (page->index << handle->page_shift) > (guint64)G_MAXINT64 - end)
+        {
+          g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_INVALID_DATA,
+                       "Cannot store page %" G_GUINT64_FORMAT
+                       ": it holds data past the largest file size",
+                       page->index);
+          return FALSE;
+        }
+      handle->size = (page->index << handle->page_shift) + end;
+      bf_handle_size_changed (handle);
+    }
+  *len = end;
+  return TRUE;
+}
+
 gboolean
 bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
 {
@@ -102,13 +226,21 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
   gboolean ok = TRUE;
 
   bf_lock ();
+  *done = FALSE;
+  /* The size first: a truncation goes before the stores, a growth that
+   * comes from bf_handle_set_size() too; and the last step makes the file
+   * the handle's size even when no page is dirty. */
+  if ((wo->flags & BF_WRITEOUT_STORE) && !writeout_sync_size (handle, error))
+    {
+      bf_unlock ();
+      return FALSE;
+    }
   if (wo->next >= wo->pages->len)
     {
       *done = TRUE;
       bf_unlock ();
       return TRUE;
     }
-  *done = FALSE;
   page = g_ptr_array_index (wo->pages, wo->next);
 
   /* An API write is copying into the page: let it finish, so the store sees
@@ -122,6 +254,7 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
       if (wo->flags & BF_WRITEOUT_STORE)
         {
           GError *local_error = NULL;
+          gsize len = 0;
 
           /* Whether the store sees a stable page is decided now, from the
            * page as its store starts: a writable pin promises its holder
@@ -137,11 +270,20 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
            * stored as it is too, and stays dirty. */
           stable = page->write_pins == 0 && bf_page_write_protect (page);
 
-          bf_unlock ();
-          ok = handle->ops->store (handle->data, page->index,
-                                   bf_pool_slot_addr (handle->pool, page->slot), handle->page_size,
-                                   &local_error);
-          bf_lock ();
+          /* Past the size, the page is stable now: anything written there
+           * grows the size (and the file, before the store) to cover it. */
+          ok = writeout_store_len (handle, page, &len, &local_error)
+               && writeout_sync_size (handle, &local_error);
+          if (ok && !page->orphaned)
+            len = MIN (len, bf_handle_offset_in_page (handle, page->index, handle->size));
+          if (ok && !page->orphaned && len > 0)
+            {
+              bf_unlock ();
+              ok = handle->ops->store (handle->data, page->index,
+                                       bf_pool_slot_addr (handle->pool, page->slot), len,
+                                       &local_error);
+              bf_lock ();
+            }
 
           page->storing = FALSE;
           page->io_thread = NULL;

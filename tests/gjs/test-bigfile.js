@@ -12,7 +12,8 @@
 // vma.read/vma.write; writeout, synchronous and asynchronous (promisified,
 // awaited on a GLib.MainLoop) with progress and cancellation; signals to JS
 // handlers (page-invalidated, notify::n-dirty-pages, reclaimed); errors
-// thrown in JS vfuncs; the GMemoryMonitor hook; BigfileLocalFile.
+// thrown in JS vfuncs; the GMemoryMonitor hook; sizes (a JS file with one,
+// vfunc_get_size returning [true, size], and files without); BigfileLocalFile.
 //
 // gjs runs JS only on the main thread, so there is no thread test here: the
 // Python suite checks that a file that is not thread-safe is never called
@@ -237,6 +238,73 @@ const FixedFile = GObject.registerClass({
 
     vfunc_load_block(_block) {
         return bytes(this.data);
+    }
+});
+
+// A file with a size (vfunc_get_size returns [true, size], vfunc_set_size),
+// its bytes in a Uint8Array. Its loads give junk (0xa5) past the size, which
+// a handle must not show; it records stores that reach past the size, which
+// a handle must never make.
+const SizedFile = GObject.registerClass({
+    GTypeName: 'TestJsSizedFile',
+    Implements: [Bigfile.File],
+}, class SizedFile extends GObject.Object {
+    constructor(data) {
+        super();
+        this.data = data.slice();
+        this.setSizes = [];
+        this.stores = []; // [block, length]
+        this.pastSize = [];
+    }
+
+    vfunc_get_block_size() {
+        return BLOCK;
+    }
+
+    vfunc_get_size() {
+        return [true, this.data.length];
+    }
+
+    vfunc_set_size(size) {
+        this.setSizes.push(size);
+        const data = new Uint8Array(size);
+        data.set(this.data.subarray(0, size));
+        this.data = data;
+        return true;
+    }
+
+    vfunc_load_block(block) {
+        const data = new Uint8Array(BLOCK).fill(0xa5);
+        data.set(this.data.subarray(block * BLOCK, (block + 1) * BLOCK));
+        return bytes(data);
+    }
+
+    vfunc_store_block(block, data) {
+        const array = data.toArray();
+        this.stores.push([block, array.length]);
+        if (block * BLOCK + array.length > this.data.length)
+            this.pastSize.push([block, array.length, this.data.length]);
+        else
+            this.data.set(array, block * BLOCK);
+        return true;
+    }
+});
+
+// A file whose get_size says it has none.
+const NoSizeFile = GObject.registerClass({
+    GTypeName: 'TestJsNoSizeFile',
+    Implements: [Bigfile.File],
+}, class NoSizeFile extends GObject.Object {
+    vfunc_get_block_size() {
+        return BLOCK;
+    }
+
+    vfunc_get_size() {
+        return [false, 0];
+    }
+
+    vfunc_load_block(block) {
+        return bytes(pattern(block));
     }
 });
 
@@ -698,6 +766,94 @@ test('low memory with reclaim-on-low-memory off', async () => {
     ram.set_reclaim_on_low_memory(true);
     lowMemoryWarning();
     await waitFor(() => seen.reduce((a, b) => a + b, 0) === 5, 'five pages reclaimed');
+});
+
+// -- sizes ------------------------------------------------------------------------------------
+
+function sizedContents(size = 5000) {
+    return concat(pattern(0), pattern(1)).slice(0, size);
+}
+
+test('sized file keeps its size', () => {
+    const file = new SizedFile(sizedContents());
+    assertEqual(file.get_size(), [true, 5000], 'get_size');
+    const {handle, vma} = open({file, nPages: 4});
+    assert(handle.has_size(), 'has_size');
+    assertEqual(handle.get_size(), 5000, 'size');
+    assertEqual(handle.size, 5000, 'size property');
+    // Zeros past the size, though the file's load gives junk there.
+    assertEqual(read(vma, 4990, 20), concat(sizedContents().subarray(4990), new Uint8Array(10)),
+        'past the size');
+    assertEqual(read(vma, 2 * BLOCK, 16), new Uint8Array(16), 'a page past the size');
+
+    vma.write(4500, bytes(Uint8Array.of(1)));
+    vma.write(6000, bytes(new Uint8Array(100))); // zeros change nothing
+    assert(handle.writeout(Bigfile.WriteoutFlags.DEFAULT));
+    assertEqual(file.stores, [[1, 5000 - BLOCK]], 'stores');
+    assertEqual(file.pastSize, [], 'stores past the size');
+    assertEqual(file.setSizes, [], 'set_size calls');
+    assertEqual(file.data.length, 5000, 'file size');
+    assertEqual(file.data[4500], 1, 'byte 4500');
+});
+
+test('sized file grows over a write, notify::size', async () => {
+    const file = new SizedFile(sizedContents());
+    const {handle, vma} = open({file, nPages: 4});
+    const seen = [];
+    handle.connect('notify::size', () => seen.push(handle.size));
+    vma.write(6000, bytes(Uint8Array.of(7)));
+    assert(handle.writeout(Bigfile.WriteoutFlags.DEFAULT));
+    await waitFor(() => seen.length > 0, 'notify::size');
+    assertEqual(seen, [6001], 'notified sizes');
+    assertEqual(file.setSizes, [6001], 'set_size calls');
+    assertEqual(file.data, concat(sizedContents(), new Uint8Array(1000), Uint8Array.of(7)),
+        'file');
+
+    // Asynchronously too (in slices: a JS file is not thread-safe).
+    vma.write(3 * BLOCK + 9, bytes(Uint8Array.of(8)));
+    assertEqual(await writeoutAsync(handle), true, 'writeout');
+    await waitFor(() => seen.length === 2, 'a second notify::size');
+    assertEqual(seen[1], 3 * BLOCK + 10, 'grown size');
+    assertEqual(file.data.length, 3 * BLOCK + 10, 'file size');
+    assertEqual(file.pastSize, [], 'stores past the size');
+});
+
+test('set_size and discard', () => {
+    const file = new SizedFile(sizedContents());
+    const {handle, vma} = open({file, nPages: 4});
+    const seen = [];
+    handle.connect('notify::size', () => seen.push(handle.size));
+
+    assert(handle.set_size(3000));
+    assertEqual(seen, [3000], 'notified at once');
+    assertEqual(read(vma, 2990, 20), concat(sizedContents().subarray(2990, 3000),
+        new Uint8Array(10)), 'zeros past the new size');
+    assertEqual(handle.discard(), 0, 'discarded');
+    assertEqual(handle.size, 5000, 'size after discard');
+    assertEqual(read(vma, 0, 5000), sizedContents(), 'contents after discard');
+
+    assert(handle.set_size(3000));
+    assert(handle.writeout(Bigfile.WriteoutFlags.DEFAULT));
+    assertEqual(file.data, sizedContents().slice(0, 3000), 'truncated');
+    assert(handle.set_size(9000));
+    assert(handle.writeout(Bigfile.WriteoutFlags.DEFAULT));
+    assertEqual(file.setSizes, [3000, 9000], 'set_size calls');
+    assertEqual(file.data, concat(sizedContents().slice(0, 3000), new Uint8Array(6000)),
+        'extended with zeros');
+});
+
+test('files without a size', () => {
+    for (const file of [new ComputedFile(), new NoSizeFile()]) {
+        const {handle, vma} = open({file});
+        assertEqual(handle.has_size(), false, 'has_size');
+        assertGError(assertThrows(() => handle.set_size(10)), Bigfile.FileError,
+            Bigfile.FileError.NOT_SUPPORTED);
+        assertEqual(read(vma, 5 * BLOCK, 16), pattern(5).subarray(0, 16), 'the file as it is');
+    }
+    const {file, handle, vma} = open();
+    vma.write(6000, bytes(Uint8Array.of(1)));
+    assert(handle.writeout(Bigfile.WriteoutFlags.DEFAULT));
+    assertEqual(file.stored.get(1).length, BLOCK, 'a whole block stored');
 });
 
 // -- BigfileLocalFile ---------------------------------------------------------------------

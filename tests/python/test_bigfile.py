@@ -18,6 +18,9 @@
 #     BigfileRam::reclaimed, and the GMemoryMonitor hook;
 #   - errors raised in Python vfuncs, and the thread rule for files that are
 #     not thread-safe (WRONG_THREAD);
+#   - sizes: a Python file with one (do_get_size returning (True, size),
+#     do_set_size) keeps it, grows over what was written past it, is
+#     resized by set_size; files without one behave as before;
 #   - BigfileLocalFile from Python.
 #
 # Callbacks from C swallow Python exceptions (PyGObject prints them), so the
@@ -140,6 +143,72 @@ class FixedFile(GObject.Object, Bigfile.File):
 
     def do_load_block(self, block):
         return GLib.Bytes.new(self.data)
+
+
+class SizedFile(GObject.Object, Bigfile.File):
+    """A file with a size (do_get_size, do_set_size), its bytes in a
+    bytearray. Its loads give junk (0xa5) past the size, which a handle must
+    not show; it records stores that reach past the size, which a handle
+    must never make."""
+
+    __gtype_name__ = 'TestPySizedFile'
+
+    def __init__(self, data):
+        super().__init__()
+        self.data = bytearray(data)
+        self.set_sizes = []
+        self.stores = []  # (block, length)
+        self.past_size = []  # stores that reached past the size
+
+    def do_get_block_size(self):
+        return BLOCK
+
+    def do_get_size(self):
+        return True, len(self.data)
+
+    def do_set_size(self, size):
+        self.set_sizes.append(size)
+        if size < len(self.data):
+            del self.data[size:]
+        else:
+            self.data.extend(bytes(size - len(self.data)))
+        return True
+
+    def do_load_block(self, block):
+        data = bytes(self.data[block * BLOCK:(block + 1) * BLOCK])
+        return GLib.Bytes.new(data + b'\xa5' * (BLOCK - len(data)))
+
+    def do_store_block(self, block, data):
+        data = data.get_data()
+        start = block * BLOCK
+        self.stores.append((block, len(data)))
+        if start + len(data) > len(self.data):
+            self.past_size.append((block, len(data), len(self.data)))
+            return True
+        self.data[start:start + len(data)] = data
+        return True
+
+
+class NoSizeFile(GObject.Object, Bigfile.File):
+    """A file that implements get_size to say it has no size, or fails in
+    it without a GLib.Error: either way a file without a size."""
+
+    __gtype_name__ = 'TestPyNoSizeFile'
+
+    def __init__(self, fail=False):
+        super().__init__()
+        self.fail = fail
+
+    def do_get_block_size(self):
+        return BLOCK
+
+    def do_get_size(self):
+        if self.fail:
+            raise ValueError('no size today')
+        return False, 0
+
+    def do_load_block(self, block):
+        return GLib.Bytes.new(pattern(block))
 
 
 class BigfileTestCase(unittest.TestCase):
@@ -840,6 +909,138 @@ class TestThreads(BigfileTestCase):
         self.assertEqual(file.stores, [(3, MAIN_THREAD)])
 
 
+class TestSize(BigfileTestCase):
+    """A file keeps its size: a Python file with one, and files without."""
+
+    def contents(self, size=5000):
+        return b''.join(pattern(block) for block in range(size // BLOCK + 1))[:size]
+
+    def open_sized(self, size=5000):
+        file = SizedFile(self.contents(size))
+        return self.open(file, n_pages=4)
+
+    def test_interface(self):
+        file = SizedFile(b'x' * 10)
+        self.assertEqual(file.get_size(), (True, 10))
+        self.assertTrue(file.set_size(3))
+        self.assertEqual(bytes(file.data), b'xxx')
+        self.assertEqual(ComputedFile().get_size(), (False, 0))
+        with self.assertRaises(GLib.Error) as caught:
+            ComputedFile().set_size(3)
+        self.assertGError(caught.exception, Bigfile.file_error_quark(),
+                          Bigfile.FileError.NOT_SUPPORTED)
+
+    def test_keeps_size(self):
+        file, ram, handle, vma = self.open_sized()
+        self.assertTrue(handle.has_size())
+        self.assertEqual(handle.get_size(), 5000)
+        self.assertEqual(handle.props.size, 5000)
+        # Zeros past the size, though the file's load gives junk there.
+        self.assertEqual(vma.read(4990, 20).get_data(), self.contents()[4990:] + bytes(10))
+        self.assertEqual(vma.read(2 * BLOCK, BLOCK).get_data(), bytes(BLOCK))
+
+        vma.write(4500, GLib.Bytes.new(b'\x01'))
+        self.assertTrue(handle.writeout(Bigfile.WriteoutFlags.DEFAULT))
+        self.assertEqual(file.stores, [(1, 5000 - BLOCK)])
+        self.assertEqual(file.past_size, [])
+        self.assertEqual(file.set_sizes, [])
+        self.assertEqual(len(file.data), 5000)
+        self.assertEqual(file.data[4500], 1)
+
+        # Zeros written past the size change nothing.
+        vma.write(6000, GLib.Bytes.new(bytes(100)))
+        vma.write(3 * BLOCK, GLib.Bytes.new(bytes(10)))
+        self.assertTrue(handle.writeout(Bigfile.WriteoutFlags.DEFAULT))
+        self.assertEqual(len(file.data), 5000)
+        self.assertEqual(file.set_sizes, [])
+        self.assertEqual(handle.get_size(), 5000)
+
+    def test_grows_and_notifies(self):
+        file, ram, handle, vma = self.open_sized()
+        seen = []
+        handle.connect('notify::size',
+                       lambda h, pspec: seen.append((h.props.size, threading.get_ident())))
+        vma.write(6000, GLib.Bytes.new(b'\x07'))
+        self.assertEqual(handle.get_size(), 5000)
+        self.assertTrue(handle.writeout(Bigfile.WriteoutFlags.DEFAULT))
+        self.assertTrue(spin(lambda: seen), 'notify::size was not emitted')
+        self.assertEqual(seen, [(6001, MAIN_THREAD)])
+        self.assertEqual(file.set_sizes, [6001])
+        self.assertEqual(file.past_size, [])
+        self.assertEqual(bytes(file.data), self.contents() + bytes(1000) + b'\x07')
+
+        # In slices of an asynchronous writeout (a Python file is not
+        # thread-safe), the same.
+        vma.write(3 * BLOCK + 9, GLib.Bytes.new(b'\x08'))
+        ok, error, thread = self.run_writeout_async(handle)
+        self.assertIsNone(error)
+        self.assertEqual(file.set_sizes, [6001, 3 * BLOCK + 10])
+        self.assertTrue(spin(lambda: len(seen) == 2))
+        self.assertEqual(seen[1], (3 * BLOCK + 10, MAIN_THREAD))
+        self.assertEqual(len(file.data), 3 * BLOCK + 10)
+
+    def test_set_size_and_discard(self):
+        file, ram, handle, vma = self.open_sized()
+        seen = []
+        handle.connect('notify::size', lambda h, pspec: seen.append(h.props.size))
+
+        self.assertTrue(handle.set_size(3000))
+        self.assertEqual(seen, [3000])
+        self.assertEqual(vma.read(2990, 20).get_data(), self.contents()[2990:3000] + bytes(10))
+        self.assertEqual(handle.discard(), 0)
+        self.assertEqual(handle.get_size(), 5000)
+        self.assertEqual(seen, [3000, 5000])
+        self.assertEqual(vma.read(0, 5000).get_data(), self.contents())
+
+        self.assertTrue(handle.set_size(3000))
+        self.assertTrue(handle.writeout(Bigfile.WriteoutFlags.DEFAULT))
+        self.assertEqual(file.set_sizes, [3000])
+        self.assertEqual(bytes(file.data), self.contents()[:3000])
+
+        self.assertTrue(handle.set_size(9000))
+        self.assertTrue(handle.writeout(Bigfile.WriteoutFlags.DEFAULT))
+        self.assertEqual(file.set_sizes, [3000, 9000])
+        self.assertEqual(bytes(file.data), self.contents()[:3000] + bytes(6000))
+        self.assertEqual(vma.read(0, 4 * BLOCK).get_data(),
+                         self.contents()[:3000] + bytes(4 * BLOCK - 3000))
+        self.assertEqual(file.past_size, [])
+
+    def test_no_size(self):
+        for file in (ComputedFile(), NoSizeFile(), NoSizeFile(fail=True)):
+            file, ram, handle, vma = self.open(file)
+            self.assertFalse(handle.has_size())
+            self.assertEqual(handle.get_size(), GLib.MAXUINT64)
+            self.assertEqual(handle.props.size, GLib.MAXUINT64)
+            with self.assertRaises(GLib.Error) as caught:
+                handle.set_size(10)
+            self.assertGError(caught.exception, Bigfile.file_error_quark(),
+                              Bigfile.FileError.NOT_SUPPORTED)
+            # The file's own bytes, everywhere.
+            self.assertEqual(vma.read(5 * BLOCK, BLOCK).get_data(), pattern(5))
+
+        # As before: whole blocks stored.
+        file, ram, handle, vma = self.open()
+        vma.write(6000, GLib.Bytes.new(b'\x01'))
+        self.assertTrue(handle.writeout(Bigfile.WriteoutFlags.DEFAULT))
+        self.assertEqual(len(file.stored[1]), BLOCK)
+
+    def test_get_size_error(self):
+        # A GLib.Error from do_get_size fails the open. (A class of its own:
+        # see FixedFile for why not a subclass.)
+        class FailingFile(GObject.Object, Bigfile.File):
+            __gtype_name__ = 'TestPyFailingSizeFile'
+
+            def do_get_block_size(self):
+                return BLOCK
+
+            def do_get_size(self):
+                raise GLib.Error('the size is unknown')
+
+        with self.assertRaises(GLib.Error) as caught:
+            Bigfile.Handle.new(FailingFile(), Bigfile.Ram.new(0))
+        self.assertIn('the size is unknown', caught.exception.message)
+
+
 class TestLocalFile(BigfileTestCase):
     """BigfileLocalFile, a C file, from Python."""
 
@@ -875,7 +1076,8 @@ class TestLocalFile(BigfileTestCase):
         self.assertEqual(on_disk[BLOCK + 17:BLOCK + 24], b'changed')
         self.assertEqual(on_disk[:BLOCK + 17], self.contents[:BLOCK + 17])
         self.assertEqual(on_disk[7 * BLOCK:7 * BLOCK + 5], b'grown')
-        self.assertEqual(len(on_disk), 8 * BLOCK)
+        # The file grew to the last byte written, not to the end of its block.
+        self.assertEqual(len(on_disk), 7 * BLOCK + 5)
 
         # A fresh handle of a fresh file object reads what was saved.
         file2, ram2, handle2, vma2 = self.open_local(Bigfile.LocalFileFlags.READ_ONLY)
@@ -941,6 +1143,17 @@ class TestLocalFile(BigfileTestCase):
         self.assertEqual(invalidated, [(2, MAIN_THREAD)])
         self.assertEqual(dirty[-1], (1, MAIN_THREAD))
         self.assertTrue(all(t == MAIN_THREAD for _, t in dirty + reclaimed))
+
+    def test_size(self):
+        file, ram, handle, vma = self.open_local()
+        self.assertEqual(file.get_size(), (True, len(self.contents)))
+        self.assertEqual(handle.get_size(), len(self.contents))
+        vma.write(len(self.contents) - 1, GLib.Bytes.new(b'!'))
+        self.assertTrue(handle.writeout(Bigfile.WriteoutFlags.DEFAULT))
+        self.assertEqual(self.read_file(), self.contents[:-1] + b'!')
+        self.assertTrue(handle.set_size(10))
+        self.assertTrue(handle.writeout(Bigfile.WriteoutFlags.DEFAULT))
+        self.assertEqual(self.read_file(), self.contents[:10])
 
     def test_read_only(self):
         file, ram, handle, vma = self.open_local(Bigfile.LocalFileFlags.READ_ONLY)
