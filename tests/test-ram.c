@@ -12,9 +12,13 @@
  */
 #include "config.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "test-util.h"
+
+/* After test-util.h (bigfile.h): the pools' window, for the segment checks. */
+#include "engine/engine-private.h"
 
 #define PS ((gsize)4096)
 
@@ -424,6 +428,120 @@ test_reclaim_gives_back_all (void)
     }
 }
 
+/* -- address space ---------------------------------------------------------- */
+
+/* The address space of the process, in bytes. */
+static guint64
+vm_size (void)
+{
+  g_autofree char *status = NULL;
+  const char *line;
+  guint64 kib;
+
+  g_assert_true (g_file_get_contents ("/proc/self/status", &status, NULL, NULL));
+  line = strstr (status, "\nVmSize:");
+  g_assert_nonnull (line);
+  g_assert_cmpint (sscanf (line, "\nVmSize: %" G_GUINT64_FORMAT " kB", &kib), ==, 1);
+  return kib * 1024;
+}
+
+#define MANY_RAMS 1000
+
+/* A RAM takes address space in proportion to its use, not a fixed huge
+ * reservation: a thousand small RAMs, each with a handle in use, fit. */
+static void
+test_ram_many_rams (void)
+{
+  Mapping *m = g_new0 (Mapping, MANY_RAMS);
+  const guint64 budget = 4 * PS, n_pages = 8;
+  guint64 before, after;
+
+  g_test_summary ("A thousand RAMs with small budgets, each with a handle, work in one process "
+                  "and take address space in proportion to their budgets");
+
+  before = vm_size ();
+  for (guint i = 0; i < MANY_RAMS; i++)
+    {
+      mapping_setup (&m[i], PS, n_pages, n_pages, budget);
+      for (guint64 p = 0; p < n_pages; p++)
+        g_assert_cmpuint (raw_read (m[i].data + p * PS + i), ==, test_mem_file_pattern (p, i));
+      assert_within_budget (m[i].ram);
+    }
+  after = vm_size ();
+
+  /* Per RAM: its window (the budget), the mapping (8 pages), the file's
+   * blocks on the heap (8 pages) and small objects: a few times the budget,
+   * where a fixed reservation took up to 1 TiB. */
+  g_test_message ("address space: %" G_GUINT64_FORMAT " bytes per RAM of %" G_GUINT64_FORMAT
+                  "-byte budget",
+                  (after - before) / MANY_RAMS, budget);
+  g_assert_cmpuint ((after - before) / MANY_RAMS, <=, 16 * budget);
+
+  /* All still work, in any order. */
+  for (guint i = MANY_RAMS; i-- > 0;)
+    g_assert_cmpuint (raw_read (m[i].data + 1), ==, test_mem_file_pattern (0, 1));
+  for (guint i = 0; i < MANY_RAMS; i++)
+    mapping_teardown (&m[i]);
+  g_free (m);
+}
+
+/* A RAM whose budget grows long after it started small uses pages in later
+ * window segments: every page shows the right bytes through the window
+ * (copies, stores) and through the mapping, and the window stays within
+ * twice what is used. */
+static void
+test_ram_budget_grows (void)
+{
+  const guint64 n_pages = 8192; /* 32 MiB of 4 KiB pages */
+  BigfileRam *ram = bigfile_ram_new (1 << 20);
+  GError *error = NULL;
+  BfRam *engine = _bigfile_ram_get_engine (ram);
+  BfPool *pool;
+  Mapping m;
+
+  g_test_summary ("A RAM whose budget grows from 1 MiB to 32 MiB loads, copies and stores "
+                  "pages in every window segment");
+
+  mapping_setup_in_ram (&m, ram, PS, n_pages, n_pages);
+  for (guint64 p = 0; p < 256; p++)
+    g_assert_cmpuint (raw_read (m.data + p * PS + p), ==, test_mem_file_pattern (p, p));
+  g_assert_cmpuint (engine->pools->len, ==, 1);
+  pool = g_ptr_array_index (engine->pools, 0);
+  g_assert_cmpuint (pool->n_segments, ==, 1);
+  g_assert_cmpuint (pool->capacity, ==, 256);
+
+  bigfile_ram_set_budget (ram, n_pages * PS);
+  for (guint64 p = 0; p < n_pages; p++)
+    g_assert_cmpuint (raw_read (m.data + p * PS + p % PS), ==, test_mem_file_pattern (p, p % PS));
+  g_assert_cmpuint (bigfile_ram_get_n_pages (ram), ==, n_pages);
+  g_assert_cmpuint (pool->n_segments, >, 5);
+  g_assert_cmpuint (pool->capacity, <=, 2 * n_pages + 256);
+
+  /* Copies go through the window: each page's bytes, at both ends. */
+  for (guint64 p = 0; p < n_pages; p++)
+    {
+      guint8 bytes[2];
+
+      g_assert_true (bigfile_vma_read_into (m.vma, p * PS, &bytes[0], 1, &error));
+      g_assert_true (bigfile_vma_read_into (m.vma, p * PS + PS - 1, &bytes[1], 1, &error));
+      g_assert_no_error (error);
+      g_assert_cmpuint (bytes[0], ==, test_mem_file_pattern (p, 0));
+      g_assert_cmpuint (bytes[1], ==, test_mem_file_pattern (p, PS - 1));
+    }
+
+  /* So do stores: written through the mapping, stored from the window. */
+  for (guint64 p = 0; p < n_pages; p += 61)
+    raw_write (m.data + p * PS + 7, (guint8)(p ^ 0x5a));
+  g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  for (guint64 p = 0; p < n_pages; p++)
+    g_assert_cmpuint (test_mem_file_peek (m.file, p)[7], ==,
+                      p % 61 == 0 ? (guint8)(p ^ 0x5a) : test_mem_file_pattern (p, 7));
+
+  mapping_teardown (&m);
+  g_object_unref (ram);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -438,6 +556,8 @@ main (int argc, char **argv)
   g_test_add_func ("/ram/properties", test_ram_properties);
 
   g_test_add_func ("/ram/reclaim/gives-back-all", test_reclaim_gives_back_all);
+  g_test_add_func ("/ram/budget/grows", test_ram_budget_grows);
+  g_test_add_func ("/ram/address-space/many-rams", test_ram_many_rams);
 
   return g_test_run ();
 }

@@ -35,10 +35,25 @@ gconstpointer bf_thread_self (void);
 
 /* -- RAM: pools of page memory (ram.c) -------------------------------------
  *
- * A pool holds the pages of one size in one memfd (never a named file).  The
- * whole memfd is mapped read-write once, in a window reserved at pool
- * creation: loads and stores work on the window, VMAs map single slots of the
- * memfd.  A slot is the memfd range [slot * page_size, +page_size).
+ * A pool holds the pages of one size in one memfd (never a named file).  A
+ * slot is the memfd range [slot * page_size, +page_size).  VMAs map single
+ * slots of the memfd; loads, stores and copies work on the pool's own
+ * read-write view of it, its window, at bf_pool_slot_addr().
+ *
+ * The window is made of segments that are never moved or unmapped while the
+ * pool lives (loads, stores and copies use slot addresses with the engine
+ * lock released).  It grows a segment at a time, each twice as long as the
+ * one before, so it takes address space in proportion to the slots in use
+ * (at most about twice) and the pools of a thousand small RAMs fit:
+ *
+ *   slots    [0, S)   [S, 3S)   [3S, 7S)          [(2^k - 1) S, (2^(k+1) - 1) S)
+ *   window   seg 0    seg 1     seg 2      ...    seg k
+ *            S slots  2S slots  4S slots          2^k S slots, S = 1 << seg0_shift
+ *
+ * Slot s lies in segment k = floor (log2 (s / S + 1)), found with one bit
+ * scan.  Segments need not be next to each other in the address space: only
+ * the engine's window is split, never a VMA's mapping of consecutive slots,
+ * which maps the memfd itself and stays one kernel mapping across segments.
  *
  * Each slot is in one of three states:
  *
@@ -53,14 +68,26 @@ gconstpointer bf_thread_self (void);
  * Budget invariant (unless the budget was lowered below the dirty pages):
  *   ram->resident_bytes == sum (used + populated slots) * page_size <= budget
  */
+
+/* Segments a pool can have: S * (2^48 - 1) slots of at least 4 KiB is far
+ * more than any address space, so mmap() fails long before. */
+#define BF_POOL_MAX_SEGMENTS 48
+
 struct _BfPool
 {
+  /* Immutable after pool_new(). */
   BfRam *ram;
   gsize page_size;
   int memfd;
-  guint8 *window;    /* RW view of the memfd, reserved for capacity slots */
-  guint64 capacity;  /* slots the reservation can hold */
-  guint64 n_slots;   /* slots the memfd is long and the window maps */
+  guint seg0_shift; /* segment 0 has 1 << seg0_shift slots */
+
+  /* The lock protects the rest.  Segments only ever get added. */
+  guint n_segments;
+  /* Segment k's address minus (first slot of k) * page_size, modulo 2^64:
+   * slot s of segment k is at seg_bias[k] + s * page_size. */
+  guintptr seg_bias[BF_POOL_MAX_SEGMENTS];
+  guint64 capacity;  /* slots the segments map (and the memfd is long) */
+  guint64 n_slots;   /* slots made holes so far: [0, n_slots) exist */
   GArray *populated; /* free slots with memory, guint64, next to use last */
   GArray *holes;     /* free slots without memory, guint64, next to use last */
 };
@@ -86,10 +113,23 @@ void bf_ram_free_slot (BfRam *ram, BfPool *pool, guint64 slot);
 void bf_ram_ref (BfRam *ram);
 void bf_ram_unref_locked (BfRam *ram);
 
-static inline guint8 *
-bf_pool_slot_addr (BfPool *pool, guint64 slot)
+/* The segment slot @slot lies in (see the diagram above). */
+static inline guint
+bf_pool_slot_segment (const BfPool *pool, guint64 slot)
 {
-  return pool->window + slot * pool->page_size;
+  /* floor (log2 (x)) of x >= 1; a GCC/Clang builtin, as the engine is
+   * Linux-only (g_bit_storage() loops in unoptimized builds). */
+  return 63 - (guint)__builtin_clzll ((slot >> pool->seg0_shift) + 1);
+}
+
+/* The window address of @slot, which must be below pool->n_slots.  On the
+ * fault path: a shift, a bit scan, a load and a multiply-add.  The address
+ * stays valid while the pool lives, also with the lock released. */
+static inline guint8 *
+bf_pool_slot_addr (const BfPool *pool, guint64 slot)
+{
+  return (guint8 *)(pool->seg_bias[bf_pool_slot_segment (pool, slot)]
+                    + (guintptr)(slot * pool->page_size));
 }
 
 /* -- pages (virtmem.c) ------------------------------------------------------
