@@ -428,6 +428,205 @@ test_reclaim_gives_back_all (void)
     }
 }
 
+/* -- budgets too small for a page ------------------------------------------- */
+
+/* A budget that cannot hold a page of the smallest size is refused at the
+ * API: a programmer error, as every load would fail. 0 means the default. */
+static void
+test_ram_budget_below_one_page (void)
+{
+  guint64 min = bf_ram_min_budget ();
+  BigfileRam *ram;
+  GError *error = NULL;
+
+  g_test_summary ("A budget below the smallest page size is refused by bigfile_ram_new(), the "
+                  "budget property and bigfile_ram_set_budget(), and by the engine");
+  g_assert_cmpuint (min, >=, 4096);
+
+  g_test_expect_message ("Bigfile", G_LOG_LEVEL_CRITICAL, "*budget_is_valid*");
+  ram = bigfile_ram_new (min - 1);
+  g_test_assert_expected_messages ();
+  g_assert_null (ram);
+
+  /* As a construct property: a critical that names the remedy, and the
+   * default budget. */
+  g_test_expect_message ("Bigfile", G_LOG_LEVEL_CRITICAL, "*cannot hold a single page*");
+  ram = g_object_new (BIGFILE_TYPE_RAM, "budget", (guint64)100, NULL);
+  g_test_assert_expected_messages ();
+  g_assert_cmpuint (bigfile_ram_get_budget (ram), >=, min);
+  g_object_unref (ram);
+
+  /* Set later: refused, the budget stays. */
+  ram = bigfile_ram_new (min);
+  g_assert_cmpuint (bigfile_ram_get_budget (ram), ==, min);
+  g_test_expect_message ("Bigfile", G_LOG_LEVEL_CRITICAL, "*budget_is_valid*");
+  bigfile_ram_set_budget (ram, 1);
+  g_test_assert_expected_messages ();
+  g_test_expect_message ("Bigfile", G_LOG_LEVEL_CRITICAL, "*budget_is_valid*");
+  g_object_set (ram, "budget", (guint64)(min - 1), NULL);
+  g_test_assert_expected_messages ();
+  g_assert_cmpuint (bigfile_ram_get_budget (ram), ==, min);
+  {
+    BfRamStats stats;
+
+    bf_ram_get_stats (_bigfile_ram_get_engine (ram), &stats);
+    g_assert_cmpuint (stats.budget, ==, min);
+  }
+  g_object_unref (ram);
+
+  /* The engine says why. */
+  g_assert_null (bf_ram_new (min - 1, &error));
+  g_assert_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FAILED);
+  g_assert_nonnull (strstr (error->message, "cannot hold a single page"));
+  g_clear_error (&error);
+}
+
+/* A handle whose pages do not fit in the budget cannot be opened; and when
+ * the budget is lowered below its page size later, its loads say so
+ * instead of blaming unsaved changes. */
+static void
+test_ram_budget_smaller_than_block (void)
+{
+  const gsize large = 64 * 1024;
+  BigfileRam *ram = bigfile_ram_new (16 * 1024);
+  TestMemFile *file = test_mem_file_new (large, 4);
+  GError *error = NULL;
+  BigfileHandle *handle;
+  Mapping m;
+  guint8 byte;
+
+  g_test_summary ("bigfile_handle_new() refuses a RAM whose budget is smaller than one block of "
+                  "the file, and a fault after the budget was lowered below one page says so");
+
+  handle = bigfile_handle_new (BIGFILE_FILE (file), ram, &error);
+  g_assert_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL);
+  g_assert_null (handle);
+  g_assert_nonnull (strstr (error->message, "16384 bytes is smaller than one page of 65536 bytes"));
+  g_clear_error (&error);
+  g_object_unref (file);
+
+  /* Pages of 16 KiB fit; lowered to 8 KiB, they do not any more. */
+  mapping_setup_in_ram (&m, ram, 16 * 1024, 4, 4);
+  g_assert_cmpuint (raw_read (m.data + 1), ==, test_mem_file_pattern (0, 1));
+  bigfile_ram_set_budget (ram, 8 * 1024);
+  assert_states (&m, "....");
+  g_assert_false (bigfile_vma_read_into (m.vma, 0, &byte, 1, &error));
+  g_assert_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL);
+  g_assert_nonnull (strstr (error->message, "8192 bytes is smaller than one page of 16384 bytes"));
+  g_assert_null (strstr (error->message, "unsaved"));
+  g_clear_error (&error);
+
+  /* Raised again, it works. */
+  bigfile_ram_set_budget (ram, 16 * 1024);
+  g_assert_cmpuint (raw_read (m.data + 2), ==, test_mem_file_pattern (0, 2));
+
+  mapping_teardown (&m);
+  g_object_unref (ram);
+}
+
+typedef struct
+{
+  GMutex lock;
+  GCond cond;
+  gboolean entered, release;
+} LoadGate;
+
+/* A load hook that holds the load until the test releases it. */
+static void
+gate_load (TestMemFile *file, guint64 block, gpointer user_data)
+{
+  LoadGate *gate = user_data;
+
+  g_mutex_lock (&gate->lock);
+  gate->entered = TRUE;
+  g_cond_broadcast (&gate->cond);
+  while (!gate->release)
+    g_cond_wait (&gate->cond, &gate->lock);
+  g_mutex_unlock (&gate->lock);
+}
+
+static gpointer
+read_page_thread (gpointer data)
+{
+  Mapping *m = data;
+
+  return GUINT_TO_POINTER (raw_read (m->data));
+}
+
+/* When no page can be reclaimed, the error tells dirty pages from pages
+ * held otherwise (pinned, loading), and blames unsaved changes only when
+ * that is what fills the budget. */
+static void
+test_ram_full_message_true (void)
+{
+  BigfileRam *ram = bigfile_ram_new (4 * PS);
+  GError *error = NULL;
+  LoadGate gate = { 0 };
+  GThread *thread;
+  guint8 byte;
+  Mapping m;
+
+  g_test_summary ("A full budget's error counts dirty pages and held (pinned, loading) pages "
+                  "truthfully");
+
+  mapping_setup_in_ram (&m, ram, PS, 16, 16);
+
+  /* Two pinned clean pages and one dirty one, budget lowered to them. */
+  g_assert_true (bigfile_vma_pin (m.vma, 0, 2 * PS, FALSE, &error));
+  g_assert_no_error (error);
+  raw_write (m.data + 2 * PS, 0x22);
+  bigfile_ram_set_budget (ram, 3 * PS);
+  assert_states (&m, "LLD.");
+  g_assert_false (bigfile_vma_read_into (m.vma, 3 * PS, &byte, 1, &error));
+  g_assert_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL);
+  g_test_message ("%s", error->message);
+  g_assert_null (strstr (error->message, "full of unsaved changes"));
+  g_assert_nonnull (strstr (error->message, "none of the 3 pages"));
+  g_assert_nonnull (strstr (error->message, "(1 dirty; 2 clean but pinned, loading"));
+  g_assert_nonnull (strstr (error->message, "unpin"));
+  g_clear_error (&error);
+
+  /* Only dirty pages left: then it is unsaved changes. */
+  bigfile_vma_unpin (m.vma, 0, 2 * PS);
+  raw_write (m.data + 0 * PS, 0x00);
+  raw_write (m.data + 1 * PS, 0x11);
+  g_assert_false (bigfile_vma_read_into (m.vma, 3 * PS, &byte, 1, &error));
+  g_assert_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL);
+  g_assert_nonnull (strstr (error->message, "full of unsaved changes (3 dirty pages)"));
+  g_clear_error (&error);
+  g_assert_cmpuint (bigfile_handle_discard (m.handle), ==, 3);
+
+  /* A page that is loading holds the whole budget of one page. */
+  bigfile_ram_set_budget (ram, PS);
+  g_mutex_init (&gate.lock);
+  g_cond_init (&gate.cond);
+  test_mem_file_set_load_hook (m.file, gate_load, &gate);
+  thread = g_thread_new ("loader", read_page_thread, &m);
+  g_mutex_lock (&gate.lock);
+  while (!gate.entered)
+    g_cond_wait (&gate.cond, &gate.lock);
+  g_mutex_unlock (&gate.lock);
+  test_mem_file_set_load_hook (m.file, NULL, NULL);
+
+  g_assert_false (bigfile_vma_read_into (m.vma, 1 * PS, &byte, 1, &error));
+  g_assert_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL);
+  g_test_message ("%s", error->message);
+  g_assert_null (strstr (error->message, "unsaved"));
+  g_assert_nonnull (strstr (error->message, "(0 dirty; 1 clean but pinned, loading"));
+  g_clear_error (&error);
+
+  g_mutex_lock (&gate.lock);
+  gate.release = TRUE;
+  g_cond_broadcast (&gate.cond);
+  g_mutex_unlock (&gate.lock);
+  g_assert_cmpuint (GPOINTER_TO_UINT (g_thread_join (thread)), ==, test_mem_file_pattern (0, 0));
+  g_mutex_clear (&gate.lock);
+  g_cond_clear (&gate.cond);
+
+  mapping_teardown (&m);
+  g_object_unref (ram);
+}
+
 /* -- address space ---------------------------------------------------------- */
 
 /* The address space of the process, in bytes. */
@@ -556,6 +755,9 @@ main (int argc, char **argv)
   g_test_add_func ("/ram/properties", test_ram_properties);
 
   g_test_add_func ("/ram/reclaim/gives-back-all", test_reclaim_gives_back_all);
+  g_test_add_func ("/ram/budget/below-one-page", test_ram_budget_below_one_page);
+  g_test_add_func ("/ram/budget/smaller-than-block", test_ram_budget_smaller_than_block);
+  g_test_add_func ("/ram/budget/full-message-true", test_ram_full_message_true);
   g_test_add_func ("/ram/budget/grows", test_ram_budget_grows);
   g_test_add_func ("/ram/address-space/many-rams", test_ram_many_rams);
 

@@ -65,7 +65,8 @@ gconstpointer bf_thread_self (void);
  * allocation (FACTS.md: allocation dominates the cost of a fault); they count
  * against the budget and are punched out first when room is needed.
  *
- * Budget invariant (unless the budget was lowered below the dirty pages):
+ * Budget invariant (unless the budget was lowered below the pages that cannot
+ * be reclaimed: dirty, pinned, loading, or in a copy or store):
  *   ram->resident_bytes == sum (used + populated slots) * page_size <= budget
  */
 
@@ -95,7 +96,7 @@ struct _BfPool
 struct _BfRam
 {
   gint refs;
-  guint64 budget;
+  guint64 budget; /* >= bf_ram_min_budget () */
   guint64 resident_bytes;
   guint64 used_bytes;
   guint64 n_pages;
@@ -107,6 +108,8 @@ struct _BfRam
   gpointer reclaimed_data;
 };
 
+/* The pool of @page_size pages for a new handle.  Fails if the budget cannot
+ * hold one such page (every load would fail) or the pool cannot be made. */
 BfPool *bf_ram_get_pool (BfRam *ram, gsize page_size, GError **error);
 gboolean bf_ram_alloc_slot (BfRam *ram, BfPool *pool, guint64 *slot, GError **error);
 void bf_ram_free_slot (BfRam *ram, BfPool *pool, guint64 slot);

@@ -37,6 +37,9 @@
  * it is also the most that the first window segment maps. */
 #define POOL_GROW_BYTES ((gsize)2 << 20)
 
+/* The smallest page size there is (bf_page_size_is_valid()). */
+#define PAGE_SIZE_MIN ((gsize)4096)
+
 /* How much fresh memory one allocation populates ahead, at most. */
 #define POOL_POPULATE_BYTES ((gsize)256 << 10)
 
@@ -101,10 +104,32 @@ pool_new (BfRam *ram, gsize page_size, GError **error)
   return pool;
 }
 
+/* Say that a page of @page_size bytes cannot fit in the budget at all. */
+static void
+set_budget_too_small_error (BfRam *ram, gsize page_size, const char *what, GError **error)
+{
+  g_set_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL,
+               "%s: the RAM budget of %" G_GUINT64_FORMAT
+               " bytes is smaller than one page of %" G_GSIZE_FORMAT
+               " bytes: raise it to at least %" G_GSIZE_FORMAT " bytes",
+               what, ram->budget, page_size, page_size);
+}
+
 BfPool *
 bf_ram_get_pool (BfRam *ram, gsize page_size, GError **error)
 {
   BfPool *pool;
+
+  g_assert (bf_lock_held ());
+
+  /* Refused here rather than at the first fault: with a budget below one
+   * page, not a single page of the handle could ever load.  (The budget
+   * may still be lowered below it later; loads then say why they fail.) */
+  if (page_size > ram->budget)
+    {
+      set_budget_too_small_error (ram, page_size, "Cannot open a handle", error);
+      return NULL;
+    }
 
   for (guint i = 0; i < ram->pools->len; i++)
     {
@@ -296,10 +321,46 @@ ram_reclaim_one (BfRam *ram)
   return TRUE;
 }
 
+/* Say why no page of @page_size bytes can be had: every page in the budget
+ * is in use and none is reclaimable.  Dirty pages are counted; the other
+ * pages are clean but held: pinned, loading, or in a copy or store (an
+ * orphan, dropped while held, is one of those until let go). */
+static void
+set_full_error (BfRam *ram, gsize page_size, GError **error)
+{
+  guint64 held = ram->n_pages - ram->n_dirty;
+
+  if (held == 0)
+    g_set_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL,
+                 "No room for a page of %" G_GSIZE_FORMAT
+                 " bytes: the RAM budget of %" G_GUINT64_FORMAT
+                 " bytes is full of unsaved changes (%" G_GUINT64_FORMAT
+                 " dirty pages): write out or discard changes, or raise the budget",
+                 page_size, ram->budget, ram->n_dirty);
+  else
+    g_set_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL,
+                 "No room for a page of %" G_GSIZE_FORMAT " bytes: none of the %" G_GUINT64_FORMAT
+                 " pages in the RAM budget of %" G_GUINT64_FORMAT
+                 " bytes can be reclaimed (%" G_GUINT64_FORMAT " dirty; %" G_GUINT64_FORMAT
+                 " clean but pinned, loading, or in a copy or store): write out or discard "
+                 "changes, unpin pages, let loads finish, or raise the budget",
+                 page_size, ram->n_pages, ram->budget, ram->n_dirty, held);
+}
+
 gboolean
 bf_ram_alloc_slot (BfRam *ram, BfPool *pool, guint64 *slot, GError **error)
 {
   gsize ps = pool->page_size;
+
+  g_assert (bf_lock_held ());
+
+  /* The budget was lowered below one page after the handle was opened:
+   * reclaiming everything would not help. */
+  if (ps > ram->budget)
+    {
+      set_budget_too_small_error (ram, ps, "Cannot load a page", error);
+      return FALSE;
+    }
 
   for (;;)
     {
@@ -323,11 +384,7 @@ bf_ram_alloc_slot (BfRam *ram, BfPool *pool, guint64 *slot, GError **error)
       if (ram_reclaim_one (ram))
         continue;
 
-      g_set_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL,
-                   "The RAM budget of %" G_GUINT64_FORMAT " bytes is full of unsaved changes "
-                   "(%" G_GUINT64_FORMAT " dirty pages, %" G_GUINT64_FORMAT
-                   " pages in use): write out or discard changes, or raise the budget",
-                   ram->budget, ram->n_dirty, ram->n_pages);
+      set_full_error (ram, ps, error);
       return FALSE;
     }
 
@@ -362,15 +419,26 @@ ram_shrink_to_budget (BfRam *ram)
     }
 }
 
+guint64
+bf_ram_min_budget (void)
+{
+  long sys = sysconf (_SC_PAGESIZE);
+
+  return MAX (PAGE_SIZE_MIN, sys > 0 ? (gsize)sys : 0);
+}
+
 BfRam *
 bf_ram_new (guint64 budget, GError **error)
 {
   BfRam *ram;
 
-  if (budget == 0)
+  if (budget < bf_ram_min_budget ())
     {
       g_set_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FAILED,
-                   "A RAM budget must be at least one page");
+                   "A RAM budget of %" G_GUINT64_FORMAT
+                   " bytes cannot hold a single page: it must be at least %" G_GUINT64_FORMAT
+                   " bytes",
+                   budget, bf_ram_min_budget ());
       return NULL;
     }
 
@@ -422,7 +490,7 @@ bf_ram_set_reclaim_hook (BfRam *ram, void (*reclaimed) (gpointer data, guint n_p
 void
 bf_ram_set_budget (BfRam *ram, guint64 budget)
 {
-  g_return_if_fail (budget > 0);
+  g_return_if_fail (budget >= bf_ram_min_budget ());
 
   bf_lock ();
   ram->budget = budget;
