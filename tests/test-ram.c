@@ -741,6 +741,103 @@ test_ram_budget_grows (void)
   g_object_unref (ram);
 }
 
+/* -- reused slots ----------------------------------------------------------- */
+
+/* A C file whose raw load writes only the first half of its buffer, as a
+ * sparse format may: the rest must read as zeros. */
+#define TEST_TYPE_HALF_FILE (test_half_file_get_type ())
+G_DECLARE_FINAL_TYPE (TestHalfFile, test_half_file, TEST, HALF_FILE, GObject)
+
+struct _TestHalfFile
+{
+  GObject parent_instance;
+};
+
+static gsize
+test_half_file_get_block_size (BigfileFile *file)
+{
+  return PS;
+}
+
+static gboolean
+test_half_file_load_block_raw (BigfileFile *file, guint64 block, guint8 *buffer, gsize length,
+                               GError **error)
+{
+  memset (buffer, 0xab, length / 2);
+  return TRUE;
+}
+
+static void
+test_half_file_iface_init (BigfileFileInterface *iface)
+{
+  iface->get_block_size = test_half_file_get_block_size;
+  iface->load_block_raw = test_half_file_load_block_raw;
+}
+
+G_DEFINE_TYPE_WITH_CODE (TestHalfFile, test_half_file, G_TYPE_OBJECT,
+                         G_IMPLEMENT_INTERFACE (BIGFILE_TYPE_FILE, test_half_file_iface_init))
+
+static void
+test_half_file_class_init (TestHalfFileClass *klass)
+{
+}
+
+static void
+test_half_file_init (TestHalfFile *self)
+{
+}
+
+/* A page whose load writes only part of its buffer shows zeros in the rest,
+ * also when its slot last held another handle's page. */
+static void
+test_ram_reused_slot_cleared (void)
+{
+  BigfileRam *ram = bigfile_ram_new (PS);
+  BigfileFile *half = g_object_new (TEST_TYPE_HALF_FILE, NULL);
+  GError *error = NULL;
+  BigfileHandle *handle;
+  BigfileVma *vma;
+  GBytes *bytes;
+  const guint8 *data;
+  Mapping m;
+
+  g_test_summary ("A raw load that fills half its buffer leaves zeros in the other half, not "
+                  "the bytes of the page that used the slot before");
+
+  /* Another handle's page takes the budget's only slot. */
+  mapping_setup_in_ram (&m, ram, PS, 1, 1);
+  g_assert_cmpuint (raw_read (m.data + PS - 1), ==, test_mem_file_pattern (0, PS - 1));
+  g_assert_cmpuint (test_mem_file_pattern (0, PS - 1), !=, 0);
+
+  handle = bigfile_handle_new (half, ram, &error);
+  g_assert_no_error (error);
+  vma = bigfile_handle_map (handle, 0, 1, &error);
+  g_assert_no_error (error);
+  data = bigfile_vma_get_data (vma);
+  g_assert_cmpuint (raw_read (data), ==, 0xab);
+  /* The slot was reused: the other page had to go. */
+  assert_states (&m, ".");
+  for (gsize i = 0; i < PS; i++)
+    if (data[i] != (i < PS / 2 ? 0xab : 0))
+      g_error ("byte %" G_GSIZE_FORMAT " is 0x%02x, expected 0x%02x", i, data[i],
+               i < PS / 2 ? 0xab : 0);
+
+  /* The GBytes invoker gives the same. */
+  bytes = bigfile_file_load_block (half, 0, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (g_bytes_get_size (bytes), ==, PS);
+  g_assert_cmpmem (g_bytes_get_data (bytes, NULL), PS, data, PS);
+  g_bytes_unref (bytes);
+
+  bigfile_vma_unmap (vma);
+  g_object_unref (vma);
+  g_assert_true (bigfile_handle_close (handle));
+  g_object_unref (handle);
+  g_object_unref (half);
+  mapping_teardown (&m);
+  g_object_unref (ram);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -760,6 +857,7 @@ main (int argc, char **argv)
   g_test_add_func ("/ram/budget/full-message-true", test_ram_full_message_true);
   g_test_add_func ("/ram/budget/grows", test_ram_budget_grows);
   g_test_add_func ("/ram/address-space/many-rams", test_ram_many_rams);
+  g_test_add_func ("/ram/slot/reused-cleared", test_ram_reused_slot_cleared);
 
   return g_test_run ();
 }

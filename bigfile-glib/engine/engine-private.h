@@ -63,7 +63,9 @@ gconstpointer bf_thread_self (void);
  *
  * "populated" slots keep their shmem memory, so reusing them costs no page
  * allocation (FACTS.md: allocation dominates the cost of a fault); they count
- * against the budget and are punched out first when room is needed.
+ * against the budget and are punched out first when room is needed.  Their
+ * bytes are whatever their last page left: a load must overwrite all of them
+ * (BigfileFile's invoker clears the buffer for loads that may not).
  *
  * Budget invariant (unless the budget was lowered below the pages that cannot
  * be reclaimed: dirty, pinned, loading, or in a copy or store):
