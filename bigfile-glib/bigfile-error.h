@@ -28,8 +28,9 @@ G_BEGIN_DECLS
 /**
  * BigfileRamError:
  * @BIGFILE_RAM_ERROR_FULL: no page could be had within the budget, because
- *   every page in it is dirty (unsaved changes) or pinned. Write out or
- *   discard changes, or raise the budget.
+ *   every page in it is dirty (unsaved changes), pinned or busy loading or
+ *   storing, or because the budget is smaller than one page. Write out or
+ *   discard changes, unpin pages, or raise the budget.
  * @BIGFILE_RAM_ERROR_FAILED: the kernel refused page memory (memfd or mmap
  *   failed); the message holds the system error.
  *

@@ -61,7 +61,10 @@
  * or the raw-buffer methods (`load_block_raw` and `store_block_raw`), a C
  * fast path that saves a copy; each pair falls back on the other. A
  * read-only file may leave out both store methods. The #GBytes given to
- * `store_block` is the implementation's own: it may keep it.
+ * `store_block` is the implementation's own: it may keep it. The buffer
+ * given to `load_block_raw` holds zeros on entry, so a load may write only
+ * the bytes that are not zero, and whatever it leaves alone reads as zeros,
+ * never as another page's data.
  *
  * Loads run when a program touches a page that is not in memory, on the
  * thread that touched it, which may be any thread; stores run in
@@ -88,11 +91,11 @@
  *   return 64 * 1024;
  * }
  *
+ * // buffer holds zeros on entry: write only what is not zero.
  * static gboolean
  * my_file_load_block_raw (BigfileFile *file, guint64 block,
  *                         guint8 *buffer, gsize length, GError **error)
  * {
- *   memset (buffer, 0, length);
  *   if (block == 7)
  *     buffer[0] = 42;
  *   return TRUE;
@@ -188,7 +191,24 @@ call_load_block (BigfileFile *file, BigfileFileInterface *iface, guint64 block, 
   return bytes;
 }
 
-/* Calls the raw load method, making sure that a failure has an error. */
+/* Whether the raw load of @file is known to write every byte of its buffer,
+ * so that call_load_block_raw() need not clear it first. BigfileLocalFile
+ * (a final type) reads the block and zeroes what lies past the end of the
+ * file. */
+static gboolean
+raw_load_fills_buffer (BigfileFile *file)
+{
+  return BIGFILE_IS_LOCAL_FILE (file);
+}
+
+/* Calls the raw load method, making sure that a failure has an error, and
+ * that the buffer holds zeros on entry (the contract of load_block_raw in
+ * BigfileFileInterface): a handle's buffer is page memory that another
+ * page, maybe of another file, used last, and bytes a load leaves alone
+ * must not show that page. Clearing a buffer that the load then fills costs
+ * about 0.1 us for 4 KiB and 65 us for 2 MiB (it warms the cache for the
+ * load's writes), next to faults of about 15 us and 400 us; the
+ * implementations known to fill are spared it. */
 static gboolean
 call_load_block_raw (BigfileFile *file, BigfileFileInterface *iface, guint64 block, guint8 *buffer,
                      gsize length, GError **error)
@@ -196,6 +216,8 @@ call_load_block_raw (BigfileFile *file, BigfileFileInterface *iface, guint64 blo
   GError *local = NULL;
   gboolean ok;
 
+  if (!raw_load_fills_buffer (file))
+    memset (buffer, 0, length);
   ok = iface->load_block_raw (file, block, buffer, length, &local);
   return finish_call (file, "Loading", block, ok, local, error);
 }
@@ -500,9 +522,11 @@ bigfile_file_set_size (BigfileFile *file, guint64 size, GError **error)
  * bigfile_file_load_block() may cost. This is what a #BigfileHandle calls
  * to fill a page: C only.
  *
- * @buffer is filled whole: when @file implements only the #GBytes method and
- * gives less data, the rest is zeros; when it gives more than @length bytes,
- * this fails with %BIGFILE_FILE_ERROR_INVALID_DATA. On error the contents of
+ * @buffer is filled whole, whatever it held before: the raw method of @file
+ * gets it cleared (see #BigfileFileInterface), so bytes it does not write
+ * are zeros; when @file implements only the #GBytes method and gives less
+ * data, the rest is zeros; when it gives more than @length bytes, this
+ * fails with %BIGFILE_FILE_ERROR_INVALID_DATA. On error the contents of
  * @buffer are undefined.
  *
  * This does not ask @file for its block size, so it may run on any thread

@@ -25,7 +25,11 @@ G_DECLARE_INTERFACE (BigfileFile, bigfile_file, BIGFILE, FILE, GObject)
  * @load_block: returns the contents of a block as #GBytes (shorter data is
  *   padded with zeros, as past the end of a file). The method for bindings.
  * @store_block: stores a whole block given as #GBytes. The method for bindings.
- * @load_block_raw: C fast path of @load_block: fills @buffer with @length bytes.
+ * @load_block_raw: C fast path of @load_block: puts the block's @length
+ *   bytes in @buffer, which holds zeros on entry, so bytes it leaves alone
+ *   read as zeros (a sparse block may write only its data). It must not
+ *   keep @buffer past the call: it is page memory that serves other pages,
+ *   maybe of other files, afterwards.
  * @store_block_raw: C fast path of @store_block: stores @length bytes from @data.
  * @is_thread_safe: returns %TRUE if the load and store methods may be called
  *   from any thread, at once. Not implementing it means %FALSE: the methods

@@ -572,7 +572,9 @@ bigfile_handle_init (BigfileHandle *self)
  *
  * Opens @file: creates a handle with no page in memory yet. Its page size
  * is the block size of @file, which must be a power of two from 4 KiB to
- * 2 MiB (%BIGFILE_HANDLE_ERROR_INVALID_BLOCK_SIZE otherwise).
+ * 2 MiB (%BIGFILE_HANDLE_ERROR_INVALID_BLOCK_SIZE otherwise). The budget
+ * of @ram must hold at least one such page (%BIGFILE_RAM_ERROR_FULL
+ * otherwise: no page could ever load).
  *
  * The handle keeps references on @file and @ram. Several handles may share
  * one @ram, and several handles may open the same @file: each is its own

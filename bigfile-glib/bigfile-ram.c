@@ -77,7 +77,7 @@ struct _BigfileRam
   GObject parent_instance;
 
   /* The engine's RAM; NULL only if bf_ram_new() failed at construction,
-   * which it does only on absurd input (a critical was emitted then). */
+   * which it cannot with a budget that passed budget_is_valid(). */
   BfRam *engine;
   gboolean constructed;
 
@@ -150,6 +150,14 @@ static guint64
 resolve_budget (guint64 budget)
 {
   return budget != 0 ? budget : default_budget ();
+}
+
+/* 0 (the default) or enough for one page of the smallest size: a budget
+ * below that could never hold a page, and every load would fail. */
+static gboolean
+budget_is_valid (guint64 budget)
+{
+  return budget == 0 || budget >= bf_ram_min_budget ();
 }
 
 /* Engine lock held, any thread, maybe in the fault handler: note and wake. */
@@ -296,8 +304,20 @@ bigfile_ram_set_property (GObject *object, guint prop_id, const GValue *value, G
     {
       case PROP_BUDGET:
         if (!self->constructed)
-          /* constructed() makes the engine with this budget. */
-          self->budget = resolve_budget (g_value_get_uint64 (value));
+          {
+            guint64 budget = g_value_get_uint64 (value);
+
+            /* constructed() makes the engine with this budget; an invalid
+             * one leaves the default, as a setter's g_return_if_fail()
+             * would leave the budget unchanged. */
+            if (budget_is_valid (budget))
+              self->budget = resolve_budget (budget);
+            else
+              g_critical ("BigfileRam:budget of %" G_GUINT64_FORMAT
+                          " bytes cannot hold a single page: it must be 0 (the default) or at "
+                          "least %" G_GUINT64_FORMAT " bytes; using the default",
+                          budget, bf_ram_min_budget ());
+          }
         else
           bigfile_ram_set_budget (self, g_value_get_uint64 (value));
         break;
@@ -330,7 +350,14 @@ bigfile_ram_class_init (BigfileRamClass *klass)
    *
    * The most bytes of pages held at once. Setting 0 selects the default,
    * a quarter of the machine's physical memory; reading gives the budget in
-   * force, never 0.
+   * force, never 0. Any other value must hold at least one page of the
+   * smallest size, 4 KiB (or the system's page size, if larger): smaller
+   * values are a programmer error, refused with a critical warning.
+   *
+   * A handle needs room for one page of its own size: bigfile_handle_new()
+   * fails with %BIGFILE_RAM_ERROR_FULL when the budget is smaller than one
+   * block of its file, and so do its loads if the budget is lowered below
+   * that later.
    *
    * Lowering the budget below what is in use makes room by dropping clean
    * pages; dirty and pinned pages stay until written out, discarded or
@@ -416,11 +443,12 @@ bigfile_ram_init (BigfileRam *self)
 
 /**
  * bigfile_ram_new:
- * @budget: the most bytes of pages to hold at once, or 0 for a quarter of
- *   physical memory
+ * @budget: the most bytes of pages to hold at once, at least 4 KiB (or the
+ *   system's page size, if larger), or 0 for a quarter of physical memory
  *
  * Creates page memory with a budget, to be shared by one or more
- * #BigfileHandle.
+ * #BigfileHandle. Each handle needs a budget of at least one block of its
+ * file (see #BigfileRam:budget).
  *
  * The budget is a limit, not a reservation: memory is taken as pages are
  * loaded, and given back as they are reclaimed.
@@ -432,6 +460,8 @@ bigfile_ram_init (BigfileRam *self)
 BigfileRam *
 bigfile_ram_new (guint64 budget)
 {
+  g_return_val_if_fail (budget_is_valid (budget), NULL);
+
   return g_object_new (BIGFILE_TYPE_RAM, "budget", budget, NULL);
 }
 
@@ -462,13 +492,16 @@ bigfile_ram_get_budget (BigfileRam *ram)
 /**
  * bigfile_ram_set_budget:
  * @ram: a #BigfileRam
- * @budget: the most bytes of pages to hold at once, or 0 for a quarter of
- *   physical memory
+ * @budget: the most bytes of pages to hold at once, at least 4 KiB (or the
+ *   system's page size, if larger), or 0 for a quarter of physical memory
  *
  * Changes the budget. Lowering it below what is in use drops clean pages
- * (least recently used first) until the use fits, or until only dirty and
- * pinned pages are left: those stay until written out, discarded or
- * unpinned, and new loads fail with %BIGFILE_RAM_ERROR_FULL meanwhile.
+ * (least recently used first) until the use fits, or until only dirty,
+ * pinned and loading pages are left: those stay until written out,
+ * discarded, unpinned or loaded, and new loads fail with
+ * %BIGFILE_RAM_ERROR_FULL meanwhile. Loads of a handle whose pages are
+ * larger than the new budget fail with %BIGFILE_RAM_ERROR_FULL until it is
+ * raised again.
  *
  * Since: 1.0
  */
@@ -478,6 +511,7 @@ bigfile_ram_set_budget (BigfileRam *ram, guint64 budget)
   gboolean changed;
 
   g_return_if_fail (BIGFILE_IS_RAM (ram));
+  g_return_if_fail (budget_is_valid (budget));
 
   budget = resolve_budget (budget);
 

@@ -12,9 +12,13 @@
  */
 #include "config.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "test-util.h"
+
+/* After test-util.h (bigfile.h): the pools' window, for the segment checks. */
+#include "engine/engine-private.h"
 
 #define PS ((gsize)4096)
 
@@ -424,6 +428,416 @@ test_reclaim_gives_back_all (void)
     }
 }
 
+/* -- budgets too small for a page ------------------------------------------- */
+
+/* A budget that cannot hold a page of the smallest size is refused at the
+ * API: a programmer error, as every load would fail. 0 means the default. */
+static void
+test_ram_budget_below_one_page (void)
+{
+  guint64 min = bf_ram_min_budget ();
+  BigfileRam *ram;
+  GError *error = NULL;
+
+  g_test_summary ("A budget below the smallest page size is refused by bigfile_ram_new(), the "
+                  "budget property and bigfile_ram_set_budget(), and by the engine");
+  g_assert_cmpuint (min, >=, 4096);
+
+  g_test_expect_message ("Bigfile", G_LOG_LEVEL_CRITICAL, "*budget_is_valid*");
+  ram = bigfile_ram_new (min - 1);
+  g_test_assert_expected_messages ();
+  g_assert_null (ram);
+
+  /* As a construct property: a critical that names the remedy, and the
+   * default budget. */
+  g_test_expect_message ("Bigfile", G_LOG_LEVEL_CRITICAL, "*cannot hold a single page*");
+  ram = g_object_new (BIGFILE_TYPE_RAM, "budget", (guint64)100, NULL);
+  g_test_assert_expected_messages ();
+  g_assert_cmpuint (bigfile_ram_get_budget (ram), >=, min);
+  g_object_unref (ram);
+
+  /* Set later: refused, the budget stays. */
+  ram = bigfile_ram_new (min);
+  g_assert_cmpuint (bigfile_ram_get_budget (ram), ==, min);
+  g_test_expect_message ("Bigfile", G_LOG_LEVEL_CRITICAL, "*budget_is_valid*");
+  bigfile_ram_set_budget (ram, 1);
+  g_test_assert_expected_messages ();
+  g_test_expect_message ("Bigfile", G_LOG_LEVEL_CRITICAL, "*budget_is_valid*");
+  g_object_set (ram, "budget", (guint64)(min - 1), NULL);
+  g_test_assert_expected_messages ();
+  g_assert_cmpuint (bigfile_ram_get_budget (ram), ==, min);
+  {
+    BfRamStats stats;
+
+    bf_ram_get_stats (_bigfile_ram_get_engine (ram), &stats);
+    g_assert_cmpuint (stats.budget, ==, min);
+  }
+  g_object_unref (ram);
+
+  /* The engine says why. */
+  g_assert_null (bf_ram_new (min - 1, &error));
+  g_assert_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FAILED);
+  g_assert_nonnull (strstr (error->message, "cannot hold a single page"));
+  g_clear_error (&error);
+}
+
+/* A handle whose pages do not fit in the budget cannot be opened; and when
+ * the budget is lowered below its page size later, its loads say so
+ * instead of blaming unsaved changes. */
+static void
+test_ram_budget_smaller_than_block (void)
+{
+  const gsize large = 64 * 1024;
+  BigfileRam *ram = bigfile_ram_new (16 * 1024);
+  TestMemFile *file = test_mem_file_new (large, 4);
+  GError *error = NULL;
+  BigfileHandle *handle;
+  Mapping m;
+  guint8 byte;
+
+  g_test_summary ("bigfile_handle_new() refuses a RAM whose budget is smaller than one block of "
+                  "the file, and a fault after the budget was lowered below one page says so");
+
+  handle = bigfile_handle_new (BIGFILE_FILE (file), ram, &error);
+  g_assert_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL);
+  g_assert_null (handle);
+  g_assert_nonnull (strstr (error->message, "16384 bytes is smaller than one page of 65536 bytes"));
+  g_clear_error (&error);
+  g_object_unref (file);
+
+  /* Pages of 16 KiB fit; lowered to 8 KiB, they do not any more. */
+  mapping_setup_in_ram (&m, ram, 16 * 1024, 4, 4);
+  g_assert_cmpuint (raw_read (m.data + 1), ==, test_mem_file_pattern (0, 1));
+  bigfile_ram_set_budget (ram, 8 * 1024);
+  assert_states (&m, "....");
+  g_assert_false (bigfile_vma_read_into (m.vma, 0, &byte, 1, &error));
+  g_assert_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL);
+  g_assert_nonnull (strstr (error->message, "8192 bytes is smaller than one page of 16384 bytes"));
+  g_assert_null (strstr (error->message, "unsaved"));
+  g_clear_error (&error);
+
+  /* Raised again, it works. */
+  bigfile_ram_set_budget (ram, 16 * 1024);
+  g_assert_cmpuint (raw_read (m.data + 2), ==, test_mem_file_pattern (0, 2));
+
+  mapping_teardown (&m);
+  g_object_unref (ram);
+}
+
+typedef struct
+{
+  GMutex lock;
+  GCond cond;
+  gboolean entered, release;
+} LoadGate;
+
+/* A load hook that holds the load until the test releases it. */
+static void
+gate_load (TestMemFile *file, guint64 block, gpointer user_data)
+{
+  LoadGate *gate = user_data;
+
+  g_mutex_lock (&gate->lock);
+  gate->entered = TRUE;
+  g_cond_broadcast (&gate->cond);
+  while (!gate->release)
+    g_cond_wait (&gate->cond, &gate->lock);
+  g_mutex_unlock (&gate->lock);
+}
+
+static gpointer
+read_page_thread (gpointer data)
+{
+  Mapping *m = data;
+
+  return GUINT_TO_POINTER (raw_read (m->data));
+}
+
+/* When no page can be reclaimed, the error tells dirty pages from pages
+ * held otherwise (pinned, loading), and blames unsaved changes only when
+ * that is what fills the budget. */
+static void
+test_ram_full_message_true (void)
+{
+  BigfileRam *ram = bigfile_ram_new (4 * PS);
+  GError *error = NULL;
+  LoadGate gate = { 0 };
+  GThread *thread;
+  guint8 byte;
+  Mapping m;
+
+  g_test_summary ("A full budget's error counts dirty pages and held (pinned, loading) pages "
+                  "truthfully");
+
+  mapping_setup_in_ram (&m, ram, PS, 16, 16);
+
+  /* Two pinned clean pages and one dirty one, budget lowered to them. */
+  g_assert_true (bigfile_vma_pin (m.vma, 0, 2 * PS, FALSE, &error));
+  g_assert_no_error (error);
+  raw_write (m.data + 2 * PS, 0x22);
+  bigfile_ram_set_budget (ram, 3 * PS);
+  assert_states (&m, "LLD.");
+  g_assert_false (bigfile_vma_read_into (m.vma, 3 * PS, &byte, 1, &error));
+  g_assert_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL);
+  g_test_message ("%s", error->message);
+  g_assert_null (strstr (error->message, "full of unsaved changes"));
+  g_assert_nonnull (strstr (error->message, "none of the 3 pages"));
+  g_assert_nonnull (strstr (error->message, "(1 dirty; 2 clean but pinned, loading"));
+  g_assert_nonnull (strstr (error->message, "unpin"));
+  g_clear_error (&error);
+
+  /* Only dirty pages left: then it is unsaved changes. */
+  bigfile_vma_unpin (m.vma, 0, 2 * PS);
+  raw_write (m.data + 0 * PS, 0x00);
+  raw_write (m.data + 1 * PS, 0x11);
+  g_assert_false (bigfile_vma_read_into (m.vma, 3 * PS, &byte, 1, &error));
+  g_assert_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL);
+  g_assert_nonnull (strstr (error->message, "full of unsaved changes (3 dirty pages)"));
+  g_clear_error (&error);
+  g_assert_cmpuint (bigfile_handle_discard (m.handle), ==, 3);
+
+  /* A page that is loading holds the whole budget of one page. */
+  bigfile_ram_set_budget (ram, PS);
+  g_mutex_init (&gate.lock);
+  g_cond_init (&gate.cond);
+  test_mem_file_set_load_hook (m.file, gate_load, &gate);
+  thread = g_thread_new ("loader", read_page_thread, &m);
+  g_mutex_lock (&gate.lock);
+  while (!gate.entered)
+    g_cond_wait (&gate.cond, &gate.lock);
+  g_mutex_unlock (&gate.lock);
+  test_mem_file_set_load_hook (m.file, NULL, NULL);
+
+  g_assert_false (bigfile_vma_read_into (m.vma, 1 * PS, &byte, 1, &error));
+  g_assert_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL);
+  g_test_message ("%s", error->message);
+  g_assert_null (strstr (error->message, "unsaved"));
+  g_assert_nonnull (strstr (error->message, "(0 dirty; 1 clean but pinned, loading"));
+  g_clear_error (&error);
+
+  g_mutex_lock (&gate.lock);
+  gate.release = TRUE;
+  g_cond_broadcast (&gate.cond);
+  g_mutex_unlock (&gate.lock);
+  g_assert_cmpuint (GPOINTER_TO_UINT (g_thread_join (thread)), ==, test_mem_file_pattern (0, 0));
+  g_mutex_clear (&gate.lock);
+  g_cond_clear (&gate.cond);
+
+  mapping_teardown (&m);
+  g_object_unref (ram);
+}
+
+/* -- address space ---------------------------------------------------------- */
+
+/* The address space of the process, in bytes. */
+static guint64
+vm_size (void)
+{
+  g_autofree char *status = NULL;
+  const char *line;
+  guint64 kib;
+
+  g_assert_true (g_file_get_contents ("/proc/self/status", &status, NULL, NULL));
+  line = strstr (status, "\nVmSize:");
+  g_assert_nonnull (line);
+  g_assert_cmpint (sscanf (line, "\nVmSize: %" G_GUINT64_FORMAT " kB", &kib), ==, 1);
+  return kib * 1024;
+}
+
+#define MANY_RAMS 1000
+
+/* A RAM takes address space in proportion to its use, not a fixed huge
+ * reservation: a thousand small RAMs, each with a handle in use, fit. */
+static void
+test_ram_many_rams (void)
+{
+  Mapping *m = g_new0 (Mapping, MANY_RAMS);
+  const guint64 budget = 4 * PS, n_pages = 8;
+  guint64 before, after;
+
+  g_test_summary ("A thousand RAMs with small budgets, each with a handle, work in one process "
+                  "and take address space in proportion to their budgets");
+
+  before = vm_size ();
+  for (guint i = 0; i < MANY_RAMS; i++)
+    {
+      mapping_setup (&m[i], PS, n_pages, n_pages, budget);
+      for (guint64 p = 0; p < n_pages; p++)
+        g_assert_cmpuint (raw_read (m[i].data + p * PS + i), ==, test_mem_file_pattern (p, i));
+      assert_within_budget (m[i].ram);
+    }
+  after = vm_size ();
+
+  /* Per RAM: its window (the budget), the mapping (8 pages), the file's
+   * blocks on the heap (8 pages) and small objects: a few times the budget,
+   * where a fixed reservation took up to 1 TiB. */
+  g_test_message ("address space: %" G_GUINT64_FORMAT " bytes per RAM of %" G_GUINT64_FORMAT
+                  "-byte budget",
+                  (after - before) / MANY_RAMS, budget);
+  g_assert_cmpuint ((after - before) / MANY_RAMS, <=, 16 * budget);
+
+  /* All still work, in any order. */
+  for (guint i = MANY_RAMS; i-- > 0;)
+    g_assert_cmpuint (raw_read (m[i].data + 1), ==, test_mem_file_pattern (0, 1));
+  for (guint i = 0; i < MANY_RAMS; i++)
+    mapping_teardown (&m[i]);
+  g_free (m);
+}
+
+/* A RAM whose budget grows long after it started small uses pages in later
+ * window segments: every page shows the right bytes through the window
+ * (copies, stores) and through the mapping, and the window stays within
+ * twice what is used. */
+static void
+test_ram_budget_grows (void)
+{
+  const guint64 n_pages = 8192; /* 32 MiB of 4 KiB pages */
+  BigfileRam *ram = bigfile_ram_new (1 << 20);
+  GError *error = NULL;
+  BfRam *engine = _bigfile_ram_get_engine (ram);
+  BfPool *pool;
+  Mapping m;
+
+  g_test_summary ("A RAM whose budget grows from 1 MiB to 32 MiB loads, copies and stores "
+                  "pages in every window segment");
+
+  mapping_setup_in_ram (&m, ram, PS, n_pages, n_pages);
+  for (guint64 p = 0; p < 256; p++)
+    g_assert_cmpuint (raw_read (m.data + p * PS + p), ==, test_mem_file_pattern (p, p));
+  g_assert_cmpuint (engine->pools->len, ==, 1);
+  pool = g_ptr_array_index (engine->pools, 0);
+  g_assert_cmpuint (pool->n_segments, ==, 1);
+  g_assert_cmpuint (pool->capacity, ==, 256);
+
+  bigfile_ram_set_budget (ram, n_pages * PS);
+  for (guint64 p = 0; p < n_pages; p++)
+    g_assert_cmpuint (raw_read (m.data + p * PS + p % PS), ==, test_mem_file_pattern (p, p % PS));
+  g_assert_cmpuint (bigfile_ram_get_n_pages (ram), ==, n_pages);
+  g_assert_cmpuint (pool->n_segments, >, 5);
+  g_assert_cmpuint (pool->capacity, <=, 2 * n_pages + 256);
+
+  /* Copies go through the window: each page's bytes, at both ends. */
+  for (guint64 p = 0; p < n_pages; p++)
+    {
+      guint8 bytes[2];
+
+      g_assert_true (bigfile_vma_read_into (m.vma, p * PS, &bytes[0], 1, &error));
+      g_assert_true (bigfile_vma_read_into (m.vma, p * PS + PS - 1, &bytes[1], 1, &error));
+      g_assert_no_error (error);
+      g_assert_cmpuint (bytes[0], ==, test_mem_file_pattern (p, 0));
+      g_assert_cmpuint (bytes[1], ==, test_mem_file_pattern (p, PS - 1));
+    }
+
+  /* So do stores: written through the mapping, stored from the window. */
+  for (guint64 p = 0; p < n_pages; p += 61)
+    raw_write (m.data + p * PS + 7, (guint8)(p ^ 0x5a));
+  g_assert_true (bigfile_handle_writeout (m.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_no_error (error);
+  for (guint64 p = 0; p < n_pages; p++)
+    g_assert_cmpuint (test_mem_file_peek (m.file, p)[7], ==,
+                      p % 61 == 0 ? (guint8)(p ^ 0x5a) : test_mem_file_pattern (p, 7));
+
+  mapping_teardown (&m);
+  g_object_unref (ram);
+}
+
+/* -- reused slots ----------------------------------------------------------- */
+
+/* A C file whose raw load writes only the first half of its buffer, as a
+ * sparse format may: the rest must read as zeros. */
+#define TEST_TYPE_HALF_FILE (test_half_file_get_type ())
+G_DECLARE_FINAL_TYPE (TestHalfFile, test_half_file, TEST, HALF_FILE, GObject)
+
+struct _TestHalfFile
+{
+  GObject parent_instance;
+};
+
+static gsize
+test_half_file_get_block_size (BigfileFile *file)
+{
+  return PS;
+}
+
+static gboolean
+test_half_file_load_block_raw (BigfileFile *file, guint64 block, guint8 *buffer, gsize length,
+                               GError **error)
+{
+  memset (buffer, 0xab, length / 2);
+  return TRUE;
+}
+
+static void
+test_half_file_iface_init (BigfileFileInterface *iface)
+{
+  iface->get_block_size = test_half_file_get_block_size;
+  iface->load_block_raw = test_half_file_load_block_raw;
+}
+
+G_DEFINE_TYPE_WITH_CODE (TestHalfFile, test_half_file, G_TYPE_OBJECT,
+                         G_IMPLEMENT_INTERFACE (BIGFILE_TYPE_FILE, test_half_file_iface_init))
+
+static void
+test_half_file_class_init (TestHalfFileClass *klass)
+{
+}
+
+static void
+test_half_file_init (TestHalfFile *self)
+{
+}
+
+/* A page whose load writes only part of its buffer shows zeros in the rest,
+ * also when its slot last held another handle's page. */
+static void
+test_ram_reused_slot_cleared (void)
+{
+  BigfileRam *ram = bigfile_ram_new (PS);
+  BigfileFile *half = g_object_new (TEST_TYPE_HALF_FILE, NULL);
+  GError *error = NULL;
+  BigfileHandle *handle;
+  BigfileVma *vma;
+  GBytes *bytes;
+  const guint8 *data;
+  Mapping m;
+
+  g_test_summary ("A raw load that fills half its buffer leaves zeros in the other half, not "
+                  "the bytes of the page that used the slot before");
+
+  /* Another handle's page takes the budget's only slot. */
+  mapping_setup_in_ram (&m, ram, PS, 1, 1);
+  g_assert_cmpuint (raw_read (m.data + PS - 1), ==, test_mem_file_pattern (0, PS - 1));
+  g_assert_cmpuint (test_mem_file_pattern (0, PS - 1), !=, 0);
+
+  handle = bigfile_handle_new (half, ram, &error);
+  g_assert_no_error (error);
+  vma = bigfile_handle_map (handle, 0, 1, &error);
+  g_assert_no_error (error);
+  data = bigfile_vma_get_data (vma);
+  g_assert_cmpuint (raw_read (data), ==, 0xab);
+  /* The slot was reused: the other page had to go. */
+  assert_states (&m, ".");
+  for (gsize i = 0; i < PS; i++)
+    if (data[i] != (i < PS / 2 ? 0xab : 0))
+      g_error ("byte %" G_GSIZE_FORMAT " is 0x%02x, expected 0x%02x", i, data[i],
+               i < PS / 2 ? 0xab : 0);
+
+  /* The GBytes invoker gives the same. */
+  bytes = bigfile_file_load_block (half, 0, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (g_bytes_get_size (bytes), ==, PS);
+  g_assert_cmpmem (g_bytes_get_data (bytes, NULL), PS, data, PS);
+  g_bytes_unref (bytes);
+
+  bigfile_vma_unmap (vma);
+  g_object_unref (vma);
+  g_assert_true (bigfile_handle_close (handle));
+  g_object_unref (handle);
+  g_object_unref (half);
+  mapping_teardown (&m);
+  g_object_unref (ram);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -438,6 +852,12 @@ main (int argc, char **argv)
   g_test_add_func ("/ram/properties", test_ram_properties);
 
   g_test_add_func ("/ram/reclaim/gives-back-all", test_reclaim_gives_back_all);
+  g_test_add_func ("/ram/budget/below-one-page", test_ram_budget_below_one_page);
+  g_test_add_func ("/ram/budget/smaller-than-block", test_ram_budget_smaller_than_block);
+  g_test_add_func ("/ram/budget/full-message-true", test_ram_full_message_true);
+  g_test_add_func ("/ram/budget/grows", test_ram_budget_grows);
+  g_test_add_func ("/ram/address-space/many-rams", test_ram_many_rams);
+  g_test_add_func ("/ram/slot/reused-cleared", test_ram_reused_slot_cleared);
 
   return g_test_run ();
 }

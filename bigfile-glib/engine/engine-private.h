@@ -95,10 +95,25 @@ BfThread *bf_thread_self (void);
 
 /* -- RAM: pools of page memory (ram.c) -------------------------------------
  *
- * A pool holds the pages of one size in one memfd (never a named file).  The
- * whole memfd is mapped read-write once, in a window reserved at pool
- * creation: loads and stores work on the window, VMAs map single slots of the
- * memfd.  A slot is the memfd range [slot * page_size, +page_size).
+ * A pool holds the pages of one size in one memfd (never a named file).  A
+ * slot is the memfd range [slot * page_size, +page_size).  VMAs map single
+ * slots of the memfd; loads, stores and copies work on the pool's own
+ * read-write view of it, its window, at bf_pool_slot_addr().
+ *
+ * The window is made of segments that are never moved or unmapped while the
+ * pool lives (loads, stores and copies use slot addresses with the engine
+ * lock released).  It grows a segment at a time, each twice as long as the
+ * one before, so it takes address space in proportion to the slots in use
+ * (at most about twice) and the pools of a thousand small RAMs fit:
+ *
+ *   slots    [0, S)   [S, 3S)   [3S, 7S)          [(2^k - 1) S, (2^(k+1) - 1) S)
+ *   window   seg 0    seg 1     seg 2      ...    seg k
+ *            S slots  2S slots  4S slots          2^k S slots, S = 1 << seg0_shift
+ *
+ * Slot s lies in segment k = floor (log2 (s / S + 1)), found with one bit
+ * scan.  Segments need not be next to each other in the address space: only
+ * the engine's window is split, never a VMA's mapping of consecutive slots,
+ * which maps the memfd itself and stays one kernel mapping across segments.
  *
  * Each slot is in one of three states:
  *
@@ -108,22 +123,36 @@ BfThread *bf_thread_self (void);
  *
  * "populated" slots keep their shmem memory, so reusing them costs no page
  * allocation (FACTS.md: allocation dominates the cost of a fault); they count
- * against the budget and are punched out first when room is needed.
+ * against the budget and are punched out first when room is needed.  Their
+ * bytes are whatever their last page left: a load must overwrite all of them
+ * (BigfileFile's invoker clears the buffer for loads that may not).
  *
- * Budget invariant (unless the budget was lowered below the dirty pages):
+ * Budget invariant (unless the budget was lowered below the pages that cannot
+ * be reclaimed: dirty, pinned, loading, or in a copy or store):
  *   ram->resident_bytes == sum (used + populated slots) * page_size <= budget
  */
+
+/* Segments a pool can have: S * (2^48 - 1) slots of at least 4 KiB is far
+ * more than any address space, so mmap() fails long before. */
+#define BF_POOL_MAX_SEGMENTS 48
+
 struct _BfPool
 {
-  /* Immutable. */
+  /* Immutable (after pool_new()). */
   BfRam *ram;
   gsize page_size;
   int memfd;
-  guint8 *window;   /* RW view of the memfd, reserved for capacity slots */
-  guint64 capacity; /* slots the reservation can hold */
+  guint seg0_shift; /* segment 0 has 1 << seg0_shift slots */
 
-  /* Engine lock. */
-  guint64 n_slots;   /* slots the memfd is long and the window maps */
+  /* Engine lock.  Segments only ever get added; an element of seg_bias is
+   * written once, before any slot of its segment is handed out, so
+   * bf_pool_slot_addr() may read it for a slot it holds without the lock. */
+  guint n_segments;
+  /* Segment k's address minus (first slot of k) * page_size, modulo 2^64:
+   * slot s of segment k is at seg_bias[k] + s * page_size. */
+  guintptr seg_bias[BF_POOL_MAX_SEGMENTS];
+  guint64 capacity; /* slots the segments map (and the memfd is long) */
+  guint64 n_slots;  /* slots made holes so far: [0, n_slots) exist */
   GArray *populated; /* free slots with memory, guint64, next to use last */
   GArray *holes;     /* free slots without memory, guint64, next to use last */
 };
@@ -132,7 +161,7 @@ struct _BfRam
 {
   /* All under the engine lock. */
   gint refs;
-  guint64 budget;
+  guint64 budget; /* >= bf_ram_min_budget () */
   guint64 resident_bytes;
   guint64 used_bytes;
   guint64 n_pages;
@@ -147,16 +176,31 @@ struct _BfRam
   gpointer reclaimed_data;
 };
 
+/* The pool of @page_size pages for a new handle.  Fails if the budget cannot
+ * hold one such page (every load would fail) or the pool cannot be made. */
 BfPool *bf_ram_get_pool (BfRam *ram, gsize page_size, GError **error);
 gboolean bf_ram_alloc_slot (BfRam *ram, BfPool *pool, guint64 *slot, GError **error);
 void bf_ram_free_slot (BfRam *ram, BfPool *pool, guint64 slot);
 void bf_ram_ref (BfRam *ram);
 void bf_ram_unref_locked (BfRam *ram);
 
-static inline guint8 *
-bf_pool_slot_addr (BfPool *pool, guint64 slot)
+/* The segment slot @slot lies in (see the diagram above). */
+static inline guint
+bf_pool_slot_segment (const BfPool *pool, guint64 slot)
 {
-  return pool->window + slot * pool->page_size;
+  /* floor (log2 (x)) of x >= 1; a GCC/Clang builtin, as the engine is
+   * Linux-only (g_bit_storage() loops in unoptimized builds). */
+  return 63 - (guint)__builtin_clzll ((slot >> pool->seg0_shift) + 1);
+}
+
+/* The window address of @slot, which must be below pool->n_slots.  On the
+ * fault path: a shift, a bit scan, a load and a multiply-add.  The address
+ * stays valid while the pool lives, also with the lock released. */
+static inline guint8 *
+bf_pool_slot_addr (const BfPool *pool, guint64 slot)
+{
+  return (guint8 *)(pool->seg_bias[bf_pool_slot_segment (pool, slot)]
+                    + (guintptr)(slot * pool->page_size));
 }
 
 /* -- handles (handle.c) -----------------------------------------------------

@@ -113,7 +113,9 @@ typedef struct
   guint64 n_reclaimed;    /* pages reclaimed since creation */
 } BfRamStats;
 
-/* RAM */
+/* RAM.  A budget is at least bf_ram_min_budget(), the smallest page size
+ * there is: bf_ram_new() fails below it, bf_ram_set_budget() refuses it. */
+guint64 bf_ram_min_budget (void);
 BfRam *bf_ram_new (guint64 budget, GError **error);
 void bf_ram_unref (BfRam *ram);
 void bf_ram_set_budget (BfRam *ram, guint64 budget);

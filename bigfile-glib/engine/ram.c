@@ -4,9 +4,10 @@
  *
  * Page memory lives in memfds (anonymous shared memory: no name in any file
  * system, so no other process can open it), one pool per page size.  A pool's
- * memfd is mapped read-write once into a window whose address range is
- * reserved up front, so growing the pool never moves memory the engine is
- * using.  See engine-private.h for the slot states and the budget invariant.
+ * memfd is mapped read-write into a window of segments that double in size
+ * as the pool grows, so growing never moves memory the engine is using and
+ * a pool takes address space in proportion to its use.  See
+ * engine-private.h for the window, the slot states and the budget invariant.
  *
  * Allocation order (bf_ram_alloc_slot), cheapest first:
  *   1. a populated free slot of the pool: its memory is already allocated;
@@ -32,23 +33,39 @@
 #define MADV_POPULATE_WRITE 23
 #endif
 
-/* Address space reserved for one pool's window: the most memory one page
- * size can ever use.  Reserving costs nothing but address space (PROT_NONE,
- * MAP_NORESERVE); we halve it until the kernel agrees. */
-#define POOL_RESERVE_MAX ((guint64)1 << 40) /* 1 TiB */
-#define POOL_RESERVE_MIN ((guint64)1 << 30) /* 1 GiB */
-
-/* The memfd grows by this much at a time (or one page, if larger). */
+/* New holes are made this many bytes at a time (or one page, if larger);
+ * it is also the most that the first window segment maps. */
 #define POOL_GROW_BYTES ((gsize)2 << 20)
+
+/* The smallest page size there is (bf_page_size_is_valid()). */
+#define PAGE_SIZE_MIN ((gsize)4096)
 
 /* How much fresh memory one allocation populates ahead, at most. */
 #define POOL_POPULATE_BYTES ((gsize)256 << 10)
 
+/* The first slot of segment @k, and the first slot past it. */
+static inline guint64
+pool_segment_start (const BfPool *pool, guint k)
+{
+  return (((guint64)1 << k) - 1) << pool->seg0_shift;
+}
+
+static inline guint64
+pool_segment_end (const BfPool *pool, guint k)
+{
+  return pool_segment_start (pool, k + 1);
+}
+
 static void
 pool_free (BfPool *pool)
 {
-  if (pool->window != NULL)
-    munmap (pool->window, pool->capacity * pool->page_size);
+  for (guint k = 0; k < pool->n_segments; k++)
+    {
+      guint64 start = pool_segment_start (pool, k);
+
+      munmap ((guint8 *)(pool->seg_bias[k] + (guintptr)(start * pool->page_size)),
+              (pool_segment_end (pool, k) - start) * pool->page_size);
+    }
   if (pool->memfd >= 0)
     close (pool->memfd);
   g_array_unref (pool->populated);
@@ -61,10 +78,15 @@ pool_new (BfRam *ram, gsize page_size, GError **error)
 {
   BfPool *pool = g_new0 (BfPool, 1);
   char name[64];
-  guint64 reserve;
+  guint64 seg0;
 
   pool->ram = ram;
   pool->page_size = page_size;
+  /* The first segment holds the budget, up to one growth step: a small RAM
+   * takes little address space, a large one starts with few segments. */
+  seg0 = CLAMP (ram->budget / page_size, 1, MAX (POOL_GROW_BYTES / page_size, 1));
+  while (((guint64)1 << pool->seg0_shift) < seg0)
+    pool->seg0_shift++;
   pool->populated = g_array_new (FALSE, FALSE, sizeof (guint64));
   pool->holes = g_array_new (FALSE, FALSE, sizeof (guint64));
 
@@ -79,27 +101,35 @@ pool_new (BfRam *ram, gsize page_size, GError **error)
       return NULL;
     }
 
-  for (reserve = POOL_RESERVE_MAX; reserve >= POOL_RESERVE_MIN; reserve /= 2)
-    {
-      void *p = mmap (NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-      if (p != MAP_FAILED)
-        {
-          pool->window = p;
-          pool->capacity = reserve / page_size;
-          return pool;
-        }
-    }
+  return pool;
+}
 
-  g_set_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FAILED,
-               "Could not reserve address space for page memory: %s", g_strerror (ENOMEM));
-  pool_free (pool);
-  return NULL;
+/* Say that a page of @page_size bytes cannot fit in the budget at all. */
+static void
+set_budget_too_small_error (BfRam *ram, gsize page_size, const char *what, GError **error)
+{
+  g_set_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL,
+               "%s: the RAM budget of %" G_GUINT64_FORMAT
+               " bytes is smaller than one page of %" G_GSIZE_FORMAT
+               " bytes: raise it to at least %" G_GSIZE_FORMAT " bytes",
+               what, ram->budget, page_size, page_size);
 }
 
 BfPool *
 bf_ram_get_pool (BfRam *ram, gsize page_size, GError **error)
 {
   BfPool *pool;
+
+  g_assert (bf_lock_held ());
+
+  /* Refused here rather than at the first fault: with a budget below one
+   * page, not a single page of the handle could ever load.  (The budget
+   * may still be lowered below it later; loads then say why they fail.) */
+  if (page_size > ram->budget)
+    {
+      set_budget_too_small_error (ram, page_size, "Cannot open a handle", error);
+      return NULL;
+    }
 
   for (guint i = 0; i < ram->pools->len; i++)
     {
@@ -128,20 +158,20 @@ slot_stack_peek (GArray *stack)
   return g_array_index (stack, guint64, stack->len - 1);
 }
 
-/* Lengthen the memfd by a chunk and map the new part into the window.  The
- * new slots become holes, stacked so that the lowest is used first: a run of
- * allocations then gets ascending slots, and a VMA that maps them in file
- * order stays one kernel mapping (vm.max_map_count). */
+/* Add the next window segment: lengthen the memfd to its end (a memfd's
+ * length costs no memory) and map it read-write, anywhere. */
 static gboolean
-pool_grow (BfPool *pool, GError **error)
+pool_add_segment (BfPool *pool, GError **error)
 {
-  guint64 chunk = MAX (POOL_GROW_BYTES / pool->page_size, 1);
-  guint64 old = pool->n_slots;
+  guint k = pool->n_segments;
   gsize ps = pool->page_size;
+  guint64 start = pool_segment_start (pool, k);
+  guint64 end = pool_segment_end (pool, k);
   void *p;
 
-  chunk = MIN (chunk, pool->capacity - old);
-  if (chunk == 0)
+  g_assert (start == pool->capacity);
+
+  if (k == BF_POOL_MAX_SEGMENTS || end > (guint64)G_MAXINT64 / ps)
     {
       g_set_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FAILED,
                    "Page memory for %" G_GSIZE_FORMAT
@@ -150,28 +180,48 @@ pool_grow (BfPool *pool, GError **error)
       return FALSE;
     }
 
-  if (ftruncate (pool->memfd, (off_t)((old + chunk) * ps)) != 0)
+  if (ftruncate (pool->memfd, (off_t)(end * ps)) != 0)
     {
       int errsv = errno;
       g_set_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FAILED,
-                   "Could not grow page memory to %" G_GUINT64_FORMAT " bytes: %s",
-                   (old + chunk) * ps, g_strerror (errsv));
+                   "Could not grow page memory to %" G_GUINT64_FORMAT " bytes (ftruncate): %s",
+                   end * ps, g_strerror (errsv));
       return FALSE;
     }
 
-  p = mmap (pool->window + old * ps, chunk * ps, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-            pool->memfd, (off_t)(old * ps));
+  p = mmap (NULL, (end - start) * ps, PROT_READ | PROT_WRITE, MAP_SHARED, pool->memfd,
+            (off_t)(start * ps));
   if (p == MAP_FAILED)
     {
       int errsv = errno;
-      /* The reservation is still ours: put PROT_NONE back over the range. */
-      mmap (pool->window + old * ps, chunk * ps, PROT_NONE,
-            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+      /* The memfd stays longer than the window: harmless, it holds no
+       * memory there and no slot past the window is handed out. */
       g_set_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FAILED,
-                   "Could not map page memory: %s", g_strerror (errsv));
+                   "Could not map %" G_GUINT64_FORMAT " bytes of page memory (mmap): %s",
+                   (end - start) * ps, g_strerror (errsv));
       return FALSE;
     }
 
+  pool->seg_bias[k] = (guintptr)p - (guintptr)(start * ps);
+  pool->n_segments = k + 1;
+  pool->capacity = end;
+  return TRUE;
+}
+
+/* Make a chunk of new holes, adding a window segment when the window is
+ * full.  They are stacked so that the lowest is used first: a run of
+ * allocations then gets ascending slots, and a VMA that maps them in file
+ * order stays one kernel mapping (vm.max_map_count), also across segments. */
+static gboolean
+pool_grow (BfPool *pool, GError **error)
+{
+  guint64 chunk = MAX (POOL_GROW_BYTES / pool->page_size, 1);
+  guint64 old = pool->n_slots;
+
+  if (old == pool->capacity && !pool_add_segment (pool, error))
+    return FALSE;
+
+  chunk = MIN (chunk, pool->capacity - old);
   pool->n_slots = old + chunk;
   for (guint64 s = old + chunk; s > old; s--)
     {
@@ -193,6 +243,9 @@ pool_take_hole_populated (BfRam *ram, BfPool *pool, guint64 *slot_out)
   guint64 n = 1;
   guint64 room = (ram->budget - ram->resident_bytes) / ps; /* >= 1 on entry */
   guint64 max = MIN (MAX (POOL_POPULATE_BYTES / ps, 1), room);
+
+  /* One madvise covers one segment: the next may lie anywhere. */
+  max = MIN (max, pool_segment_end (pool, bf_pool_slot_segment (pool, first)) - first);
 
   while (n < max && pool->holes->len > 0 && slot_stack_peek (pool->holes) == first + n)
     {
@@ -272,10 +325,46 @@ ram_reclaim_one (BfRam *ram)
   return FALSE;
 }
 
+/* Say why no page of @page_size bytes can be had: every page in the budget
+ * is in use and none is reclaimable.  Dirty pages are counted; the other
+ * pages are clean but held: pinned, loading, or in a copy or store (an
+ * orphan, dropped while held, is one of those until let go). */
+static void
+set_full_error (BfRam *ram, gsize page_size, GError **error)
+{
+  guint64 held = ram->n_pages - ram->n_dirty;
+
+  if (held == 0)
+    g_set_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL,
+                 "No room for a page of %" G_GSIZE_FORMAT
+                 " bytes: the RAM budget of %" G_GUINT64_FORMAT
+                 " bytes is full of unsaved changes (%" G_GUINT64_FORMAT
+                 " dirty pages): write out or discard changes, or raise the budget",
+                 page_size, ram->budget, ram->n_dirty);
+  else
+    g_set_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL,
+                 "No room for a page of %" G_GSIZE_FORMAT " bytes: none of the %" G_GUINT64_FORMAT
+                 " pages in the RAM budget of %" G_GUINT64_FORMAT
+                 " bytes can be reclaimed (%" G_GUINT64_FORMAT " dirty; %" G_GUINT64_FORMAT
+                 " clean but pinned, loading, or in a copy or store): write out or discard "
+                 "changes, unpin pages, let loads finish, or raise the budget",
+                 page_size, ram->n_pages, ram->budget, ram->n_dirty, held);
+}
+
 gboolean
 bf_ram_alloc_slot (BfRam *ram, BfPool *pool, guint64 *slot, GError **error)
 {
   gsize ps = pool->page_size;
+
+  g_assert (bf_lock_held ());
+
+  /* The budget was lowered below one page after the handle was opened:
+   * reclaiming everything would not help. */
+  if (ps > ram->budget)
+    {
+      set_budget_too_small_error (ram, ps, "Cannot load a page", error);
+      return FALSE;
+    }
 
   for (;;)
     {
@@ -299,11 +388,7 @@ bf_ram_alloc_slot (BfRam *ram, BfPool *pool, guint64 *slot, GError **error)
       if (ram_reclaim_one (ram))
         continue;
 
-      g_set_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FULL,
-                   "The RAM budget of %" G_GUINT64_FORMAT " bytes is full of unsaved changes "
-                   "(%" G_GUINT64_FORMAT " dirty pages, %" G_GUINT64_FORMAT
-                   " pages in use): write out or discard changes, or raise the budget",
-                   ram->budget, ram->n_dirty, ram->n_pages);
+      set_full_error (ram, ps, error);
       return FALSE;
     }
 
@@ -338,15 +423,26 @@ ram_shrink_to_budget (BfRam *ram)
     }
 }
 
+guint64
+bf_ram_min_budget (void)
+{
+  long sys = sysconf (_SC_PAGESIZE);
+
+  return MAX (PAGE_SIZE_MIN, sys > 0 ? (gsize)sys : 0);
+}
+
 BfRam *
 bf_ram_new (guint64 budget, GError **error)
 {
   BfRam *ram;
 
-  if (budget == 0)
+  if (budget < bf_ram_min_budget ())
     {
       g_set_error (error, BIGFILE_RAM_ERROR, BIGFILE_RAM_ERROR_FAILED,
-                   "A RAM budget must be at least one page");
+                   "A RAM budget of %" G_GUINT64_FORMAT
+                   " bytes cannot hold a single page: it must be at least %" G_GUINT64_FORMAT
+                   " bytes",
+                   budget, bf_ram_min_budget ());
       return NULL;
     }
 
@@ -398,7 +494,7 @@ bf_ram_set_reclaim_hook (BfRam *ram, void (*reclaimed) (gpointer data, guint n_p
 void
 bf_ram_set_budget (BfRam *ram, guint64 budget)
 {
-  g_return_if_fail (budget > 0);
+  g_return_if_fail (budget >= bf_ram_min_budget ());
 
   bf_lock ();
   ram->budget = budget;
