@@ -215,10 +215,21 @@ bf_page_unpin (BfPage *page, gboolean writable)
 BfGetResult
 bf_page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out, GError **error)
 {
-  BfPage *page = g_hash_table_lookup (handle->pages, &index);
+  BfPage *page;
   GError *local_error = NULL;
   gboolean ok;
 
+  /* Before anything that could wait: in a forked child, the thread loading
+   * or storing a page may not exist. */
+  if (bf_ram_is_forked (handle->ram))
+    {
+      char *what = g_strdup_printf ("Cannot use page %" G_GUINT64_FORMAT, index);
+      bf_set_forked_error (error, handle->ram, what);
+      g_free (what);
+      return BF_GET_ERROR;
+    }
+
+  page = g_hash_table_lookup (handle->pages, &index);
   if (page == NULL)
     {
       BfPage *dropped = g_hash_table_lookup (handle->dropped_storing, &index);
@@ -354,6 +365,12 @@ bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer data,
     }
 
   bf_lock ();
+  if (bf_ram_is_forked (ram))
+    {
+      bf_set_forked_error (error, ram, "Cannot open a handle in this page memory");
+      bf_unlock ();
+      return NULL;
+    }
   pool = bf_ram_get_pool (ram, page_size, error);
   if (pool == NULL)
     {
@@ -449,7 +466,8 @@ bf_handle_discard (BfHandle *handle)
   guint n = 0;
 
   bf_lock ();
-  while (!g_queue_is_empty (&handle->dirty))
+  /* The parent's changes are the parent's to drop (see "fork()"). */
+  while (!bf_ram_is_forked (handle->ram) && !g_queue_is_empty (&handle->dirty))
     {
       bf_page_drop (handle->dirty.head->data);
       n++;
@@ -465,7 +483,7 @@ bf_handle_invalidate_page (BfHandle *handle, guint64 index)
 
   bf_lock ();
   page = g_hash_table_lookup (handle->pages, &index);
-  if (page != NULL)
+  if (page != NULL && !bf_ram_is_forked (handle->ram))
     bf_page_drop (page);
   bf_unlock ();
 }
