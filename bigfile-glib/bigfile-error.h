@@ -61,8 +61,12 @@ typedef enum
  * @BIGFILE_HANDLE_ERROR_BUSY: another writeout of this handle is in progress.
  * @BIGFILE_HANDLE_ERROR_INVALID_RANGE: a page range is empty or too large
  *   for the address space.
+ * @BIGFILE_HANDLE_ERROR_FORKED: the handle, mapping or #BigfileRam was
+ *   made by the parent of this process, before fork(): a child process
+ *   cannot use them (see [fork()][bigfile-fork]). Open the file again in
+ *   the child, with a new #BigfileRam.
  *
- * Errors of #BigfileHandle.
+ * Errors of #BigfileHandle; the methods of its mappings report them too.
  *
  * Since: 1.0
  */
@@ -72,6 +76,7 @@ typedef enum
   BIGFILE_HANDLE_ERROR_CLOSED,
   BIGFILE_HANDLE_ERROR_BUSY,
   BIGFILE_HANDLE_ERROR_INVALID_RANGE,
+  BIGFILE_HANDLE_ERROR_FORKED,
 } BigfileHandleError;
 
 /**

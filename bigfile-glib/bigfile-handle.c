@@ -98,6 +98,16 @@
  * %BIGFILE_FILE_ERROR_WRONG_THREAD. Closing a handle, or dropping its last
  * reference, while other threads use it is a programmer error.
  *
+ * ## fork()
+ *
+ * A handle belongs to the process that opened it. In a child made by
+ * fork() its methods that would use pages (writeouts, mapping it) fail with
+ * %BIGFILE_HANDLE_ERROR_FORKED, those that return no error
+ * (bigfile_handle_discard(), bigfile_handle_invalidate_page()) do nothing,
+ * and closing or dropping it frees only what the child holds: the parent's
+ * pages and file are never touched. To use the file in the child, open it
+ * there again with a new #BigfileRam. See [fork()][bigfile-fork].
+ *
  * Since: 1.0
  */
 

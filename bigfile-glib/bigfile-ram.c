@@ -67,7 +67,11 @@
  *          bigfile_ram_get_n_pages (ram), bigfile_ram_get_n_dirty_pages (ram));
  * ]|
  *
- * #BigfileRam is thread-safe.
+ * #BigfileRam is thread-safe. It belongs to the process that made it: in
+ * a child made by fork() no handle can be opened in it
+ * (%BIGFILE_HANDLE_ERROR_FORKED), bigfile_ram_reclaim() and
+ * bigfile_ram_set_budget() do nothing and the getters give what the parent
+ * had at fork() (see [fork()][bigfile-fork]); make a new one there.
  *
  * Since: 1.0
  */
@@ -482,6 +486,11 @@ bigfile_ram_get_budget (BigfileRam *ram)
 
   g_return_val_if_fail (BIGFILE_IS_RAM (ram), 0);
 
+  /* In a child after fork(), a thread of the parent that is not here may
+   * have held budget_lock; the budget stays what it was. */
+  if (ram->engine != NULL && bf_ram_is_forked (ram->engine))
+    return ram->budget;
+
   g_mutex_lock (&ram->budget_lock);
   budget = ram->budget;
   g_mutex_unlock (&ram->budget_lock);
@@ -512,6 +521,11 @@ bigfile_ram_set_budget (BigfileRam *ram, guint64 budget)
 
   g_return_if_fail (BIGFILE_IS_RAM (ram));
   g_return_if_fail (budget_is_valid (budget));
+
+  /* The parent's RAM, in a child after fork(): its budget is the parent's
+   * (and budget_lock may be held by a thread that is not here). */
+  if (ram->engine != NULL && bf_ram_is_forked (ram->engine))
+    return;
 
   budget = resolve_budget (budget);
 

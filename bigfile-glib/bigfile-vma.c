@@ -70,6 +70,13 @@
  * The methods of a mapping may be called from any thread; unmapping it
  * while other threads use its memory is a programmer error.
  *
+ * A mapping belongs to the process that made it. In a child made by
+ * fork() its memory is inaccessible: a touch raises `SIGBUS`, and
+ * bigfile_vma_take_fault_error() then gives %BIGFILE_HANDLE_ERROR_FORKED,
+ * as do bigfile_vma_read(), bigfile_vma_write(), bigfile_vma_populate()
+ * and bigfile_vma_pin(). Unpinning, unmapping and dropping it there is safe
+ * and leaves the parent's mapping as it is. See [fork()][bigfile-fork].
+ *
  * Since: 1.0
  */
 

@@ -479,10 +479,15 @@ test_fault_wild_access_kills (void)
           struct rlimit no_core = { 0, 0 };
           char ok = 'y';
 
+          Mapping own;
+
           setrlimit (RLIMIT_CORE, &no_core);
           close (fds[0]);
-          /* The library's handler is installed here: bigfile faults work. */
-          if (raw_read (m.data + 3 * PS + 9) != test_mem_file_pattern (3, 9))
+          /* The library's handler is installed here: bigfile faults work
+           * (on a mapping of the child's own: the parent's are not for a
+           * child after fork()). */
+          mapping_setup (&own, PS, 4, 4, 1 << 20);
+          if (raw_read (own.data + 3 * PS + 9) != test_mem_file_pattern (3, 9))
             _exit (2);
           if (write (fds[1], &ok, 1) != 1)
             _exit (3);
@@ -529,8 +534,11 @@ test_fault_kill_sigsegv (void)
         {
           struct rlimit no_core = { 0, 0 };
 
+          Mapping own;
+
           setrlimit (RLIMIT_CORE, &no_core);
-          if (raw_read (m.data + 1) != test_mem_file_pattern (0, 1))
+          mapping_setup (&own, PS, 4, 4, 1 << 20);
+          if (raw_read (own.data + 1) != test_mem_file_pattern (0, 1))
             _exit (2);
           kill (getpid (), SIGSEGV);
           _exit (0); /* survived: wrong */

@@ -53,6 +53,8 @@
  */
 #pragma once
 
+#include <sys/types.h>
+
 #include "engine.h"
 #include "bigfile-error.h"
 
@@ -92,6 +94,82 @@ struct _BfThread
 BfThread *bf_thread_self (void);
 
 #define bf_assert_locked() g_assert (bf_lock_held ())
+
+/* -- fork() (lock.c) ----------------------------------------------------------
+ *
+ * The rule: a child process after fork() cannot use what the engine had at
+ * fork time.  Page memory is one MAP_SHARED memfd per pool, and every VMA
+ * maps slots of it (and, over a base file, the file) shared: left as they
+ * are, a child's load, write, reclaim or writeout would change the
+ * parent's pages, its allocator's slots or its file behind its back.
+ * Giving the child a private snapshot instead would cost a copy of every
+ * page in memory at each fork(), which fork()+exec() must not pay.
+ *
+ * So every RAM, pool, handle, VMA and page that exists when fork() is
+ * called belongs to the parent, and in the child it is "forked":
+ *
+ *   forked (ram)    <=> ram->fork_gen != bf_fork_generation ()
+ *   forked (pool)   <=> forked (pool->ram)
+ *   forked (handle) <=> forked (handle->ram)
+ *   forked (vma)    <=> forked (vma->handle->ram)
+ *
+ * bf_fork_generation() goes up by one in each child, so the objects a child
+ * makes (a new RAM, and handles and VMAs in it) are its own and work as
+ * usual, until it forks in turn.  The state belongs to the objects, not to
+ * the process: a RAM does not become forked later, and a child's own RAM
+ * never is, in that child.
+ *
+ * In the child, the atfork child handler (lock.c) runs before fork()
+ * returns, so before any code of the program:
+ *   1. the engine mutex and condition are made afresh (threads that held
+ *      or waited on them do not exist in the child), and held again if the
+ *      forking thread held them;
+ *   2. bf_fork_generation() goes up: every object there is, is now forked;
+ *   3. the child hooks run (bf_fork_add_child_hook), under the lock:
+ *      vma.c puts one anonymous PROT_NONE mapping over each registered
+ *      VMA's range (no slot and no page of a base file stays visible) and
+ *      sets its handle's rmap to NULL (nothing is mapped any more); ram.c
+ *      unmaps each pool's window and closes its memfd (pool_forget), so
+ *      that nothing the child does can reach the parent's page memory.
+ *      That is O(VMAs + pools) system calls; no page is copied or touched.
+ *
+ * After that, for forked objects, in the child:
+ *   - bf_page_get() (so faults, copies, pins, populate), bf_vma_map(),
+ *     bf_writeout_begin() and _step(), bf_handle_new() and
+ *     bf_ram_alloc_slot() fail with BIGFILE_HANDLE_ERROR_FORKED
+ *     (bf_set_forked_error()), before they wait for anything; a fault on a
+ *     forked VMA ends in SIGBUS with that error;
+ *   - discard, invalidate, reclaim and budget changes do nothing;
+ *   - unpin, unmap, close and unref change the child's bookkeeping only:
+ *     no system call on a pool (its memfd is closed: freed slots are not
+ *     punched), none on a VMA's range but the final munmap (the range is
+ *     the child's), and no callback (dirty_changed, reclaimed: the owner's
+ *     main context may be locked by a thread that is not in the child);
+ *   - pages that a thread of the parent was loading or storing stay so
+ *     (LOADING, storing, io_refs, writers): nothing may wait for them, which
+ *     the checks above make sure of, since they come before any bf_wait();
+ *     an orphan of theirs is never freed, a leak in the child only;
+ *   - the bitmaps of a forked VMA are stale: nothing reads them.  The
+ *     invariants of VMAs, and of what is mapped where, hold for objects that
+ *     are not forked only.
+ *
+ * The lock: the prepare handler takes the engine lock, so fork() comes
+ * between two engine operations of every other thread (or while they wait
+ * or run a load or store, with the lock released): the child's copy of the
+ * structures is whole, and no thread was in a callback that runs with the
+ * lock held, so none left a GMainContext lock held either.  A thread that
+ * holds the lock already (fork() from a signal handler that interrupted the
+ * engine) does not take it again.  fork() from inside a load or store
+ * callback works in the parent; in the child the callback's buffer (a slot
+ * of the window) is gone, so such a child must only exec or _exit.
+ * posix_spawn() and vfork() run no atfork handler: their child shares the
+ * parent's memory until it calls exec, and does nothing else.
+ */
+guint bf_fork_generation (void);
+/* Registers the atfork handlers, once; call without the engine lock. */
+gboolean bf_fork_watch (GError **error);
+/* @hook runs in each child, under the lock, at step 3 above. */
+void bf_fork_add_child_hook (void (*hook) (void));
 
 /* -- RAM: pools of page memory (ram.c) -------------------------------------
  *
@@ -138,7 +216,8 @@ BfThread *bf_thread_self (void);
 
 struct _BfPool
 {
-  /* Immutable (after pool_new()). */
+  /* Immutable (after pool_new(); but in a child after fork(),
+   * pool_forget() unmaps the segments and sets memfd to -1: see "fork()"). */
   BfRam *ram;
   gsize page_size;
   int memfd;
@@ -159,7 +238,12 @@ struct _BfPool
 
 struct _BfRam
 {
-  /* All under the engine lock. */
+  /* Immutable. */
+  guint fork_gen; /* bf_fork_generation () when made: see "fork()" */
+  pid_t pid;      /* the process that made it, for messages */
+
+  /* Engine lock. */
+  GList all_link; /* in ram.c's list of every RAM, for the child hook */
   gint refs;
   guint64 budget; /* >= bf_ram_min_budget () */
   guint64 resident_bytes;
@@ -183,6 +267,9 @@ gboolean bf_ram_alloc_slot (BfRam *ram, BfPool *pool, guint64 *slot, GError **er
 void bf_ram_free_slot (BfRam *ram, BfPool *pool, guint64 slot);
 void bf_ram_ref (BfRam *ram);
 void bf_ram_unref_locked (BfRam *ram);
+
+/* BIGFILE_HANDLE_ERROR_FORKED: "@what: ... belongs to the parent ...". */
+void bf_set_forked_error (GError **error, BfRam *ram, const char *what);
 
 /* The segment slot @slot lies in (see the diagram above). */
 static inline guint
@@ -247,7 +334,8 @@ struct _BfHandle
 
   /* Engine lock. */
   gint refs;             /* owner, VMAs, loads and writeouts in flight */
-  const BfRmapOps *rmap; /* NULL until the first VMA: then nothing is mapped */
+  const BfRmapOps *rmap; /* NULL until the first VMA (and again in a forked
+                          * child): then nothing is mapped */
   GHashTable *pages;     /* &page->index -> BfPage */
   GQueue dirty;          /* BfPage, via dirty_link */
   GQueue vmas;           /* BfVma, via handle_link */
@@ -293,7 +381,8 @@ bf_handle_lookup (BfHandle *handle, guint64 index)
 static inline void
 bf_handle_dirty_changed (BfHandle *handle)
 {
-  if (handle->ops->dirty_changed != NULL)
+  /* Not in a forked child: see "fork()". */
+  if (handle->ops->dirty_changed != NULL && !bf_ram_is_forked (handle->ram))
     handle->ops->dirty_changed (handle->data);
 }
 

@@ -120,6 +120,10 @@ BfRam *bf_ram_new (guint64 budget, GError **error);
 void bf_ram_unref (BfRam *ram);
 void bf_ram_set_budget (BfRam *ram, guint64 budget);
 void bf_ram_get_stats (BfRam *ram, BfRamStats *stats);
+/* Was @ram made by the parent of this process, before fork()?  Then it,
+ * its handles and their VMAs cannot be used here: engine-private.h,
+ * "fork()".  Needs no lock. */
+gboolean bf_ram_is_forked (BfRam *ram);
 guint bf_ram_reclaim (BfRam *ram);
 /* @reclaimed runs with the engine lock HELD, on any thread, possibly inside
  * the fault handler, after pages were reclaimed (by budget or explicitly):

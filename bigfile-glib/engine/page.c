@@ -300,12 +300,22 @@ page_bytes_from_file (BfHandle *handle, guint64 index)
 BfGetResult
 bf_page_get (BfHandle *handle, guint64 index, gboolean write, BfPage **out, GError **error)
 {
-  BfPage *page = g_hash_table_lookup (handle->pages, &index);
+  BfPage *page;
   GError *local_error = NULL;
   gboolean ok;
 
-  bf_assert_locked ();
+  /* Before anything that could wait: in a forked child, the thread loading
+   * or storing a page may not exist. */
+  if (bf_ram_is_forked (handle->ram))
+    {
+      char *what = g_strdup_printf ("Cannot use page %" G_GUINT64_FORMAT, index);
+      bf_set_forked_error (error, handle->ram, what);
+      g_free (what);
+      return BF_GET_ERROR;
+    }
 
+  bf_assert_locked ();
+  page = g_hash_table_lookup (handle->pages, &index);
   if (page == NULL)
     {
       BfPage *dropped = g_hash_table_lookup (handle->dropped_storing, &index);
@@ -453,6 +463,12 @@ bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer data,
     }
 
   bf_lock ();
+  if (bf_ram_is_forked (ram))
+    {
+      bf_set_forked_error (error, ram, "Cannot open a handle in this page memory");
+      bf_unlock ();
+      return NULL;
+    }
   pool = bf_ram_get_pool (ram, page_size, error);
   if (pool == NULL)
     {
@@ -585,6 +601,14 @@ bf_handle_discard (BfHandle *handle)
   guint n = 0;
 
   bf_lock ();
+  /* The parent's changes are the parent's to drop, and a size change in
+   * flight is a parent thread's, which is not in this child (see
+   * "fork()"). */
+  if (bf_ram_is_forked (handle->ram))
+    {
+      bf_unlock ();
+      return 0;
+    }
   handle_wait_size_sync (handle);
   for (GList *l = handle->dirty.head, *next; l != NULL; l = next)
     {
@@ -748,6 +772,12 @@ bf_handle_invalidate_page (BfHandle *handle, guint64 index)
 
   bf_lock ();
   page = g_hash_table_lookup (handle->pages, &index);
+  /* In a forked child, nothing of the parent's is dropped (see "fork()"). */
+  if (bf_ram_is_forked (handle->ram))
+    {
+      bf_unlock ();
+      return;
+    }
   if (page != NULL && !bf_page_drop (page))
     g_warning ("Could not invalidate page %" G_GUINT64_FORMAT
                ": it could not be unmapped (the process has reached vm.max_map_count "

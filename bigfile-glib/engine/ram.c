@@ -56,8 +56,11 @@ pool_segment_end (const BfPool *pool, guint k)
   return pool_segment_start (pool, k + 1);
 }
 
+/* In a child after fork(): let go of the parent's page memory, so that
+ * nothing here can reach it again.  The slot bookkeeping stays (freeing a
+ * slot still works, as bookkeeping only). */
 static void
-pool_free (BfPool *pool)
+pool_forget (BfPool *pool)
 {
   for (guint k = 0; k < pool->n_segments; k++)
     {
@@ -66,8 +69,16 @@ pool_free (BfPool *pool)
       munmap ((guint8 *)(pool->seg_bias[k] + (guintptr)(start * pool->page_size)),
               (pool_segment_end (pool, k) - start) * pool->page_size);
     }
+  pool->n_segments = 0; /* forgotten: nothing to unmap again */
   if (pool->memfd >= 0)
     close (pool->memfd);
+  pool->memfd = -1;
+}
+
+static void
+pool_free (BfPool *pool)
+{
+  pool_forget (pool);
   g_array_unref (pool->populated);
   g_array_unref (pool->holes);
   g_free (pool);
@@ -276,9 +287,11 @@ pool_punch_one (BfRam *ram, BfPool *pool)
   gsize ps = pool->page_size;
   guint64 slot = slot_stack_pop (pool->populated);
 
-  if (fallocate (pool->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(slot * ps),
-                 (off_t)ps)
-      != 0)
+  /* A forked pool has no memory of its own to give back. */
+  if (!bf_ram_is_forked (ram)
+      && fallocate (pool->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(slot * ps),
+                    (off_t)ps)
+             != 0)
     {
       /* Cannot happen on a memfd; if it did, the memory would stay in use but
        * unaccounted, which is safe. */
@@ -368,6 +381,14 @@ bf_ram_alloc_slot (BfRam *ram, BfPool *pool, guint64 *slot, GError **error)
 
   for (;;)
     {
+      /* In the loop: the reclaim hook below runs with the lock held, and
+       * a fork() from there (a signal handler's) goes on here in the child
+       * too. */
+      if (bf_ram_is_forked (ram))
+        {
+          bf_set_forked_error (error, ram, "Cannot allocate page memory");
+          return FALSE;
+        }
       if (pool->populated->len > 0)
         {
           *slot = slot_stack_pop (pool->populated);
@@ -431,6 +452,43 @@ bf_ram_min_budget (void)
   return MAX (PAGE_SIZE_MIN, sys > 0 ? (gsize)sys : 0);
 }
 
+/* -- fork() ---------------------------------------------------------------------
+ *
+ * Every RAM, so that a forked child can let go of all page memory at once
+ * (engine-private.h, "fork()"). */
+
+static GQueue all_rams = G_QUEUE_INIT;
+
+/* The child hook: every RAM there is belongs to the parent. */
+static void
+ram_fork_child (void)
+{
+  for (GList *l = all_rams.head; l != NULL; l = l->next)
+    {
+      BfRam *ram = l->data;
+      for (guint i = 0; i < ram->pools->len; i++)
+        pool_forget (g_ptr_array_index (ram->pools, i));
+    }
+}
+
+gboolean
+bf_ram_is_forked (BfRam *ram)
+{
+  /* fork_gen never changes, and the generation only in a child that has
+   * one thread. */
+  return ram->fork_gen != bf_fork_generation ();
+}
+
+void
+bf_set_forked_error (GError **error, BfRam *ram, const char *what)
+{
+  g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_FORKED,
+               "%s: it belongs to the parent process (pid %d); a child process after fork() "
+               "cannot use the bigfile handles and mappings of its parent: open and map the "
+               "file again in the child, with a new BigfileRam",
+               what, (int)ram->pid);
+}
+
 BfRam *
 bf_ram_new (guint64 budget, GError **error)
 {
@@ -445,12 +503,22 @@ bf_ram_new (guint64 budget, GError **error)
                    budget, bf_ram_min_budget ());
       return NULL;
     }
+  if (!bf_fork_watch (error))
+    return NULL;
 
   ram = g_new0 (BfRam, 1);
+  ram->fork_gen = bf_fork_generation ();
+  ram->pid = getpid ();
   ram->refs = 1;
   ram->budget = budget;
   ram->pools = g_ptr_array_new_with_free_func ((GDestroyNotify)pool_free);
   g_queue_init (&ram->lru);
+  ram->all_link.data = ram;
+
+  bf_lock ();
+  bf_fork_add_child_hook (ram_fork_child);
+  g_queue_push_tail_link (&all_rams, &ram->all_link);
+  bf_unlock ();
   return ram;
 }
 
@@ -469,6 +537,7 @@ bf_ram_unref_locked (BfRam *ram)
 
   /* Handles hold a reference, so no page can be left. */
   g_assert (ram->n_pages == 0 && g_queue_is_empty (&ram->lru));
+  g_queue_unlink (&all_rams, &ram->all_link);
   g_ptr_array_unref (ram->pools);
   g_free (ram);
 }
@@ -497,8 +566,12 @@ bf_ram_set_budget (BfRam *ram, guint64 budget)
   g_return_if_fail (budget >= bf_ram_min_budget ());
 
   bf_lock ();
-  ram->budget = budget;
-  ram_shrink_to_budget (ram);
+  /* A forked RAM keeps its pages as bookkeeping: nothing to shrink. */
+  if (!bf_ram_is_forked (ram))
+    {
+      ram->budget = budget;
+      ram_shrink_to_budget (ram);
+    }
   bf_unlock ();
 }
 
@@ -521,6 +594,12 @@ bf_ram_reclaim (BfRam *ram)
   guint n = 0;
 
   bf_lock ();
+  /* A forked RAM has no memory of its own to give back. */
+  if (bf_ram_is_forked (ram))
+    {
+      bf_unlock ();
+      return 0;
+    }
   while (ram_reclaim_one (ram))
     n++;
   /* Give back every cached slot. */

@@ -75,6 +75,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -181,6 +182,13 @@ static inline gboolean
 vma_covers (BfVma *vma, guint64 index)
 {
   return index >= vma->page_offset && index - vma->page_offset < vma->n_pages;
+}
+
+/* Is @vma (registered) the parent's, in a child after fork()? */
+static inline gboolean
+vma_is_forked (BfVma *vma)
+{
+  return bf_ram_is_forked (vma->handle->ram);
 }
 
 /* -- kernel mappings: staying under vm.max_map_count ----------------------------
@@ -576,6 +584,10 @@ flush_mappings_full (gboolean all)
       g_autofree guint64 *base_pins = vma->base_end > 0 ? vma_base_pins (vma) : NULL;
       guint64 i = 0;
 
+      /* One PROT_NONE mapping, whatever its stale bitmaps say. */
+      if (vma_is_forked (vma))
+        continue;
+
       while (i < vma->n_pages)
         {
           guint64 j;
@@ -628,6 +640,13 @@ vma_map_page (BfVma *vma, BfPage *page, gboolean writable, GError **error)
 
   bf_assert_locked ();
 
+  if (vma_is_forked (vma))
+    {
+      /* Reached only by a fault whose load callback forked (see "fork()"):
+       * the slot is the parent's. */
+      bf_set_forked_error (error, handle->ram, "Cannot map a page");
+      return FALSE;
+    }
   if (bit_get (vma->mapped, i) && bit_get (vma->writable, i) == writable)
     return TRUE;
 
@@ -1111,6 +1130,17 @@ bf_fault_locked (void *addr, int write, GError **error)
 
       i = (guint64)((guint8 *)addr - vma->start) >> vma->handle->page_shift;
       index = vma->page_offset + i;
+
+      /* Before the bitmaps, which are stale in a forked VMA. */
+      if (vma_is_forked (vma))
+        {
+          char *what
+              = g_strdup_printf ("Cannot access page %" G_GUINT64_FORMAT " at %p", index, addr);
+          bf_set_forked_error (error, vma->handle->ram, what);
+          g_free (what);
+          return BF_FAULT_ERROR;
+        }
+
       mapped = bit_get (vma->mapped, i);
       writable = bit_get (vma->writable, i);
 
@@ -1162,7 +1192,8 @@ bf_handle_get_page_mapped (BfHandle *handle, BfVma *vma, guint64 index, gboolean
   gboolean mapped = FALSE, w = FALSE;
 
   bf_lock ();
-  if (vma->registered && vma->handle == handle && vma_covers (vma, index))
+  /* Nothing is mapped in a forked VMA. */
+  if (vma->registered && vma->handle == handle && vma_covers (vma, index) && !vma_is_forked (vma))
     {
       mapped = bit_get (vma->mapped, index - vma->page_offset);
       w = bit_get (vma->writable, index - vma->page_offset);
@@ -1350,6 +1381,42 @@ vma_free_unregistered (BfVma *vma)
   g_free (vma);
 }
 
+/* The fork child hook (engine-private.h, "fork()"): every registered VMA
+ * is the parent's.  One PROT_NONE mapping over each, so that no slot of
+ * the parent's page memory and no page of a base file stays visible; its
+ * handle then maps nothing.  The bitmaps are left as they are (clearing
+ * them would copy their pages): nothing reads them in a forked VMA. */
+static void
+vma_fork_child (void)
+{
+  static const char msg[]
+      = "bigfile-glib: a forked child could not unmap the mappings of its parent\n";
+
+  for (guint v = 0; registry != NULL && v < registry->len; v++)
+    {
+      BfVma *vma = g_ptr_array_index (registry, v);
+
+      if (mmap (vma->start, vma->length, PROT_NONE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
+              == MAP_FAILED
+          && mprotect (vma->start, vma->length, PROT_NONE) != 0)
+        {
+          /* Practically impossible: the mprotect of a whole VMA splits no
+           * kernel mapping (those at its ends are PROT_NONE already, or
+           * ours alone), so even at vm.max_map_count it goes through.
+           * But a child that can still write to the parent's pages must not
+           * run.  Only async-signal-safe calls here. */
+          if (write (STDERR_FILENO, msg, sizeof msg - 1) < 0)
+            {
+            }
+          abort ();
+        }
+      kernel_maps -= vma->boundaries;
+      vma->boundaries = 0;
+      vma->handle->rmap = NULL;
+    }
+}
+
 BfVma *
 bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **error)
 {
@@ -1357,6 +1424,14 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
   void *addr;
   gsize length;
 
+  /* Before the base file is mapped.  (A RAM's fork_gen never changes, and
+   * the generation changes only in a child with one thread: no lock
+   * needed.) */
+  if (bf_ram_is_forked (handle->ram))
+    {
+      bf_set_forked_error (error, handle->ram, "Cannot map");
+      return NULL;
+    }
   if (n_pages == 0 || n_pages > (G_MAXSIZE >> handle->page_shift)
       || page_offset > G_MAXUINT64 - n_pages)
     {
@@ -1407,6 +1482,7 @@ bf_vma_map (BfHandle *handle, guint64 page_offset, guint64 n_pages, GError **err
       vma_free_unregistered (vma);
       return NULL;
     }
+  bf_fork_add_child_hook (vma_fork_child);
   vma->handle = handle;
   handle->refs++;
   handle->rmap = &vma_rmap_ops;

@@ -60,6 +60,12 @@ bf_writeout_begin (BfHandle *handle, BfWriteoutFlags flags, GError **error)
                         NULL);
 
   bf_lock ();
+  if (bf_ram_is_forked (handle->ram))
+    {
+      bf_set_forked_error (error, handle->ram, "Cannot write out");
+      bf_unlock ();
+      return NULL;
+    }
   if (handle->closed)
     {
       bf_unlock ();
@@ -226,6 +232,15 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
   gboolean ok = TRUE;
 
   bf_lock ();
+  /* A writeout the parent began: its writers and stores may be threads
+   * that are not in this child (see "fork()"), and the file is the
+   * parent's to write. */
+  if (bf_ram_is_forked (handle->ram))
+    {
+      bf_set_forked_error (error, handle->ram, "Cannot write out");
+      bf_unlock ();
+      return FALSE;
+    }
   *done = FALSE;
   /* The size first: a truncation goes before the stores, a growth that
    * comes from bf_handle_set_size() too; and the last step makes the file

@@ -21,7 +21,8 @@
 #   - sizes: a Python file with one (do_get_size returning (True, size),
 #     do_set_size) keeps it, grows over what was written past it, is
 #     resized by set_size; files without one behave as before;
-#   - BigfileLocalFile from Python.
+#   - BigfileLocalFile from Python;
+#   - fork(): a multiprocessing worker cannot use the parent's mappings.
 #
 # Callbacks from C swallow Python exceptions (PyGObject prints them), so the
 # callbacks here only record what happened; the assertions come after the
@@ -1168,6 +1169,78 @@ class TestLocalFile(BigfileTestCase):
         with self.assertRaises(GLib.Error) as caught:
             Bigfile.LocalFile.new(self.path + '.missing', BLOCK, Bigfile.LocalFileFlags.NONE)
         self.assertGError(caught.exception, Gio.io_error_quark(), Gio.IOErrorEnum.NOT_FOUND)
+
+
+def fork_worker_read(vma, go, results):
+    """In a child made by multiprocessing's fork start method: reads pages
+    of the parent's mapping, one never loaded first, and reports what came
+    back through @results."""
+    go.wait(LOOP_TIMEOUT)
+    outcome = []
+    for page in (10, 4, 0):
+        try:
+            outcome.append(('data', page, vma.read(page * BLOCK, BLOCK).get_data()))
+        except GLib.Error as error:
+            outcome.append(('error', page, error.domain, error.code, error.message))
+    results.put(outcome)
+
+
+class TestFork(BigfileTestCase):
+    """A child made by fork() cannot use the parent's mappings: it gets a
+    GLib.Error, and the parent's data, allocator and file stay its own."""
+
+    def setUp(self):
+        fd, self.path = tempfile.mkstemp(prefix='bigfile-py-fork-', suffix='.data')
+        self.addCleanup(os.unlink, self.path)
+        self.expect = bytearray(b''.join(pattern(block) for block in range(16)))
+        with os.fdopen(fd, 'wb') as f:
+            f.write(self.expect)
+
+    def test_multiprocessing_read(self):
+        import multiprocessing
+
+        file = Bigfile.LocalFile.new(self.path, BLOCK, Bigfile.LocalFileFlags.NONE)
+        file, ram, handle, vma = self.open(file, n_pages=16)
+        for page, marker in self.dirty(vma, range(4)).items():
+            self.expect[page * BLOCK:page * BLOCK + len(marker)] = marker
+        for page in range(4, 8):
+            vma.read(page * BLOCK, 1)
+
+        context = multiprocessing.get_context('fork')
+        go = context.Event()
+        results = context.Queue()
+        worker = context.Process(target=fork_worker_read, args=(vma, go, results))
+        worker.start()
+        # A page the parent loads now takes the next free slot: the
+        # worker's read must not take it too.
+        self.assertEqual(vma.read(9 * BLOCK, BLOCK).get_data(), self.expect[9 * BLOCK:10 * BLOCK])
+        n_pages = ram.get_n_pages()
+        go.set()
+        outcome = results.get(timeout=LOOP_TIMEOUT)
+        worker.join(LOOP_TIMEOUT)
+        self.assertEqual(worker.exitcode, 0)
+
+        # The parent's data, states, statistics and file first.
+        for page in range(16):
+            self.assertEqual(vma.read(page * BLOCK, BLOCK).get_data(),
+                             bytes(self.expect[page * BLOCK:(page + 1) * BLOCK]),
+                             'page %d' % page)
+        self.assertEqual(handle.get_page_state(0), Bigfile.PageState.DIRTY)
+        self.assertEqual(handle.get_page_state(4), Bigfile.PageState.LOADED)
+        self.assertEqual(n_pages, 9)
+        self.assertEqual(handle.get_n_dirty_pages(), 4)
+        self.assertTrue(handle.writeout(Bigfile.WriteoutFlags.DEFAULT))
+        with open(self.path, 'rb') as f:
+            self.assertEqual(f.read(), bytes(self.expect))
+
+        # The worker got the FORKED error for every read.
+        self.assertEqual([entry[:2] for entry in outcome], [('error', 10), ('error', 4),
+                                                            ('error', 0)], outcome)
+        for _, page, domain, code, message in outcome:
+            self.assertEqual(domain, GLib.quark_to_string(Bigfile.handle_error_quark()))
+            self.assertEqual(code, Bigfile.HandleError.FORKED)
+            self.assertIn('fork()', message)
+            self.assertIn('(pid %d)' % os.getpid(), message)
 
 
 if __name__ == '__main__':
