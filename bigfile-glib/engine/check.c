@@ -95,6 +95,23 @@ check_page (Problems *p, BfHandle *handle, guint64 key, BfPage *page)
          page->state, page->write_pins, page->writers);
   CHECK (p, page->state != BF_PAGE_LOADING || (page->io_refs > 0 && page->io_thread != NULL),
          "page %" G_GUINT64_FORMAT " is loading with no loader", i);
+
+  /* A clean page shows zeros past the size ("Sizes" in page.c). */
+  if (page->state == BF_PAGE_LOADED && handle->size != BF_NO_SIZE && page->writers == 0)
+    {
+      gsize from = bf_handle_offset_in_page (handle, i, handle->size);
+      const guint8 *mem = bf_pool_slot_addr (handle->pool, page->slot);
+
+      for (gsize b = from; b < handle->page_size; b++)
+        if (mem[b] != 0)
+          {
+            problem (p,
+                     "clean page %" G_GUINT64_FORMAT " has byte %" G_GSIZE_FORMAT
+                     " = 0x%02x past the size of %" G_GUINT64_FORMAT " bytes",
+                     i, b, mem[b], handle->size);
+            break;
+          }
+    }
 }
 
 static void
