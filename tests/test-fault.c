@@ -35,10 +35,12 @@ static sigjmp_buf bus_jump;
 static volatile sig_atomic_t bus_count;
 static void *volatile bus_addr;
 static volatile int bus_code;
+static volatile int bus_errno;
 
 static void
 on_sigbus (int sig, siginfo_t *si, void *uctx)
 {
+  bus_errno = errno;
   bus_count++;
   bus_addr = si->si_addr;
   bus_code = si->si_code;
@@ -318,6 +320,65 @@ test_fault_load_error_no_gerror (void)
   g_assert_cmpint (page_state (&m, 1), ==, BIGFILE_PAGE_STATE_EMPTY);
 
   mapping_teardown (&m);
+}
+
+/* A failed load makes SIGBUS, and the program's SIGBUS handler runs inside
+ * the library's SIGSEGV handler: it must see errno as the interrupted code
+ * left it, not as the failed load did, and the reason must still be there
+ * to take. In a fresh process, with a load that changes errno before it
+ * fails. */
+static void
+test_fault_load_error_errno (void)
+{
+  if (g_test_subprocess ())
+    {
+      Mapping m;
+      struct sigaction sa, old_sa;
+      guint hook_calls = 0;
+      guint8 *volatile p;
+      GError *error;
+      int after;
+
+      mapping_setup (&m, PS, 4, 4, 1 << 20);
+      test_mem_file_set_load_hook (m.file, clobber_errno_hook, &hook_calls);
+      test_mem_file_set_fail_load (m.file, 1, TRUE, FALSE);
+      p = m.data + PS + 3;
+
+      memset (&sa, 0, sizeof sa);
+      sa.sa_sigaction = on_sigbus;
+      sa.sa_flags = SA_SIGINFO;
+      sigemptyset (&sa.sa_mask);
+      g_assert_cmpint (sigaction (SIGBUS, &sa, &old_sa), ==, 0);
+
+      bus_count = 0;
+      bus_errno = 0;
+      if (sigsetjmp (bus_jump, 1) == 0)
+        {
+          errno = EILSEQ;
+          barrier ();
+          raw_read (p);
+          g_assert_not_reached ();
+        }
+      after = errno;
+      g_assert_cmpint (sigaction (SIGBUS, &old_sa, NULL), ==, 0);
+
+      g_assert_cmpint (bus_count, ==, 1);
+      g_assert_cmpint (hook_calls, ==, 1);
+      g_assert_cmpint (bus_errno, ==, EILSEQ);
+      g_assert_cmpint (after, ==, EILSEQ);
+      g_assert_true (bus_addr == (void *)p);
+
+      error = bigfile_vma_take_fault_error ();
+      g_assert_error (error, G_IO_ERROR, G_IO_ERROR_FAILED);
+      g_assert_nonnull (strstr (error->message, "block 1"));
+      g_clear_error (&error);
+
+      mapping_teardown (&m);
+      return;
+    }
+
+  g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+  g_test_trap_assert_passed ();
 }
 
 /* A budget full of dirty pages cannot give a page to a raw access: SIGBUS,
@@ -662,6 +723,7 @@ main (int argc, char **argv)
   g_test_add_func ("/fault/errno-preserved", test_fault_errno);
   g_test_add_func ("/fault/load-error/sigbus", test_fault_load_error_sigbus);
   g_test_add_func ("/fault/load-error/no-gerror", test_fault_load_error_no_gerror);
+  g_test_add_func ("/fault/load-error/errno-in-sigbus-handler", test_fault_load_error_errno);
   g_test_add_func ("/fault/budget-full/sigbus", test_fault_budget_full_sigbus);
   g_test_add_func ("/fault/not-ours/previous-handler", test_fault_chain_previous_handler);
   g_test_add_func ("/fault/not-ours/default-kills", test_fault_wild_access_kills);

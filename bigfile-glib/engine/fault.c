@@ -254,9 +254,11 @@ chain_sigsegv (int sig, siginfo_t *si, void *uctx)
 /* Deliver SIGBUS for @addr to this thread, as the kernel's force_sig does for
  * a failed file-backed fault: with BUS_ADRERR and the address, and such that
  * it cannot be lost (a blocked or ignored SIGBUS would make the access retry
- * forever). */
+ * forever).  The program's SIGBUS handler runs inside the system calls that
+ * unblock and send it, and must see errno as the interrupted code left it:
+ * @saved_errno. */
 static void
-raise_sigbus (void *addr)
+raise_sigbus (void *addr, int saved_errno)
 {
   siginfo_t info;
   struct sigaction cur;
@@ -266,17 +268,20 @@ raise_sigbus (void *addr)
       && cur.sa_handler == SIG_IGN)
     signal (SIGBUS, SIG_DFL);
 
-  sigemptyset (&set);
-  sigaddset (&set, SIGBUS);
-  pthread_sigmask (SIG_UNBLOCK, &set, NULL);
-
   memset (&info, 0, sizeof info);
   info.si_signo = SIGBUS;
   info.si_code = BUS_ADRERR;
   info.si_addr = addr;
+  sigemptyset (&set);
+  sigaddset (&set, SIGBUS);
+
+  errno = saved_errno;
+  pthread_sigmask (SIG_UNBLOCK, &set, NULL);
+  errno = saved_errno;
   if (syscall (SYS_rt_tgsigqueueinfo, getpid (), (pid_t)syscall (SYS_gettid), SIGBUS, &info) != 0)
     {
       /* Cannot fail for our own thread; still, never loop silently. */
+      errno = saved_errno;
       pthread_kill (pthread_self (), SIGBUS);
     }
 }
@@ -305,10 +310,11 @@ on_sigsegv (int sig, siginfo_t *si, void *uctx)
       case BF_FAULT_ERROR:
         g_clear_error (&fault_error);
         fault_error = error;
-        raise_sigbus (si->si_addr);
+        raise_sigbus (si->si_addr, saved_errno);
         break;
       case BF_FAULT_NOT_OURS:
       default:
+        errno = saved_errno;
         chain_sigsegv (sig, si, uctx);
         break;
     }
