@@ -761,3 +761,40 @@ bigfile_vma_take_fault_error (void)
 {
   return bf_fault_take_error ();
 }
+
+/**
+ * bigfile_install_fault_handler:
+ * @error: return location for a #GError
+ *
+ * Puts the library's `SIGSEGV` handler, which loads pages on the first
+ * touch, in front of the process's other `SIGSEGV` handlers again.
+ *
+ * The kernel gives a signal to the handler installed last, and pages load
+ * only if the library's handler sees every fault first. It is installed
+ * at the first bigfile_handle_map(), and every later map checks that it
+ * is still in front. A handler found in front of it, installed since, is
+ * put behind it: it gets every `SIGSEGV` that is not a fault on a mapping,
+ * and the handlers installed before go on getting theirs, in the order they
+ * were installed. Handlers installed before the first map (Python's
+ * `faulthandler.enable()`, a crash reporter) need nothing more. A program
+ * that installs one after mapping calls this function right after it, or
+ * maps again before touching any page: otherwise the next first touch of a
+ * page goes to that handler, which takes it for a crash (faulthandler prints
+ * a traceback and the process dies).
+ *
+ * Calling it before any map installs the handler early; calling it when the
+ * handler is in front does nothing.
+ *
+ * Returns: %TRUE if the handler is in front, %FALSE with @error set to
+ *   %BIGFILE_VMA_ERROR_FAULT_HANDLER if it could not be put there (more
+ *   than 16 different handlers were installed over it)
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_install_fault_handler (GError **error)
+{
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  return bf_fault_install_handler (error);
+}

@@ -435,13 +435,34 @@ test_fault_budget_full_sigbus (void)
 static sigjmp_buf segv_jump;
 static volatile sig_atomic_t prev_handler_count;
 static void *volatile prev_handler_addr;
+static volatile int prev_handler_code;
 
 static void
 on_prev_sigsegv (int sig, siginfo_t *si, void *uctx)
 {
   prev_handler_count++;
   prev_handler_addr = si->si_addr;
+  prev_handler_code = si->si_code;
   siglongjmp (segv_jump, 1);
+}
+
+/* Installs on_prev_sigsegv() as the program's SIGSEGV handler, and returns
+ * a page of its own that no access may touch. */
+static guint8 *
+install_prev_handler (void)
+{
+  struct sigaction sa;
+  guint8 *own;
+
+  memset (&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_prev_sigsegv;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset (&sa.sa_mask);
+  g_assert_cmpint (sigaction (SIGSEGV, &sa, NULL), ==, 0);
+
+  own = mmap (NULL, PS, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  g_assert_true (own != MAP_FAILED);
+  return own;
 }
 
 /* The library installs its SIGSEGV handler at the first map, on top of
@@ -453,16 +474,11 @@ test_fault_chain_previous_handler (void)
 {
   if (g_test_subprocess ())
     {
-      struct sigaction sa, cur;
+      struct sigaction cur;
       Mapping m;
       guint8 *volatile own;
 
-      memset (&sa, 0, sizeof sa);
-      sa.sa_sigaction = on_prev_sigsegv;
-      sa.sa_flags = SA_SIGINFO;
-      sigemptyset (&sa.sa_mask);
-      g_assert_cmpint (sigaction (SIGSEGV, &sa, NULL), ==, 0);
-
+      own = install_prev_handler ();
       mapping_setup (&m, PS, 4, 4, 1 << 20);
 
       /* The library's handler is now in front of ours... */
@@ -472,9 +488,6 @@ test_fault_chain_previous_handler (void)
       /* ...and serves faults on its own mappings without bothering ours. */
       g_assert_cmpuint (raw_read (m.data + PS + 1), ==, test_mem_file_pattern (1, 1));
       g_assert_cmpint (prev_handler_count, ==, 0);
-
-      own = mmap (NULL, PS, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      g_assert_true (own != MAP_FAILED);
 
       if (sigsetjmp (segv_jump, 1) == 0)
         {
@@ -629,6 +642,210 @@ test_fault_kill_sigsegv_ignored (void)
   g_test_trap_assert_passed ();
 }
 
+/* -- handlers installed after the library's -------------------------------------- */
+
+static struct sigaction later_prev;
+static volatile sig_atomic_t later_count;
+static volatile int later_code;
+
+/* Like Python's faulthandler: takes every SIGSEGV for a crash, reports it,
+ * puts back the handler it displaced and raises the signal again. */
+static void
+on_later_reraise (int sig, siginfo_t *si, void *uctx)
+{
+  later_count++;
+  later_code = si->si_code;
+  sigaction (SIGSEGV, &later_prev, NULL);
+  raise (sig);
+}
+
+/* Like a crash reporter: reports, then calls the handler it displaced. */
+static void
+on_later_call (int sig, siginfo_t *si, void *uctx)
+{
+  later_count++;
+  later_code = si->si_code;
+  if (later_prev.sa_flags & SA_SIGINFO)
+    later_prev.sa_sigaction (sig, si, uctx);
+}
+
+static void
+install_later (void (*handler) (int, siginfo_t *, void *))
+{
+  struct sigaction sa;
+
+  memset (&sa, 0, sizeof sa);
+  sa.sa_sigaction = handler;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+  sigemptyset (&sa.sa_mask);
+  memset (&later_prev, 0, sizeof later_prev);
+  g_assert_cmpint (sigaction (SIGSEGV, &sa, &later_prev), ==, 0);
+  later_count = 0;
+}
+
+/* A wild access, from which on_prev_sigsegv() jumps back. */
+static void
+wild_access (guint8 *wild)
+{
+  prev_handler_count = 0;
+  if (sigsetjmp (segv_jump, 1) == 0)
+    {
+      raw_read (wild);
+      g_assert_not_reached ();
+    }
+  g_assert_cmpint (prev_handler_count, ==, 1);
+}
+
+/* A handler installed after the first map would get the first touch of
+ * every page; the next map puts the library's in front again, with the
+ * later one behind it: it gets what is not ours, and passes it on to the
+ * handler it displaced. In a fresh process, with a handler of the program
+ * installed before the first map too. */
+static void
+test_fault_handler_later_map (void)
+{
+  if (g_test_subprocess ())
+    {
+      struct sigaction cur;
+      Mapping m, m2;
+      guint8 *wild;
+
+      wild = install_prev_handler ();
+
+      mapping_setup (&m, PS, 4, 4, 1 << 20);
+      g_assert_cmpuint (raw_read (m.data + 1), ==, test_mem_file_pattern (0, 1));
+
+      install_later (on_later_reraise);
+      g_assert_true (later_prev.sa_sigaction != on_prev_sigsegv); /* it displaced ours */
+
+      /* Mapping again puts the library's handler in front again. */
+      mapping_setup (&m2, PS, 4, 4, 1 << 20);
+      g_assert_cmpint (sigaction (SIGSEGV, NULL, &cur), ==, 0);
+      g_assert_true (cur.sa_sigaction != on_later_reraise);
+
+      /* First touches of both mappings are served, the later handler never
+       * sees them. */
+      g_assert_cmpuint (raw_read (m.data + PS + 2), ==, test_mem_file_pattern (1, 2));
+      g_assert_cmpuint (raw_read (m2.data + 2 * PS + 3), ==, test_mem_file_pattern (2, 3));
+      g_assert_cmpint (later_count, ==, 0);
+
+      /* A wild access goes to the later handler, which puts back the one it
+       * displaced (the library's first) and raises: that passes the
+       * re-raised signal on to the program's first handler, not back to the
+       * later one. */
+      wild_access (wild + 7);
+      g_assert_cmpint (later_count, ==, 1);
+      g_assert_cmpint (later_code, ==, SEGV_ACCERR);
+      g_assert_cmpint (prev_handler_code, ==, SI_TKILL);
+
+      /* The library's first handler is in front now, and still works. */
+      g_assert_cmpuint (raw_read (m.data + 3 * PS), ==, test_mem_file_pattern (3, 0));
+      wild_access (wild + 8);
+      g_assert_true (prev_handler_addr == (void *)(wild + 8));
+      g_assert_cmpint (later_count, ==, 1);
+
+      munmap (wild, PS);
+      mapping_teardown (&m2);
+      mapping_teardown (&m);
+      return;
+    }
+
+  g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+  g_test_trap_assert_passed ();
+}
+
+/* bigfile_install_fault_handler() does the same on request, for a program
+ * that installs its handler after mapping and does not map again. The
+ * handler calls the one it displaced directly, as crash reporters do. */
+static void
+test_fault_handler_later_install (void)
+{
+  if (g_test_subprocess ())
+    {
+      GError *error = NULL;
+      Mapping m;
+      guint8 *wild;
+      guint n_distinct = 0;
+
+      wild = install_prev_handler ();
+
+      mapping_setup (&m, PS, 4, 4, 1 << 20);
+
+      install_later (on_later_call);
+      g_assert_true (bigfile_install_fault_handler (&error));
+      g_assert_no_error (error);
+      /* Asking again when it is in front does nothing. */
+      g_assert_true (bigfile_install_fault_handler (&error));
+      g_assert_no_error (error);
+
+      g_assert_cmpuint (raw_read (m.data + PS + 2), ==, test_mem_file_pattern (1, 2));
+      g_assert_cmpint (later_count, ==, 0);
+
+      /* Not ours: to the later handler, then to the first one through it. */
+      wild_access (wild + 9);
+      g_assert_cmpint (later_count, ==, 1);
+      g_assert_cmpint (later_code, ==, SEGV_ACCERR);
+      g_assert_cmpint (prev_handler_code, ==, SEGV_ACCERR);
+      g_assert_true (prev_handler_addr == (void *)(wild + 9));
+
+      /* The program removes its handler, putting back the one it found:
+       * the library's first, which passes on to the first handler. */
+      g_assert_cmpint (sigaction (SIGSEGV, &later_prev, NULL), ==, 0);
+      later_count = 0;
+      wild_access (wild + 10);
+      g_assert_cmpint (later_count, ==, 0);
+
+      /* The same handler installed and removed again and again: every time
+       * a chain in installation order, and no entry used up. */
+      for (guint i = 0; i < 100; i++)
+        {
+          install_later (on_later_call);
+          g_assert_true (bigfile_install_fault_handler (&error));
+          g_assert_no_error (error);
+          g_assert_cmpuint (raw_read (m.data + 3 * PS + i), ==, test_mem_file_pattern (3, i));
+          bigfile_handle_invalidate_page (m.handle, 3); /* the next read faults */
+          g_assert_cmpint (later_count, ==, 0);
+          if (i % 10 == 0)
+            {
+              wild_access (wild + 11);
+              g_assert_cmpint (later_count, ==, 1);
+            }
+          g_assert_cmpint (sigaction (SIGSEGV, &later_prev, NULL), ==, 0);
+        }
+
+      /* Too many different handlers over it: an error, not a crash. */
+      for (guint i = 0;; i++, n_distinct++)
+        {
+          struct sigaction other;
+
+          g_assert_cmpuint (i, <, 64);
+          memset (&other, 0, sizeof other);
+          other.sa_sigaction = on_later_call;
+          other.sa_flags = SA_SIGINFO | SA_NODEFER;
+          sigemptyset (&other.sa_mask);
+          sigaddset (&other.sa_mask, SIGRTMIN + (int)(i % 16));
+          if (i >= 16)
+            sigaddset (&other.sa_mask, SIGUSR1);
+          g_assert_cmpint (sigaction (SIGSEGV, &other, &later_prev), ==, 0);
+          if (!bigfile_install_fault_handler (&error))
+            break;
+          g_assert_no_error (error);
+        }
+      g_assert_error (error, BIGFILE_VMA_ERROR, BIGFILE_VMA_ERROR_FAULT_HANDLER);
+      g_clear_error (&error);
+      /* 16 entries: one for what was there at the first map, one for
+       * on_later_call, however often it came back, and 14 for these. */
+      g_assert_cmpuint (n_distinct, ==, 14);
+
+      munmap (wild, PS);
+      mapping_teardown (&m);
+      return;
+    }
+
+  g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+  g_test_trap_assert_passed ();
+}
+
 /* -- block sizes ------------------------------------------------------------------ */
 
 /* Every valid block size, 4 KiB to 2 MiB: faults load whole pages at the
@@ -729,6 +946,8 @@ main (int argc, char **argv)
   g_test_add_func ("/fault/not-ours/default-kills", test_fault_wild_access_kills);
   g_test_add_func ("/fault/not-ours/kill-default", test_fault_kill_sigsegv);
   g_test_add_func ("/fault/not-ours/kill-ignored", test_fault_kill_sigsegv_ignored);
+  g_test_add_func ("/fault/later-handler/next-map", test_fault_handler_later_map);
+  g_test_add_func ("/fault/later-handler/install-function", test_fault_handler_later_install);
   g_test_add_func ("/fault/block-sizes/valid", test_fault_block_sizes);
   g_test_add_func ("/fault/block-sizes/invalid", test_fault_invalid_block_sizes);
 

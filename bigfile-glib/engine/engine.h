@@ -155,6 +155,10 @@ GError *bf_fault_take_error (void);
 /* Is this thread serving a page fault (so inside a signal handler, maybe in
  * a load callback)?  Signals must not be emitted from there. */
 gboolean bf_fault_in_handler (void);
+/* Installs the SIGSEGV handler, or puts it in front again if another was
+ * installed over it (which then gets the signals that are not ours);
+ * bf_vma_map() does it too.  BIGFILE_VMA_ERROR_FAULT_HANDLER if it cannot. */
+gboolean bf_fault_install_handler (GError **error);
 
 /* For tests: the number of kernel mappings the engine counts for its VMAs,
  * and the cap past which it drops mappings of unpinned pages (0: half of

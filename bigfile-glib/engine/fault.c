@@ -176,9 +176,51 @@ bf_fault_take_error (void)
   return error;
 }
 
-/* -- the handler ------------------------------------------------------------- */
+/* -- the handler -------------------------------------------------------------
+ *
+ * When it is installed
+ * --------------------
+ * The kernel runs the SIGSEGV handler installed last, and only that one.  A
+ * handler installed over ours that takes every SIGSEGV for a crash (Python's
+ * faulthandler, crash reporters) would turn the next first touch of a page
+ * into a crash report.  So ours is put back in front with sigaction()
+ * wherever that is cheap (one system call to look):
+ *
+ *   - at every map, which calls bf_fault_install() first (that installs it
+ *     the first time);
+ *   - when the program asks, with bigfile_install_fault_handler(), after
+ *     installing a handler of its own;
+ *
+ * and only if the handler in front is not one of ours.  The handler it
+ * displaces becomes the previous one: it gets the signals that are not ours.
+ *
+ * Chaining without cycles
+ * -----------------------
+ * A handler installed over ours keeps ours as *its* previous handler and
+ * passes signals on to it: by a direct call, or by restoring it and raising
+ * the signal again (faulthandler does that).  Were ours then put in front
+ * again with that handler as its previous one, the chain would be a circle.
+ * So each installation uses an entry point of its own, one of N_ENTRIES
+ * trampolines, and each entry has its own previous handler, written once
+ * (under install_lock) before the entry is first installed and never
+ * changed after, so the handler reads it without a lock:
+ *
+ *   first map          kernel -> entry 0 -> H0 (what was there: SIG_DFL...)
+ *   faulthandler       kernel -> F -> entry 0 -> H0
+ *   next map           kernel -> entry 1 -> F -> entry 0 -> H0
+ *
+ * A signal that is not ours follows the handlers back in the order they
+ * were installed and ends at H0, however each one calls its previous.  An
+ * entry is used again when the handler to displace is the same (function,
+ * flags and mask) as its previous one, so installing the same handler over
+ * ours again and again takes one entry; N_ENTRIES different handlers
+ * installed over ours make the next installation fail.
+ */
 
-static struct sigaction prev_sigsegv;
+#define N_ENTRIES 16
+
+/* The previous handler of each entry: see "Chaining without cycles". */
+static struct sigaction prev_sigsegv[N_ENTRIES];
 
 /* Was the faulting access a write?  1 yes, 0 no, -1 cannot tell. */
 static int
@@ -220,25 +262,27 @@ fault_is_write (void *uctx)
 #endif
 }
 
-/* Pass a signal that is not ours to whoever had SIGSEGV before us. */
+/* Pass a signal that is not ours to the handler @entry displaced. */
 static void
-chain_sigsegv (int sig, siginfo_t *si, void *uctx)
+chain_sigsegv (guint entry, int sig, siginfo_t *si, void *uctx)
 {
-  if (prev_sigsegv.sa_flags & SA_SIGINFO)
+  const struct sigaction *prev = &prev_sigsegv[entry];
+
+  if (prev->sa_flags & SA_SIGINFO)
     {
-      prev_sigsegv.sa_sigaction (sig, si, uctx);
+      prev->sa_sigaction (sig, si, uctx);
       return;
     }
-  if (prev_sigsegv.sa_handler != SIG_DFL && prev_sigsegv.sa_handler != SIG_IGN)
+  if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN)
     {
-      prev_sigsegv.sa_handler (sig);
+      prev->sa_handler (sig);
       return;
     }
   if (si->si_code <= 0)
     {
       /* Sent by kill() or raise(): nothing will run again.  Ignored before
        * us, it stays ignored; by default, it must still kill. */
-      if (prev_sigsegv.sa_handler == SIG_DFL)
+      if (prev->sa_handler == SIG_DFL)
         {
           signal (SIGSEGV, SIG_DFL);
           raise (SIGSEGV);
@@ -286,59 +330,195 @@ raise_sigbus (void *addr, int saved_errno)
     }
 }
 
+/* One fault to serve, and how it went. */
+typedef struct
+{
+  void *addr;
+  int write;
+  BfFaultResult result;
+  GError *error;
+} FaultCall;
+
 static void
-on_sigsegv (int sig, siginfo_t *si, void *uctx)
+serve_fault (FaultCall *call)
+{
+  fault_depth++;
+  bf_lock ();
+  call->result = bf_fault_locked (call->addr, call->write, &call->error);
+  bf_unlock ();
+  fault_depth--;
+}
+
+static void
+handle_sigsegv (guint entry, int sig, siginfo_t *si, void *uctx)
 {
   int saved_errno = errno;
-  BfFaultResult result = BF_FAULT_NOT_OURS;
-  GError *error = NULL;
+  FaultCall call = { si->si_addr, 0, BF_FAULT_NOT_OURS, NULL };
 
   /* si_code > 0: raised by the kernel for a real access, not sent by kill(). */
-  if (si->si_code > 0 && !lock_held)
+  if (si->si_code > 0 && !bf_lock_held ())
     {
-      fault_depth++;
-      bf_lock ();
-      result = bf_fault_locked (si->si_addr, fault_is_write (uctx), &error);
-      bf_unlock ();
-      fault_depth--;
+      call.write = fault_is_write (uctx);
+      serve_fault (&call);
     }
 
-  switch (result)
+  switch (call.result)
     {
       case BF_FAULT_HANDLED:
         break;
       case BF_FAULT_ERROR:
         g_clear_error (&fault_error);
-        fault_error = error;
+        fault_error = call.error;
         raise_sigbus (si->si_addr, saved_errno);
         break;
       case BF_FAULT_NOT_OURS:
       default:
         errno = saved_errno;
-        chain_sigsegv (sig, si, uctx);
+        chain_sigsegv (entry, sig, si, uctx);
         break;
     }
 
   errno = saved_errno;
 }
 
-static void
-install_handler (void)
-{
-  struct sigaction sa;
+/* The entries: each knows its number, which tells its previous handler. */
+#define DEFINE_ENTRY(n)                                                                            \
+  static void on_sigsegv_##n (int sig, siginfo_t *si, void *uctx)                                  \
+  {                                                                                                \
+    handle_sigsegv (n, sig, si, uctx);                                                             \
+  }
+DEFINE_ENTRY (0)
+DEFINE_ENTRY (1)
+DEFINE_ENTRY (2)
+DEFINE_ENTRY (3)
+DEFINE_ENTRY (4)
+DEFINE_ENTRY (5)
+DEFINE_ENTRY (6)
+DEFINE_ENTRY (7)
+DEFINE_ENTRY (8)
+DEFINE_ENTRY (9)
+DEFINE_ENTRY (10)
+DEFINE_ENTRY (11)
+DEFINE_ENTRY (12)
+DEFINE_ENTRY (13)
+DEFINE_ENTRY (14)
+DEFINE_ENTRY (15)
 
-  memset (&sa, 0, sizeof sa);
-  sa.sa_sigaction = on_sigsegv;
-  sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESTART;
-  sigemptyset (&sa.sa_mask);
-  if (sigaction (SIGSEGV, &sa, &prev_sigsegv) != 0)
-    g_error ("Could not install the SIGSEGV handler: %s", g_strerror (errno));
+typedef void (*SigactionFunc) (int sig, siginfo_t *si, void *uctx);
+
+static const SigactionFunc entries[N_ENTRIES] = {
+  on_sigsegv_0,  on_sigsegv_1,  on_sigsegv_2,  on_sigsegv_3,  on_sigsegv_4,  on_sigsegv_5,
+  on_sigsegv_6,  on_sigsegv_7,  on_sigsegv_8,  on_sigsegv_9,  on_sigsegv_10, on_sigsegv_11,
+  on_sigsegv_12, on_sigsegv_13, on_sigsegv_14, on_sigsegv_15,
+};
+
+/* Serializes installations (never taken in the handler; a leaf lock). */
+static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
+static guint n_entries_used; /* install_lock: prev_sigsegv[0, n) are set */
+
+static gboolean
+is_ours (const struct sigaction *sa)
+{
+  if (!(sa->sa_flags & SA_SIGINFO))
+    return FALSE;
+  for (guint i = 0; i < N_ENTRIES; i++)
+    if (sa->sa_sigaction == entries[i])
+      return TRUE;
+  return FALSE;
 }
 
-/* Install the handler once, before the first VMA is mapped. */
+/* Same handler, flags and mask.  The masks are compared signal by signal:
+ * glibc copies a whole sigset_t out of a kernel one that is only partly
+ * filled in, so the bytes past the kernel's signals are garbage.
+ * sa_handler and sa_sigaction share their storage. */
+static gboolean
+same_action (const struct sigaction *a, const struct sigaction *b)
+{
+  if (a->sa_handler != b->sa_handler || a->sa_flags != b->sa_flags)
+    return FALSE;
+  for (int sig = 1; sig < NSIG; sig++)
+    if (sigismember (&a->sa_mask, sig) != sigismember (&b->sa_mask, sig))
+      return FALSE;
+  return TRUE;
+}
+
+static gboolean
+install_locked (GError **error)
+{
+  struct sigaction cur;
+
+  if (sigaction (SIGSEGV, NULL, &cur) != 0)
+    {
+      int errsv = errno;
+      g_set_error (error, BIGFILE_VMA_ERROR, BIGFILE_VMA_ERROR_FAULT_HANDLER,
+                   "Could not look up the SIGSEGV handler: sigaction: %s", g_strerror (errsv));
+      return FALSE;
+    }
+
+  while (!is_ours (&cur))
+    {
+      struct sigaction sa, old;
+      guint i;
+
+      for (i = 0; i < n_entries_used; i++)
+        if (same_action (&prev_sigsegv[i], &cur))
+          break;
+      if (i == n_entries_used)
+        {
+          if (i == N_ENTRIES)
+            {
+              g_set_error (error, BIGFILE_VMA_ERROR, BIGFILE_VMA_ERROR_FAULT_HANDLER,
+                           "Could not put the page fault (SIGSEGV) handler in front again: %d "
+                           "different handlers were installed over it already",
+                           N_ENTRIES);
+              return FALSE;
+            }
+          prev_sigsegv[i] = cur;
+          n_entries_used++;
+        }
+
+      memset (&sa, 0, sizeof sa);
+      sa.sa_sigaction = entries[i];
+      sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESTART;
+      sigemptyset (&sa.sa_mask);
+      if (sigaction (SIGSEGV, &sa, &old) != 0)
+        {
+          int errsv = errno;
+          g_set_error (error, BIGFILE_VMA_ERROR, BIGFILE_VMA_ERROR_FAULT_HANDLER,
+                       "Could not install the page fault (SIGSEGV) handler: sigaction: %s",
+                       g_strerror (errsv));
+          return FALSE;
+        }
+      if (same_action (&old, &cur))
+        break;
+      /* Another thread installed a handler since we looked: ours displaced
+       * it, so put ours in front again with that one behind. */
+      cur = old;
+    }
+  return TRUE;
+}
+
+gboolean
+bf_fault_install_handler (GError **error)
+{
+  gboolean ok;
+
+  pthread_mutex_lock (&install_lock);
+  ok = install_locked (error);
+  pthread_mutex_unlock (&install_lock);
+  return ok;
+}
+
+/* At every map: install the handler, or put it in front again.  Mapping
+ * goes on if that fails (it cannot, short of N_ENTRIES other handlers). */
 void
 bf_fault_install (void)
 {
-  static pthread_once_t once = PTHREAD_ONCE_INIT;
-  pthread_once (&once, install_handler);
+  GError *error = NULL;
+
+  if (!bf_fault_install_handler (&error))
+    {
+      g_warning_once ("%s", error->message);
+      g_error_free (error);
+    }
 }
