@@ -783,7 +783,10 @@ bigfile_vma_take_fault_error (void)
  * a traceback and the process dies).
  *
  * Calling it before any map installs the handler early; calling it when the
- * handler is in front does nothing.
+ * handler is in front does nothing. On Linux x86-64 and aarch64 the handler
+ * runs on an alternate signal stack if the thread has one (`SA_ONSTACK`),
+ * so that a program's stack-overflow handler still runs, and loads pages on
+ * the faulting thread's own stack.
  *
  * Returns: %TRUE if the handler is in front, %FALSE with @error set to
  *   %BIGFILE_VMA_ERROR_FAULT_HANDLER if it could not be put there (more

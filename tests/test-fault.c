@@ -13,6 +13,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <string.h>
@@ -642,6 +643,332 @@ test_fault_kill_sigsegv_ignored (void)
   g_test_trap_assert_passed ();
 }
 
+/* -- alternate signal stacks --------------------------------------------------- */
+
+#ifndef SS_AUTODISARM
+#define SS_AUTODISARM (1U << 31) /* Linux 4.7; not in glibc's headers */
+#endif
+
+/* An alternate signal stack with a guard page on each side: running off it
+ * faults at once instead of corrupting what lies next to it. */
+typedef struct
+{
+  guint8 *mem;
+  guint8 *base;
+  gsize size;
+} AltStack;
+
+static void
+alt_stack_init (AltStack *alt, gsize size)
+{
+  alt->size = size;
+  alt->mem = mmap (NULL, size + 2 * PS, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  g_assert_true (alt->mem != MAP_FAILED);
+  alt->base = alt->mem + PS;
+  g_assert_cmpint (mprotect (alt->base, size, PROT_READ | PROT_WRITE), ==, 0);
+}
+
+static void
+alt_stack_clear (AltStack *alt)
+{
+  munmap (alt->mem, alt->size + 2 * PS);
+}
+
+/* Makes @alt this thread's alternate stack (@flags: 0 or SS_AUTODISARM). */
+static void
+alt_stack_set (AltStack *alt, int flags)
+{
+  stack_t ss;
+
+  memset (&ss, 0, sizeof ss);
+  ss.ss_sp = alt->base;
+  ss.ss_size = alt->size;
+  ss.ss_flags = flags;
+  g_assert_cmpint (sigaltstack (&ss, NULL), ==, 0);
+}
+
+/* Asserts that @alt is this thread's alternate stack, whole, as set. */
+static void
+assert_alt_stack (AltStack *alt, int flags)
+{
+  stack_t ss;
+
+  g_assert_cmpint (sigaltstack (NULL, &ss), ==, 0);
+  g_assert_true (ss.ss_sp == alt->base);
+  g_assert_cmpuint (ss.ss_size, ==, alt->size);
+  g_assert_cmpint (ss.ss_flags, ==, flags);
+}
+
+static gboolean
+alt_stack_contains (AltStack *alt, guintptr addr)
+{
+  return addr >= (guintptr)alt->mem && addr < (guintptr)alt->mem + alt->size + 2 * PS;
+}
+
+/* A load hook that needs far more stack than a signal stack has, as a load
+ * written in Python or JavaScript may: it says where its array was, and how
+ * the alternate stack looked while it ran. */
+typedef struct
+{
+  guint calls;
+  guintptr low, high; /* the array's first and last byte */
+  stack_t during;     /* sigaltstack() as the hook saw it */
+  guint8 *nested;     /* a byte of another mapping to read from the hook */
+  guint8 nested_value;
+} DeepHook;
+
+#define DEEP_HOOK_STACK (256 * 1024)
+
+static void
+deep_stack_hook (TestMemFile *file, guint64 block, gpointer user_data)
+{
+  DeepHook *hook = user_data;
+  volatile guint8 big[DEEP_HOOK_STACK];
+
+  /* From the top down, as the stack grows: off a small stack, the first
+   * write past it hits a guard page. */
+  for (gsize i = sizeof big; i >= 256; i -= 256)
+    big[i - 1] = (guint8)i;
+  big[0] = 1;
+  hook->low = (guintptr)&big[0];
+  hook->high = (guintptr)&big[sizeof big - 1];
+  hook->calls++;
+  g_assert_cmpint (sigaltstack (NULL, &hook->during), ==, 0);
+
+  if (hook->nested != NULL)
+    {
+      guint8 *p = hook->nested;
+      hook->nested = NULL;
+      hook->nested_value = raw_read (p);
+    }
+}
+
+typedef struct
+{
+  Mapping m, m2; /* the hook of m's loads reads from m2 */
+  AltStack alt, small;
+} AltStackTest;
+
+static gpointer
+alt_stack_thread (gpointer data)
+{
+  AltStackTest *t = data;
+  /* 16 KiB is shrunk for a load and again for a nested one; 8 KiB leaves
+   * too little to keep. */
+  struct
+  {
+    AltStack *alt;
+    int flags;
+  } rounds[] = {
+    { &t->alt, 0 },
+    { &t->alt, (int)SS_AUTODISARM },
+    { &t->small, 0 },
+  };
+  DeepHook hook, hook2;
+
+  for (guint round = 0; round < G_N_ELEMENTS (rounds); round++)
+    {
+      AltStack *alt = rounds[round].alt;
+      const int flags = rounds[round].flags;
+      guint64 page = round * 3; /* this round's pages: page to page + 2 */
+      GError *error;
+
+      g_test_message ("alternate stack of %" G_GSIZE_FORMAT " bytes, flags %#x", alt->size,
+                      (guint)flags);
+      alt_stack_set (alt, flags);
+
+      /* A load that needs 256 KiB of stack, from a fault taken on a small
+       * alternate stack: it runs on the thread's own stack. */
+      memset (&hook, 0, sizeof hook);
+      test_mem_file_set_load_hook (t->m.file, deep_stack_hook, &hook);
+      g_assert_cmpuint (raw_read (t->m.data + page * PS + 9), ==, test_mem_file_pattern (page, 9));
+      g_assert_cmpuint (hook.calls, ==, 1);
+      g_assert_false (alt_stack_contains (alt, hook.low));
+      g_assert_false (alt_stack_contains (alt, hook.high));
+      /* Meanwhile the alternate stack was shrunk below the handler's frames
+       * (disabled if too little was left; disarmed by the kernel, with
+       * SS_AUTODISARM)... */
+      if (flags & SS_AUTODISARM)
+        g_assert_true (hook.during.ss_flags & SS_DISABLE);
+      else if (alt == &t->small)
+        g_assert_cmpint (hook.during.ss_flags, ==, SS_DISABLE); /* too small to keep */
+      else
+        {
+          g_assert_true (hook.during.ss_sp == alt->base);
+          g_assert_cmpuint (hook.during.ss_size, <, alt->size);
+          g_assert_cmpint (hook.during.ss_flags, ==, 0);
+        }
+      /* ...and it is whole again. */
+      assert_alt_stack (alt, flags);
+
+      /* A load that faults on another mapping: the nested fault is served
+       * the same way, one level down. */
+      memset (&hook, 0, sizeof hook);
+      memset (&hook2, 0, sizeof hook2);
+      hook.nested = t->m2.data + page * PS + 100;
+      test_mem_file_set_load_hook (t->m2.file, deep_stack_hook, &hook2);
+      g_assert_cmpuint (raw_read (t->m.data + (page + 1) * PS), ==,
+                        test_mem_file_pattern (page + 1, 0));
+      g_assert_cmpuint (hook.calls, ==, 1);
+      g_assert_cmpuint (hook2.calls, ==, 1);
+      g_test_message ("signal stack during the load: %" G_GSIZE_FORMAT " bytes, flags %#x;"
+                      " during the nested load: %" G_GSIZE_FORMAT " bytes, flags %#x",
+                      hook.during.ss_size, (guint)hook.during.ss_flags, hook2.during.ss_size,
+                      (guint)hook2.during.ss_flags);
+      g_assert_cmpuint (hook.nested_value, ==, test_mem_file_pattern (page, 100));
+      g_assert_false (alt_stack_contains (alt, hook2.low));
+      g_assert_true (hook2.high < hook.low); /* below the outer load, on the same stack */
+      if ((flags & SS_AUTODISARM) || alt == &t->small)
+        g_assert_true (hook2.during.ss_flags & SS_DISABLE);
+      else
+        {
+          g_assert_true (hook2.during.ss_sp == alt->base);
+          g_assert_cmpuint (hook2.during.ss_size, <, hook.during.ss_size);
+          g_assert_cmpint (hook2.during.ss_flags, ==, 0);
+        }
+      assert_alt_stack (alt, flags);
+      test_mem_file_set_load_hook (t->m2.file, NULL, NULL);
+
+      /* A load that fails: SIGBUS comes after the switch back, so a handler
+       * that jumps out leaves the alternate stack whole; errno is kept.
+       * (Not on the small stack: two signal frames and siglongjmp() do not
+       * fit in 8 KiB under AddressSanitizer.) */
+      if (alt == &t->small)
+        continue;
+      memset (&hook, 0, sizeof hook);
+      test_mem_file_set_fail_load (t->m.file, page + 2, TRUE, FALSE);
+      errno = EILSEQ;
+      g_assert_false (try_access (t->m.data + (page + 2) * PS, FALSE, 0, NULL));
+      g_assert_cmpint (bus_count, ==, 1);
+      g_assert_cmpint (bus_errno, ==, EILSEQ);
+      error = bigfile_vma_take_fault_error ();
+      g_assert_error (error, G_IO_ERROR, G_IO_ERROR_FAILED);
+      g_clear_error (&error);
+      g_assert_cmpuint (hook.calls, ==, 1);
+      /* (With SS_AUTODISARM, only a return from the handler re-arms it:
+       * jumping out leaves it disarmed, by the kernel's rule.) */
+      if (!(flags & SS_AUTODISARM))
+        assert_alt_stack (alt, flags);
+      test_mem_file_set_fail_load (t->m.file, page + 2, FALSE, FALSE);
+      test_mem_file_set_load_hook (t->m.file, NULL, NULL);
+    }
+
+  return NULL;
+}
+
+/* The handler runs on the alternate stack of a thread that has one (so that
+ * a program's stack overflow handler can run, below), but loads need the
+ * stack they would have had without it. In a fresh process: the
+ * alternate stack is left to the thread that set it. */
+static void
+test_fault_alt_stack_load (void)
+{
+  if (g_test_subprocess ())
+    {
+      AltStackTest t;
+      GThread *thread;
+
+      mapping_setup (&t.m, PS, 9, 9, 1 << 20);
+      mapping_setup (&t.m2, PS, 9, 9, 1 << 20);
+      alt_stack_init (&t.alt, 16 * 1024);
+      alt_stack_init (&t.small, 8 * 1024);
+
+      thread = g_thread_new ("alt-stack", alt_stack_thread, &t);
+      g_thread_join (thread);
+
+      alt_stack_clear (&t.small);
+      alt_stack_clear (&t.alt);
+      mapping_teardown (&t.m2);
+      mapping_teardown (&t.m);
+      return;
+    }
+
+  g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+  g_test_trap_assert_passed ();
+}
+
+static volatile gboolean stop_recursing;
+
+/* Recurses until the stack runs out (stop_recursing is never set). */
+static G_NO_INLINE guint
+recurse (guint depth)
+{
+  volatile guint8 pad[512];
+
+  pad[0] = (guint8)depth;
+  if (stop_recursing)
+    return pad[0];
+  return recurse (depth + 1) + pad[0];
+}
+
+static void
+on_overflow (int sig, siginfo_t *si, void *uctx)
+{
+  static const char msg[] = "stack overflow reported\n";
+
+  /* Only async-signal-safe calls: the stack is gone. */
+  if (write (STDOUT_FILENO, msg, sizeof msg - 1) < 0)
+    _exit (3);
+  _exit (0);
+}
+
+typedef struct
+{
+  Mapping m;
+  AltStack alt;
+} OverflowTest;
+
+static void *
+overflow_thread (void *data)
+{
+  OverflowTest *t = data;
+
+  alt_stack_set (&t->alt, 0);
+  /* Faults on the mapping work on this thread... */
+  g_assert_cmpuint (raw_read (t->m.data + PS + 1), ==, test_mem_file_pattern (1, 1));
+  /* ...and a stack overflow reaches the program's handler. */
+  recurse (0);
+  g_assert_not_reached ();
+  return NULL;
+}
+
+/* A program that reports stack overflows installs its SIGSEGV handler with
+ * SA_ONSTACK and gives threads an alternate stack. The library's handler,
+ * installed over it at the first map, must run on that stack too and pass
+ * the overflow on: otherwise the kernel finds no room for the handler on
+ * the overflowed stack and kills the process silently. */
+static void
+test_fault_alt_stack_overflow (void)
+{
+  if (g_test_subprocess ())
+    {
+      OverflowTest t;
+      struct sigaction sa;
+      pthread_attr_t attr;
+      pthread_t thread;
+
+      memset (&sa, 0, sizeof sa);
+      sa.sa_sigaction = on_overflow;
+      sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+      sigemptyset (&sa.sa_mask);
+      g_assert_cmpint (sigaction (SIGSEGV, &sa, NULL), ==, 0);
+
+      mapping_setup (&t.m, PS, 4, 4, 1 << 20);
+      alt_stack_init (&t.alt, 16 * 1024);
+
+      /* A small thread stack, so that it overflows at once. */
+      g_assert_cmpint (pthread_attr_init (&attr), ==, 0);
+      g_assert_cmpint (pthread_attr_setstacksize (&attr, 256 * 1024), ==, 0);
+      g_assert_cmpint (pthread_create (&thread, &attr, overflow_thread, &t), ==, 0);
+      pthread_join (thread, NULL);
+      g_assert_not_reached ();
+    }
+
+  g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+  g_test_trap_assert_passed ();
+  g_test_trap_assert_stdout ("*stack overflow reported*");
+}
+
 /* -- handlers installed after the library's -------------------------------------- */
 
 static struct sigaction later_prev;
@@ -722,6 +1049,7 @@ test_fault_handler_later_map (void)
       mapping_setup (&m2, PS, 4, 4, 1 << 20);
       g_assert_cmpint (sigaction (SIGSEGV, NULL, &cur), ==, 0);
       g_assert_true (cur.sa_sigaction != on_later_reraise);
+      g_assert_true (cur.sa_flags & SA_ONSTACK);
 
       /* First touches of both mappings are served, the later handler never
        * sees them. */
@@ -946,6 +1274,8 @@ main (int argc, char **argv)
   g_test_add_func ("/fault/not-ours/default-kills", test_fault_wild_access_kills);
   g_test_add_func ("/fault/not-ours/kill-default", test_fault_kill_sigsegv);
   g_test_add_func ("/fault/not-ours/kill-ignored", test_fault_kill_sigsegv_ignored);
+  g_test_add_func ("/fault/alt-stack/load-on-thread-stack", test_fault_alt_stack_load);
+  g_test_add_func ("/fault/alt-stack/overflow-handler-runs", test_fault_alt_stack_overflow);
   g_test_add_func ("/fault/later-handler/next-map", test_fault_handler_later_map);
   g_test_add_func ("/fault/later-handler/install-function", test_fault_handler_later_install);
   g_test_add_func ("/fault/block-sizes/valid", test_fault_block_sizes);
