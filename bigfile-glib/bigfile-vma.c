@@ -44,6 +44,14 @@
  * bigfile_vma_take_fault_error(). The methods of #BigfileVma report the
  * same failures as a #GError instead.
  *
+ * Pages load in the library's `SIGSEGV` handler, installed at the first
+ * map: a program that installs its own `SIGSEGV` handler after that calls
+ * bigfile_install_fault_handler(). A thread that blocks `SIGSEGV` cannot
+ * take a page fault at all (the kernel kills the process): it touches only
+ * pages it pinned with bigfile_vma_pin(), or copies with bigfile_vma_read()
+ * and bigfile_vma_write(). [The overview][bigfile-threads-sigsegv] tells
+ * the rules.
+ *
  * A mapping keeps a reference on its handle. It stays mapped until
  * bigfile_vma_unmap() or its last reference is dropped.
  *
@@ -628,7 +636,8 @@ bigfile_vma_populate (BigfileVma *vma, gsize offset, gsize length, gboolean writ
  * Like bigfile_vma_populate(), and then keeps the pages in memory and
  * mapped until bigfile_vma_unpin() is called with the same range: for
  * system calls that use the memory for a long time (asynchronous I/O,
- * io_uring, a buffer handed to a device) or for code that must not fault.
+ * io_uring, a buffer handed to a device) or for code that must not fault
+ * (a thread that blocks `SIGSEGV`: pin @writable the pages it writes).
  * Pins nest: each pin needs its unpin.
  *
  * Pinned pages count in the budget of the #BigfileRam and cannot be

@@ -1174,6 +1174,92 @@ test_fault_handler_later_install (void)
   g_test_trap_assert_passed ();
 }
 
+/* -- threads with SIGSEGV blocked ------------------------------------------------ */
+
+typedef struct
+{
+  Mapping m;
+  guint8 values[3];
+} BlockedTest;
+
+static gpointer
+blocked_thread (gpointer data)
+{
+  BlockedTest *t = data;
+  GError *error = NULL;
+  sigset_t set;
+
+  sigemptyset (&set);
+  sigaddset (&set, SIGSEGV);
+  g_assert_cmpint (pthread_sigmask (SIG_BLOCK, &set, NULL), ==, 0);
+
+  /* Populated pages are mapped: reading them raises no fault. */
+  g_assert_true (bigfile_vma_populate (t->m.vma, 0, 2 * PS, FALSE, &error));
+  g_assert_no_error (error);
+  t->values[0] = raw_read (t->m.data + 5);
+  t->values[1] = raw_read (t->m.data + PS + 6);
+
+  /* Pinned writable: written without a fault, and it stays so. */
+  g_assert_true (bigfile_vma_pin (t->m.vma, 2 * PS, PS, TRUE, &error));
+  g_assert_no_error (error);
+  raw_write (t->m.data + 2 * PS + 7, 0x5A);
+  t->values[2] = raw_read (t->m.data + 2 * PS + 7);
+  bigfile_vma_unpin (t->m.vma, 2 * PS, PS);
+
+  return NULL;
+}
+
+/* A fault's SIGSEGV cannot wait: the kernel unblocks it and takes the
+ * default action, so a thread that blocks SIGSEGV dies on a first touch.
+ * Such a thread loads and maps pages first with bigfile_vma_populate() or
+ * bigfile_vma_pin(). Both in a fresh process: the first in a child, which
+ * must die of SIGSEGV. */
+static void
+test_fault_sigsegv_blocked (void)
+{
+  if (g_test_subprocess ())
+    {
+      BlockedTest t;
+      GThread *thread;
+      pid_t pid;
+      int status = 0;
+
+      mapping_setup (&t.m, PS, 4, 4, 1 << 20);
+
+      pid = fork ();
+      g_assert_cmpint (pid, >=, 0);
+      if (pid == 0)
+        {
+          struct rlimit no_core = { 0, 0 };
+          sigset_t set;
+
+          setrlimit (RLIMIT_CORE, &no_core);
+          sigemptyset (&set);
+          sigaddset (&set, SIGSEGV);
+          pthread_sigmask (SIG_BLOCK, &set, NULL);
+          raw_read (t.m.data + 3 * PS);
+          _exit (0); /* survived: the kernel changed its rules */
+        }
+      g_assert_cmpint (waitpid (pid, &status, 0), ==, pid);
+      g_assert_true (WIFSIGNALED (status));
+      g_assert_cmpint (WTERMSIG (status), ==, SIGSEGV);
+
+      thread = g_thread_new ("sigsegv-blocked", blocked_thread, &t);
+      g_thread_join (thread);
+      g_assert_cmpuint (t.values[0], ==, test_mem_file_pattern (0, 5));
+      g_assert_cmpuint (t.values[1], ==, test_mem_file_pattern (1, 6));
+      g_assert_cmpuint (t.values[2], ==, 0x5A);
+      g_assert_cmpint (page_state (&t.m, 2), ==, BIGFILE_PAGE_STATE_DIRTY);
+      g_assert_cmpint (page_state (&t.m, 3), ==, BIGFILE_PAGE_STATE_EMPTY);
+
+      mapping_teardown (&t.m);
+      return;
+    }
+
+  g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+  g_test_trap_assert_passed ();
+}
+
 /* -- block sizes ------------------------------------------------------------------ */
 
 /* Every valid block size, 4 KiB to 2 MiB: faults load whole pages at the
@@ -1278,6 +1364,7 @@ main (int argc, char **argv)
   g_test_add_func ("/fault/alt-stack/overflow-handler-runs", test_fault_alt_stack_overflow);
   g_test_add_func ("/fault/later-handler/next-map", test_fault_handler_later_map);
   g_test_add_func ("/fault/later-handler/install-function", test_fault_handler_later_install);
+  g_test_add_func ("/fault/sigsegv-blocked/populate-pin", test_fault_sigsegv_blocked);
   g_test_add_func ("/fault/block-sizes/valid", test_fault_block_sizes);
   g_test_add_func ("/fault/block-sizes/invalid", test_fault_invalid_block_sizes);
 
