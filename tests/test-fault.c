@@ -6,9 +6,11 @@
  * and check what the fault handler made of each access: which page was
  * loaded (and how many times), its state, and how it is mapped. They also
  * cover the contract for faults that cannot be served (SIGBUS to the
- * faulting thread, with the reason kept for bigfile_vma_take_fault_error())
- * and for faults that are not ours (passed on to the handler installed
- * before the library's, or to the default action).
+ * faulting thread, with the reason kept for bigfile_vma_take_fault_error()
+ * and errno kept for its handler), for faults that are not ours (passed on
+ * to the handler installed before the library's, or to the default action),
+ * for handlers the program installs after the library's, for threads with
+ * an alternate signal stack, and for threads that block SIGSEGV.
  */
 #include "config.h"
 
