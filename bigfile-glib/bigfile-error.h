@@ -94,6 +94,9 @@ typedef enum
  * @BIGFILE_VMA_ERROR_OUT_OF_RANGE: an offset or length lies outside the mapping.
  * @BIGFILE_VMA_ERROR_MAP_FAILED: the kernel refused to map memory (for
  *   example vm.max_map_count was reached); the message holds the system error.
+ * @BIGFILE_VMA_ERROR_FAULT_HANDLER: the library's page fault (`SIGSEGV`)
+ *   handler could not be installed in front of the process's other
+ *   handlers; see bigfile_install_fault_handler().
  *
  * Errors of #BigfileVma.
  *
@@ -104,6 +107,7 @@ typedef enum
   BIGFILE_VMA_ERROR_UNMAPPED,
   BIGFILE_VMA_ERROR_OUT_OF_RANGE,
   BIGFILE_VMA_ERROR_MAP_FAILED,
+  BIGFILE_VMA_ERROR_FAULT_HANDLER,
 } BigfileVmaError;
 
 /**

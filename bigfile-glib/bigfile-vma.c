@@ -44,6 +44,14 @@
  * bigfile_vma_take_fault_error(). The methods of #BigfileVma report the
  * same failures as a #GError instead.
  *
+ * Pages load in the library's `SIGSEGV` handler, installed at the first
+ * map: a program that installs its own `SIGSEGV` handler after that calls
+ * bigfile_install_fault_handler(). A thread that blocks `SIGSEGV` cannot
+ * take a page fault at all (the kernel kills the process): it touches only
+ * pages it pinned with bigfile_vma_pin(), or copies with bigfile_vma_read()
+ * and bigfile_vma_write(). [The overview][bigfile-threads-sigsegv] tells
+ * the rules.
+ *
  * A mapping keeps a reference on its handle. It stays mapped until
  * bigfile_vma_unmap() or its last reference is dropped.
  *
@@ -635,7 +643,8 @@ bigfile_vma_populate (BigfileVma *vma, gsize offset, gsize length, gboolean writ
  * Like bigfile_vma_populate(), and then keeps the pages in memory and
  * mapped until bigfile_vma_unpin() is called with the same range: for
  * system calls that use the memory for a long time (asynchronous I/O,
- * io_uring, a buffer handed to a device) or for code that must not fault.
+ * io_uring, a buffer handed to a device) or for code that must not fault
+ * (a thread that blocks `SIGSEGV`: pin @writable the pages it writes).
  * Pins nest: each pin needs its unpin.
  *
  * Pinned pages count in the budget of the #BigfileRam and cannot be
@@ -776,4 +785,44 @@ GError *
 bigfile_vma_take_fault_error (void)
 {
   return bf_fault_take_error ();
+}
+
+/**
+ * bigfile_install_fault_handler:
+ * @error: return location for a #GError
+ *
+ * Puts the library's `SIGSEGV` handler, which loads pages on the first
+ * touch, in front of the process's other `SIGSEGV` handlers again.
+ *
+ * The kernel gives a signal to the handler installed last, and pages load
+ * only if the library's handler sees every fault first. It is installed
+ * at the first bigfile_handle_map(), and every later map checks that it
+ * is still in front. A handler found in front of it, installed since, is
+ * put behind it: it gets every `SIGSEGV` that is not a fault on a mapping,
+ * and the handlers installed before go on getting theirs, in the order they
+ * were installed. Handlers installed before the first map (Python's
+ * `faulthandler.enable()`, a crash reporter) need nothing more. A program
+ * that installs one after mapping calls this function right after it, or
+ * maps again before touching any page: otherwise the next first touch of a
+ * page goes to that handler, which takes it for a crash (faulthandler prints
+ * a traceback and the process dies).
+ *
+ * Calling it before any map installs the handler early; calling it when the
+ * handler is in front does nothing. On Linux x86-64 and aarch64 the handler
+ * runs on an alternate signal stack if the thread has one (`SA_ONSTACK`),
+ * so that a program's stack-overflow handler still runs, and loads pages on
+ * the faulting thread's own stack.
+ *
+ * Returns: %TRUE if the handler is in front, %FALSE with @error set to
+ *   %BIGFILE_VMA_ERROR_FAULT_HANDLER if it could not be put there (more
+ *   than 16 different handlers were installed over it)
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_install_fault_handler (GError **error)
+{
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  return bf_fault_install_handler (error);
 }

@@ -53,5 +53,7 @@ void bigfile_vma_unmap (BigfileVma *vma);
 
 BIGFILE_AVAILABLE_IN_ALL
 GError *bigfile_vma_take_fault_error (void);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_install_fault_handler (GError **error);
 
 G_END_DECLS

@@ -566,6 +566,9 @@ typedef enum
   BF_FAULT_ERROR,
 } BfFaultResult;
 
+/* The registered VMA that @addr lies in, or NULL (lock held). */
+BfVma *bf_vma_lookup_locked (const void *addr);
+
 /* @write: 1 write, 0 read, -1 unknown (then a fault on a page mapped
  * read-only is taken as a write).  Lock held; may be released meanwhile. */
 BfFaultResult bf_fault_locked (void *addr, int write, GError **error);

@@ -184,6 +184,10 @@ GError *bf_fault_take_error (void);
 /* Is this thread serving a page fault (so inside a signal handler, maybe in
  * a load callback)?  Signals must not be emitted from there. */
 gboolean bf_fault_in_handler (void);
+/* Installs the SIGSEGV handler, or puts it in front again if another was
+ * installed over it (which then gets the signals that are not ours);
+ * bf_vma_map() does it too.  BIGFILE_VMA_ERROR_FAULT_HANDLER if it cannot. */
+gboolean bf_fault_install_handler (GError **error);
 
 /* For tests: checks every invariant of @handle, its RAM, its VMAs and the
  * engine's kernel-map accounting (engine-private.h lists them); with

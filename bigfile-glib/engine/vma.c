@@ -170,6 +170,12 @@ registry_lookup (const void *addr)
   return NULL;
 }
 
+BfVma *
+bf_vma_lookup_locked (const void *addr)
+{
+  return registry_lookup (addr);
+}
+
 /* -- mapping pages into VMAs ------------------------------------------------- */
 
 static inline guint8 *

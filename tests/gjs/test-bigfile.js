@@ -362,6 +362,15 @@ test('read loads lazily', () => {
     assertEqual(file.loads, [3, 4], 'loads');
 });
 
+test('install_fault_handler', () => {
+    // Callable from JavaScript: puts the library's SIGSEGV handler in front
+    // (it is already, so it only checks); pages still load afterwards.
+    const {file, vma} = open();
+    assertEqual(Bigfile.install_fault_handler(), true, 'install_fault_handler()');
+    assertEqual(read(vma, 5 * BLOCK, 3), pattern(5).subarray(0, 3), 'read');
+    assertEqual(file.loads, [5], 'loads');
+});
+
 test('write and writeout', () => {
     const {file, ram, handle, vma} = open();
     vma.write(2 * BLOCK + 100, bytes(ascii('hello')));

@@ -27,8 +27,17 @@
 # Callbacks from C swallow Python exceptions (PyGObject prints them), so the
 # callbacks here only record what happened; the assertions come after the
 # main loop returns.
+#
+# Last, TestFaultHandler: raw memory (ctypes) with faulthandler enabled before
+# or after the first map, in a fresh interpreter each. The library's SIGSEGV
+# handler must stay in front, serve Python loads on the thread's own stack,
+# and pass real crashes on to faulthandler.
 
 import os
+import resource
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -1241,6 +1250,119 @@ class TestFork(BigfileTestCase):
             self.assertEqual(code, Bigfile.HandleError.FORKED)
             self.assertIn('fork()', message)
             self.assertIn('(pid %d)' % os.getpid(), message)
+
+
+# Run by TestFaultHandler in a fresh interpreter: faulthandler and the
+# SIGSEGV handler are process-wide. argv[1] says when faulthandler is
+# enabled. Prints a line for each step that worked, then crashes on purpose.
+FAULT_HANDLER_SCRIPT = r"""
+import ctypes
+import faulthandler
+import sys
+
+import gi
+gi.require_version('GLib', '2.0')
+gi.require_version('GObject', '2.0')
+gi.require_version('Bigfile', '1.0')
+from gi.repository import GLib, GObject, Bigfile
+
+BLOCK = 4096
+
+
+def deep(n):
+    # Each level goes through C (sum(), map()), so it takes C stack: more
+    # than faulthandler's alternate signal stack holds.
+    return 0 if n == 0 else 1 + sum(map(deep, [n - 1]))
+
+
+class DeepFile(GObject.Object, Bigfile.File):
+    __gtype_name__ = 'TestPyDeepFile'
+
+    def do_get_block_size(self):
+        return BLOCK
+
+    def do_load_block(self, block):
+        return GLib.Bytes.new(bytes([(block + deep(100)) % 256]) * BLOCK)
+
+    def do_store_block(self, block, data):
+        return True
+
+
+def touch(vma, page):
+    # A first touch of raw memory: the load runs inside the page fault.
+    value = ctypes.string_at(vma.get_address() + page * BLOCK + 7, 1)[0]
+    assert value == (page + 100) % 256, value
+    print('touched page %d' % page, flush=True)
+
+
+def crash():
+    ctypes.string_at(0)
+
+
+mode = sys.argv[1]
+if mode == 'before':
+    faulthandler.enable()
+handle = Bigfile.Handle.new(DeepFile(), Bigfile.Ram.new(1 << 20))
+vma = handle.map(0, 8)
+touch(vma, 0)
+if mode != 'before':
+    faulthandler.enable()
+if mode == 'after-install':
+    Bigfile.install_fault_handler()
+elif mode == 'after-map':
+    handle.map(4, 4)
+touch(vma, 1)
+touch(vma, 2)
+crash()
+"""
+
+
+class TestFaultHandler(unittest.TestCase):
+    """Python's faulthandler installs a SIGSEGV handler that takes every
+    signal for a crash. Enabled before the first map, the library's handler
+    goes in front of it; enabled after, the library's must be put in front
+    again (Bigfile.install_fault_handler(), or another map). Either way
+    first touches load pages, Python loads get the stack they need although
+    faulthandler gives the thread a small alternate signal stack, and a real
+    crash still gets faulthandler's report."""
+
+    def run_script(self, mode):
+        def no_core():
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+        return subprocess.run([sys.executable, '-c', FAULT_HANDLER_SCRIPT, mode],
+                              capture_output=True, text=True, timeout=60,
+                              preexec_fn=no_core)
+
+    def assertTouchedThenReported(self, mode):
+        result = self.run_script(mode)
+        self.assertEqual(result.stdout.split('\n'),
+                         ['touched page 0', 'touched page 1', 'touched page 2', ''],
+                         result.stderr)
+        # One report, of the real crash, then death by SIGSEGV.
+        self.assertEqual(result.stderr.count('Fatal Python error: Segmentation fault'), 1,
+                         result.stderr)
+        self.assertIn('in crash', result.stderr)
+        self.assertNotIn('in touch', result.stderr)
+        self.assertEqual(result.returncode, -signal.SIGSEGV, result.stderr)
+
+    def test_enabled_before_first_map(self):
+        self.assertTouchedThenReported('before')
+
+    def test_enabled_after_map_then_install(self):
+        self.assertTouchedThenReported('after-install')
+
+    def test_enabled_after_map_then_map(self):
+        self.assertTouchedThenReported('after-map')
+
+    def test_enabled_after_map_alone(self):
+        # What the documentation warns of: faulthandler gets the next first
+        # touch and reports it as a crash.
+        result = self.run_script('after')
+        self.assertEqual(result.stdout, 'touched page 0\n', result.stderr)
+        self.assertIn('Fatal Python error: Segmentation fault', result.stderr)
+        self.assertIn('in touch', result.stderr)
+        self.assertEqual(result.returncode, -signal.SIGSEGV, result.stderr)
 
 
 if __name__ == '__main__':
