@@ -965,8 +965,11 @@ bigfile_handle_map (BigfileHandle *handle, guint64 first_page, guint64 n_pages, 
       return NULL;
     }
 
+  /* Our SIGSEGV handler in front of any installed since (faulthandler):
+   * a mapping without it would kill the program at its first touch. */
+  if (!bf_fault_install_handler (error))
+    return NULL;
   /* The engine checks the range itself (INVALID_RANGE). */
-  bf_fault_install ();
   engine_vma = bf_vma_map (handle->engine, first_page, n_pages, error);
   if (engine_vma == NULL)
     return NULL;

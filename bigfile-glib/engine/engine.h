@@ -175,7 +175,8 @@ gboolean bf_vma_pin (BfVma *vma, gsize offset, gsize len, gboolean write, gboole
  * Unmapping undoes all pins of the VMA. */
 gboolean bf_vma_unpin (BfVma *vma, gsize offset, gsize len);
 
-/* Installs the SIGSEGV handler (once): call before mapping anything. */
+/* bf_fault_install_handler(), with a warning instead of an error: for
+ * tests and benchmarks that map through the engine directly. */
 void bf_fault_install (void);
 
 /* Faults on raw memory whose load failed end in SIGBUS to the faulting thread;
@@ -185,8 +186,9 @@ GError *bf_fault_take_error (void);
  * a load callback)?  Signals must not be emitted from there. */
 gboolean bf_fault_in_handler (void);
 /* Installs the SIGSEGV handler, or puts it in front again if another was
- * installed over it (which then gets the signals that are not ours);
- * bf_vma_map() does it too.  BIGFILE_VMA_ERROR_FAULT_HANDLER if it cannot. */
+ * installed over it (which then gets the signals that are not ours):
+ * bigfile_handle_map() does it before every map.
+ * BIGFILE_VMA_ERROR_FAULT_HANDLER if it cannot. */
 gboolean bf_fault_install_handler (GError **error);
 
 /* For tests: checks every invariant of @handle, its RAM, its VMAs and the

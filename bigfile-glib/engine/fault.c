@@ -675,8 +675,9 @@ bf_fault_install_handler (GError **error)
   return ok;
 }
 
-/* At every map: install the handler, or put it in front again.  Mapping
- * goes on if that fails (it cannot, short of N_ENTRIES other handlers). */
+/* For callers with no GError to give (tests, benchmarks): install the
+ * handler, or put it in front again, warning once if that fails (it cannot,
+ * short of N_ENTRIES other handlers). */
 void
 bf_fault_install (void)
 {
