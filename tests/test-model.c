@@ -31,8 +31,10 @@
  */
 #include "config.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test-util.h"
@@ -63,6 +65,7 @@ typedef enum
   OP_FILL,
   OP_PIN,
   OP_UNPIN,
+  OP_FORK,
   N_OPS
 } Op;
 
@@ -585,6 +588,59 @@ op_unpin (Model *m)
   model_unpin (m);
 }
 
+/* In a forked child, a touch of the parent's mapping ends in SIGBUS: the
+ * child says so by its exit status. */
+#define FORK_CHILD_SIGBUS 42
+
+static void
+fork_child_on_sigbus (int sig)
+{
+  GError *error = bigfile_vma_take_fault_error ();
+
+  _exit (g_error_matches (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_FORKED)
+             ? FORK_CHILD_SIGBUS
+             : 1);
+}
+
+/* fork(): the child tries to use the parent's objects (API copies,
+ * writeout, discard, reclaim, then raw memory) and must get errors for all
+ * of it; the checks after this step make sure the parent's memory, states,
+ * counts and file did not change. */
+static void
+op_fork (Model *m)
+{
+  ModelVma *mv = pick_vma (m);
+  guint64 i = rand_range (m, 0, mv->n);
+  guint8 *data = bigfile_vma_get_data (mv->vma);
+  pid_t pid;
+  int status = 0;
+
+  model_log (m, "fork: the child uses page %" G_GUINT64_FORMAT, mv->first + i);
+  pid = fork ();
+  model_assert (m, pid >= 0, "fork failed");
+  if (pid == 0)
+    {
+      GError *error = NULL;
+      guint8 byte = 0x5a;
+      GBytes *bytes = g_bytes_new_static (&byte, 1);
+
+      if (bigfile_vma_read_into (mv->vma, i * m->ps, &byte, 1, &error)
+          || bigfile_vma_write (mv->vma, i * m->ps, bytes, NULL)
+          || !g_error_matches (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_FORKED))
+        _exit (2);
+      if (bigfile_handle_writeout (m->sut.handle, BIGFILE_WRITEOUT_DEFAULT, NULL))
+        _exit (3);
+      bigfile_handle_discard (m->sut.handle);
+      bigfile_ram_reclaim (m->sut.ram);
+      signal (SIGBUS, fork_child_on_sigbus);
+      raw_write (data + i * m->ps, 0x5a);
+      _exit (4);
+    }
+  model_assert (m, waitpid (pid, &status, 0) == pid, "waitpid failed");
+  model_assert (m, WIFEXITED (status) && WEXITSTATUS (status) == FORK_CHILD_SIGBUS,
+                "the forked child ended with status 0x%x", status);
+}
+
 /* The store hook of a writeout that releases a writable pin in the middle
  * of its page's store: the holder writes a last byte, as a pin allows, and
  * lets go.  The store copies the page after this, so it stores the byte;
@@ -953,7 +1009,7 @@ static const guint op_weights[N_OPS] = {
   [OP_API_READ] = 10,   [OP_API_WRITE] = 10, [OP_WRITEOUT] = 4,   [OP_STORE] = 3,
   [OP_MARK_STORED] = 3, [OP_DISCARD] = 3,    [OP_INVALIDATE] = 6, [OP_CHANGE_AND_INVALIDATE] = 3,
   [OP_RECLAIM] = 3,     [OP_SET_BUDGET] = 4, [OP_FILL] = 2,       [OP_PIN] = 3,
-  [OP_UNPIN] = 2,
+  [OP_UNPIN] = 2,       [OP_FORK] = 1,
 };
 
 static Op
@@ -971,7 +1027,7 @@ pick_op (Model *m)
   /* Accesses need a mapping; mapping needs a free place. */
   if (m->n_vmas == 0
       && (op == OP_UNMAP || op == OP_RAW_READ || op == OP_RAW_WRITE || op == OP_API_READ
-          || op == OP_API_WRITE || op == OP_FILL || op == OP_PIN))
+          || op == OP_API_WRITE || op == OP_FILL || op == OP_PIN || op == OP_FORK))
     return OP_MAP;
   if (op == OP_MAP && m->n_vmas == MAX_VMAS)
     return OP_UNMAP;
@@ -1033,6 +1089,9 @@ model_step (Model *m)
         break;
       case OP_UNPIN:
         op_unpin (m);
+        break;
+      case OP_FORK:
+        op_fork (m);
         break;
       case OP_FILL:
         op_fill (m);
@@ -1113,12 +1172,13 @@ run_model (gsize requested_page_size)
     g_test_message ("operations: map %u, unmap %u, raw read %u, raw write %u, API read %u, "
                     "API write %u, writeout %u, store %u, mark stored %u, discard %u, "
                     "invalidate %u, change+invalidate %u, reclaim %u, set budget %u, fill %u, "
-                    "pin %u, unpin %u",
+                    "pin %u, unpin %u, fork %u",
                     m.n_ops[OP_MAP], m.n_ops[OP_UNMAP], m.n_ops[OP_RAW_READ], m.n_ops[OP_RAW_WRITE],
                     m.n_ops[OP_API_READ], m.n_ops[OP_API_WRITE], m.n_ops[OP_WRITEOUT],
                     m.n_ops[OP_STORE], m.n_ops[OP_MARK_STORED], m.n_ops[OP_DISCARD],
                     m.n_ops[OP_INVALIDATE], m.n_ops[OP_CHANGE_AND_INVALIDATE], m.n_ops[OP_RECLAIM],
-                    m.n_ops[OP_SET_BUDGET], m.n_ops[OP_FILL], m.n_ops[OP_PIN], m.n_ops[OP_UNPIN]);
+                    m.n_ops[OP_SET_BUDGET], m.n_ops[OP_FILL], m.n_ops[OP_PIN], m.n_ops[OP_UNPIN],
+                    m.n_ops[OP_FORK]);
   }
 
   /* Save everything, and check the file took it. */
