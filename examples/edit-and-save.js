@@ -51,7 +51,20 @@ function record(page) {
 }
 
 // Resolves on a later turn of the main loop, after pending events.
+//
+// It first finishes any garbage collection in progress, for gjs 1.74 (the one
+// in Debian 12): from the start of a collection's sweeping to its end, gjs
+// refuses to run any JS callback ("Attempting to run a JS callback during
+// garbage collection"), also between two slices of an incremental
+// collection, while the main loop runs.  Nothing resumes such a collection
+// while the main loop only waits, so a program that allocated a lot (reading
+// the file above makes 64 MiB of arrays) and then waits for a GLib callback
+// may wait forever: the callback is dropped.  System.gc() is a full
+// collection, a millisecond or two here, and between two waits this program
+// allocates too little to start another one.  (Current gjs sources no longer
+// have that flag.)
 function idle() {
+    System.gc();
     return new Promise(resolve => {
         GLib.idle_add(GLib.PRIORITY_DEFAULT_IDLE, () => {
             resolve();
