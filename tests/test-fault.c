@@ -556,16 +556,12 @@ test_fault_wild_access_kills (void)
           struct rlimit no_core = { 0, 0 };
           char ok = 'y';
 
-          Mapping own;
-
           setrlimit (RLIMIT_CORE, &no_core);
           close (fds[0]);
-          /* The library's handler is installed here: bigfile faults work
-           * (on a mapping of the child's own: the parent's are not for a
-           * child after fork()). */
-          mapping_setup (&own, PS, 4, 4, 1 << 20);
-          if (raw_read (own.data + 3 * PS + 9) != test_mem_file_pattern (3, 9))
-            _exit (2);
+          /* The library's handler is installed here (inherited).  The child
+           * makes no objects of its own: GLib is not fork-safe in a child of
+           * a threaded parent (the RAM's GMemoryMonitor has threads), and a
+           * child that did sometimes hung in GLib's own locks. */
           if (write (fds[1], &ok, 1) != 1)
             _exit (3);
           raw_write (wild + 1, 1);
@@ -611,12 +607,9 @@ test_fault_kill_sigsegv (void)
         {
           struct rlimit no_core = { 0, 0 };
 
-          Mapping own;
-
+          /* The library's handler is installed (inherited); no objects of
+           * the child's own (see test_fault_wild_access_kills). */
           setrlimit (RLIMIT_CORE, &no_core);
-          mapping_setup (&own, PS, 4, 4, 1 << 20);
-          if (raw_read (own.data + 1) != test_mem_file_pattern (0, 1))
-            _exit (2);
           kill (getpid (), SIGSEGV);
           _exit (0); /* survived: wrong */
         }
