@@ -6,25 +6,32 @@
  *
  *   fault.c     the SIGSEGV handler: serves a fault through vma.c
  *      |
- *   vma.c       VMAs: the registry, mapping pages into address ranges,
- *      |        kernel-map accounting, fault service, API copies, pins
- *      |
- *   writeout.c  storing dirty pages, stepwise
- *      |
- *   handle.c    handles: the page table of one file, discard, invalidate
- *      |
- *   page.c      page states and lists, getting (loading) a page, dropping it
- *      |
+ *   vma.c       VMAs: the registry, mapping      writeout.c  storing dirty
+ *      |        pages into address ranges,          |        pages, stepwise
+ *      |        kernel-map accounting, the base     |
+ *      |        file, fault service, copies, pins   |
+ *      +-------------------+------------------------+
+ *                          |
+ *   page.c      handles and their pages: the page table of one file, page
+ *      |        states and lists, loading, dropping, discard, invalidate,
+ *      |        sizes
  *   ram.c       page memory: memfd pools, slots, the budget, the LRU
  *      |
- *   lock.c      the engine lock and condition
+ *   lock.c      the engine lock and condition, fork() handling
  *
- * Two arrows point up, each through a small table of callbacks that the
+ *   check.c     the invariant walker: reads all of the above, and nothing
+ *               in the engine calls it (the tests do)
+ *
+ * Three arrows point up, each through a small table of callbacks that the
  * upper file fills in, so that no file calls a function of a file above it:
  *   - page.c reaches the mappings of a page through handle->rmap
  *     (BfRmapOps, set by vma.c when a handle gets its first VMA): unmap,
- *     write-protect, show over the base file, unmap ahead for reclaim;
- *   - ram.c reclaims a page of its LRU through ram->evict (set by handle.c).
+ *     write-protect, show over the base file, unmap ahead for reclaim,
+ *     follow the base file's size;
+ *   - ram.c reclaims a page of its LRU through ram->evict (set by page.c's
+ *     bf_handle_new());
+ *   - lock.c's fork() child handler runs the child hooks that ram.c and
+ *     vma.c register (see "fork()").
  *
  * Lock order
  * ----------
@@ -254,7 +261,7 @@ struct _BfRam
   GPtrArray *pools; /* BfPool*, one per page size in use */
   GQueue lru;       /* clean reclaimable pages (via lru_link), least recently used first */
   /* Reclaims one page of the LRU (page.c's bf_page_reclaim, set by
-   * handle.c): RAM knows pages only as entries of its LRU. */
+   * bf_handle_new() in page.c): RAM knows pages only as entries of its LRU. */
   gboolean (*evict) (BfPage *page);
   void (*reclaimed) (gpointer data, guint n_pages);
   gpointer reclaimed_data;
@@ -290,7 +297,7 @@ bf_pool_slot_addr (const BfPool *pool, guint64 slot)
                     + (guintptr)(slot * pool->page_size));
 }
 
-/* -- handles (handle.c) -----------------------------------------------------
+/* -- handles (page.c) -------------------------------------------------------
  *
  * How page.c reaches the mappings of a page (its reverse map), without
  * calling up into vma.c.  All run with the engine lock held. */
