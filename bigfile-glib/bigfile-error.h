@@ -65,6 +65,13 @@ typedef enum
  *   made by the parent of this process, before fork(): a child process
  *   cannot use them (see [fork()][bigfile-fork]). Open the file again in
  *   the child, with a new #BigfileRam.
+ * @BIGFILE_HANDLE_ERROR_CONFLICT: a writeout would store pages whose blocks
+ *   another client changed in the storage after this handle read them (see
+ *   [Conflicts][bigfile-conflicts]). Nothing was stored and nothing is
+ *   lost: the message names the pages, bigfile_handle_get_conflicts() lists
+ *   them, and the program either discards them (bigfile_handle_discard())
+ *   to see the other client's data, or writes out with
+ *   %BIGFILE_WRITEOUT_OVERWRITE to replace it.
  *
  * Errors of #BigfileHandle; the methods of its mappings report them too.
  *
@@ -77,6 +84,7 @@ typedef enum
   BIGFILE_HANDLE_ERROR_BUSY,
   BIGFILE_HANDLE_ERROR_INVALID_RANGE,
   BIGFILE_HANDLE_ERROR_FORKED,
+  BIGFILE_HANDLE_ERROR_CONFLICT,
 } BigfileHandleError;
 
 /**
@@ -133,6 +141,17 @@ typedef enum
  *   load or store waits, directly or through other threads, for it (for
  *   example, two files whose loads read each other's mappings): the access
  *   failed instead of waiting forever.
+ * @BIGFILE_FILE_ERROR_BUSY: the storage stayed locked by another client
+ *   (another transaction of the same file, or a database lock) for longer
+ *   than the file waits; a retry may succeed.
+ * @BIGFILE_FILE_ERROR_DISCONNECTED: the connection to the storage (a
+ *   database server) was lost, and the transaction with it; the file
+ *   connects again on its next call, and a retry may succeed.
+ * @BIGFILE_FILE_ERROR_CORRUPT: the storage holds data that is not a valid
+ *   file of this kind (a damaged journal or database, a block of the wrong
+ *   size, a record the file cannot read).
+ * @BIGFILE_FILE_ERROR_INVALID_ARGUMENT: the file cannot be opened as asked
+ *   (a block size other than the stored one, a bad name or path).
  *
  * Errors of #BigfileFile and its implementations. Implementations may also
  * report errors of other domains (#G_IO_ERROR for system errors).
@@ -147,6 +166,10 @@ typedef enum
   BIGFILE_FILE_ERROR_NOT_SUPPORTED,
   BIGFILE_FILE_ERROR_WRONG_THREAD,
   BIGFILE_FILE_ERROR_DEADLOCK,
+  BIGFILE_FILE_ERROR_BUSY,
+  BIGFILE_FILE_ERROR_DISCONNECTED,
+  BIGFILE_FILE_ERROR_CORRUPT,
+  BIGFILE_FILE_ERROR_INVALID_ARGUMENT,
 } BigfileFileError;
 
 BIGFILE_AVAILABLE_IN_ALL

@@ -117,13 +117,42 @@
 
 G_DEFINE_INTERFACE (BigfileFile, bigfile_file, G_TYPE_OBJECT)
 
-/* get_size and set_size took two slots of the padding: the structure keeps
- * its size, so implementations built against the first layout still fit. */
+/* get_size, set_size and the four transaction methods took slots of the
+ * padding: the structure keeps its size, so implementations built against
+ * the first layout still fit. */
 G_STATIC_ASSERT (sizeof (BigfileFileInterface) == sizeof (GTypeInterface) + 13 * sizeof (gpointer));
+
+enum
+{
+  SIGNAL_CHANGED,
+  N_SIGNALS
+};
+
+static guint file_signals[N_SIGNALS];
 
 static void
 bigfile_file_default_init (BigfileFileInterface *iface)
 {
+  /**
+   * BigfileFile::changed:
+   * @file: the #BigfileFile
+   *
+   * Another client committed a change of the storage that @file's snapshot
+   * does not show yet: bigfile_file_refresh() would report it. A
+   * #BigfileHandle of @file refreshes on it (see
+   * #BigfileHandle:auto-refresh), which drops its clean pages of the
+   * blocks that changed and emits #BigfileHandle::page-invalidated.
+   *
+   * Implementations that can learn of other clients' commits emit it with
+   * bigfile_file_changed(), on the main context that was the thread-default
+   * one when the file was made, at least once after each such commit
+   * (several commits may share one emission).
+   *
+   * Since: 1.0
+   */
+  file_signals[SIGNAL_CHANGED]
+      = g_signal_new ("changed", G_TYPE_FROM_INTERFACE (iface), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
+                      NULL, G_TYPE_NONE, 0);
 }
 
 /* Finishes a call of an implementation's method, which returned @ok and set
@@ -635,4 +664,209 @@ bigfile_file_store_block_raw (BigfileFile *file, guint64 block, const guint8 *da
     }
 
   return finish_call (file, "Storing", block, ok, local, error);
+}
+
+/**
+ * bigfile_file_is_transactional:
+ * @file: a #BigfileFile
+ *
+ * Tells whether @file implements transactions (`begin_transaction`,
+ * `commit_transaction` and `abort_transaction` of #BigfileFileInterface):
+ * a writeout of a #BigfileHandle of such a file is then atomic, all of its
+ * pages or none (see [Transactions][bigfile-transactions]).
+ *
+ * Returns: %TRUE if @file is transactional
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_file_is_transactional (BigfileFile *file)
+{
+  BigfileFileInterface *iface;
+
+  g_return_val_if_fail (BIGFILE_IS_FILE (file), FALSE);
+
+  iface = BIGFILE_FILE_GET_IFACE (file);
+  return iface->begin_transaction != NULL && iface->commit_transaction != NULL
+         && iface->abort_transaction != NULL;
+}
+
+/* A success or a failure with its error, as finish_call() does, for the
+ * methods that are not about one block. */
+static gboolean
+finish_file_call (BigfileFile *file, const char *what, gboolean ok, GError *local, GError **error)
+{
+  if (ok)
+    {
+      if (local != NULL)
+        {
+          g_warning ("%s of %s succeeded but set an error: %s", what, G_OBJECT_TYPE_NAME (file),
+                     local->message);
+          g_error_free (local);
+        }
+      return TRUE;
+    }
+
+  if (local != NULL)
+    g_propagate_error (error, local);
+  else
+    g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
+                 "%s of %s failed without giving a reason", what, G_OBJECT_TYPE_NAME (file));
+  return FALSE;
+}
+
+/**
+ * bigfile_file_begin_transaction:
+ * @file: a #BigfileFile
+ * @error: return location for a #GError
+ *
+ * Starts a write transaction of @file: the stores and size changes until
+ * bigfile_file_commit_transaction() or bigfile_file_abort_transaction()
+ * belong to it, invisible to other clients, and no other client commits a
+ * change of @file meanwhile. May block while another client's transaction
+ * of @file runs; fails with %BIGFILE_FILE_ERROR_BUSY if that lasts longer
+ * than the file waits.
+ *
+ * A #BigfileHandle calls it at the start of a writeout that stores. For a
+ * file that is not transactional (bigfile_file_is_transactional()) it does
+ * nothing and succeeds.
+ *
+ * Returns: %TRUE on success, %FALSE on error
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_file_begin_transaction (BigfileFile *file, GError **error)
+{
+  GError *local = NULL;
+  gboolean ok;
+
+  g_return_val_if_fail (BIGFILE_IS_FILE (file), FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  if (!bigfile_file_is_transactional (file))
+    return TRUE;
+  ok = BIGFILE_FILE_GET_IFACE (file)->begin_transaction (file, &local);
+  return finish_file_call (file, "Beginning a transaction", ok, local, error);
+}
+
+/**
+ * bigfile_file_commit_transaction:
+ * @file: a #BigfileFile
+ * @flags: how to commit
+ * @error: return location for a #GError
+ *
+ * Commits the transaction begun by bigfile_file_begin_transaction(): its
+ * stores and size changes become visible to every client at once, all of
+ * them or none, and durable before this returns if @flags has
+ * %BIGFILE_COMMIT_FLAGS_DURABLE. On failure the storage holds nothing of
+ * the transaction, which is over.
+ *
+ * For a file that is not transactional it does nothing and succeeds.
+ *
+ * Returns: %TRUE on success, %FALSE on error
+ *
+ * Since: 1.0
+ */
+gboolean
+bigfile_file_commit_transaction (BigfileFile *file, BigfileCommitFlags flags, GError **error)
+{
+  GError *local = NULL;
+  gboolean ok;
+
+  g_return_val_if_fail (BIGFILE_IS_FILE (file), FALSE);
+  g_return_val_if_fail ((flags & ~BIGFILE_COMMIT_FLAGS_DURABLE) == 0, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  if (!bigfile_file_is_transactional (file))
+    return TRUE;
+  ok = BIGFILE_FILE_GET_IFACE (file)->commit_transaction (file, flags, &local);
+  return finish_file_call (file, "Committing a transaction", ok, local, error);
+}
+
+/**
+ * bigfile_file_abort_transaction:
+ * @file: a #BigfileFile
+ *
+ * Throws away the transaction begun by bigfile_file_begin_transaction():
+ * the storage is as it was before it. For a file that is not transactional
+ * it does nothing.
+ *
+ * Since: 1.0
+ */
+void
+bigfile_file_abort_transaction (BigfileFile *file)
+{
+  g_return_if_fail (BIGFILE_IS_FILE (file));
+
+  if (bigfile_file_is_transactional (file))
+    BIGFILE_FILE_GET_IFACE (file)->abort_transaction (file);
+}
+
+/**
+ * bigfile_file_refresh:
+ * @file: a #BigfileFile
+ * @error: return location for a #GError
+ *
+ * Moves the snapshot of @file to the newest committed state of its storage,
+ * and tells which blocks other clients changed between the old snapshot and
+ * the new one: loads that start afterwards read the new snapshot. The
+ * array may hold a block more than once, in any order, and
+ * %G_MAXUINT64 stands for "any block" (the file cannot tell which). A file
+ * that does not implement `refresh` has no other clients it knows of: it
+ * returns an empty array.
+ *
+ * A #BigfileHandle calls it in bigfile_handle_refresh() and at the start of
+ * each writeout, inside the transaction.
+ *
+ * Returns: (transfer full) (element-type guint64): the blocks that
+ *   changed, or %NULL with @error set on error (the snapshot is then the
+ *   old one)
+ *
+ * Since: 1.0
+ */
+GArray *
+bigfile_file_refresh (BigfileFile *file, GError **error)
+{
+  BigfileFileInterface *iface;
+  GError *local = NULL;
+  GArray *changed;
+
+  g_return_val_if_fail (BIGFILE_IS_FILE (file), NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  iface = BIGFILE_FILE_GET_IFACE (file);
+  if (iface->refresh == NULL)
+    return g_array_new (FALSE, FALSE, sizeof (guint64));
+
+  changed = iface->refresh (file, &local);
+  if (!finish_file_call (file, "Refreshing", changed != NULL, local, error))
+    return NULL;
+  if (g_array_get_element_size (changed) != sizeof (guint64))
+    {
+      g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_INVALID_DATA,
+                   "Refreshing %s gave an array of elements of %u bytes, not of guint64",
+                   G_OBJECT_TYPE_NAME (file), g_array_get_element_size (changed));
+      g_array_unref (changed);
+      return NULL;
+    }
+  return changed;
+}
+
+/**
+ * bigfile_file_changed:
+ * @file: a #BigfileFile
+ *
+ * Emits #BigfileFile::changed: for implementations, when they learn that
+ * another client committed a change of the storage. Call it on the main
+ * context that was the thread-default one when @file was made.
+ *
+ * Since: 1.0
+ */
+void
+bigfile_file_changed (BigfileFile *file)
+{
+  g_return_if_fail (BIGFILE_IS_FILE (file));
+
+  g_signal_emit (file, file_signals[SIGNAL_CHANGED], 0);
 }

@@ -13,6 +13,25 @@
 
 G_BEGIN_DECLS
 
+/**
+ * BigfileCommitFlags:
+ * @BIGFILE_COMMIT_FLAGS_NONE: commit; durably only if the file always does
+ *   (as the database files do unless told otherwise).
+ * @BIGFILE_COMMIT_FLAGS_DURABLE: the commit is durable when
+ *   bigfile_file_commit_transaction() returns: it survives a crash of the
+ *   program and of the machine (a power loss), as far as the storage
+ *   underneath keeps what it was told to flush.
+ *
+ * How bigfile_file_commit_transaction() commits.
+ *
+ * Since: 1.0
+ */
+typedef enum /*< flags >*/
+{
+  BIGFILE_COMMIT_FLAGS_NONE = 0,
+  BIGFILE_COMMIT_FLAGS_DURABLE = 1 << 0,
+} BigfileCommitFlags;
+
 #define BIGFILE_TYPE_FILE (bigfile_file_get_type ())
 BIGFILE_AVAILABLE_IN_ALL
 G_DECLARE_INTERFACE (BigfileFile, bigfile_file, BIGFILE, FILE, GObject)
@@ -42,6 +61,31 @@ G_DECLARE_INTERFACE (BigfileFile, bigfile_file, BIGFILE, FILE, GObject)
  * @set_size: optional, for a writable file that has a size: makes the file
  *   @size bytes long, dropping the bytes past @size or adding zeros. See
  *   bigfile_file_set_size().
+ * @begin_transaction: optional: starts a write transaction. The stores and
+ *   size changes that follow, until @commit_transaction or
+ *   @abort_transaction, belong to it: other clients do not see them, and no
+ *   other client commits a change of this file before it ends (writers of
+ *   one file are serialized), so that @refresh, inside the transaction,
+ *   shows every commit there is. May block, waiting for another client's
+ *   transaction. Loads go on reading the snapshot, without the
+ *   transaction's stores, until it commits. Called at most once before its
+ *   commit or abort.
+ * @commit_transaction: makes every store and size change of the transaction
+ *   visible at once, all or none; durable before it returns if @flags has
+ *   %BIGFILE_COMMIT_FLAGS_DURABLE (or the file always commits durably).
+ *   From then on the file's snapshot includes this commit (loads read what
+ *   was stored), and @refresh does not report it as a change. On failure
+ *   the storage holds nothing of the transaction, which is over.
+ * @abort_transaction: throws the transaction away: the storage is as it was
+ *   before @begin_transaction. Cannot fail (a lost connection loses the
+ *   transaction with it).
+ * @refresh: optional: moves the file's snapshot to the newest committed
+ *   state of the storage and returns the blocks that other clients changed
+ *   between the old snapshot and the new one (in any order; a block may be
+ *   there more than once; %G_MAXUINT64 for "any block": the file cannot
+ *   tell which). Loads that start afterwards read the new snapshot. Inside
+ *   a transaction it shows every commit before it. Returns %NULL with
+ *   @error set on failure, and then keeps the old snapshot.
  *
  * The virtual methods of #BigfileFile. Implement @get_block_size and at
  * least one of @load_block and @load_block_raw (and of the store pair, unless
@@ -55,6 +99,17 @@ G_DECLARE_INTERFACE (BigfileFile, bigfile_file, BIGFILE, FILE, GObject)
  * too: writeout calls it when the handle's size changed (see
  * bigfile_handle_set_size()) before storing, and when the program wrote
  * past the size (the file grows to cover what was written).
+ *
+ * A transactional file implements @begin_transaction, @commit_transaction
+ * and @abort_transaction (all three, or none): a writeout then opens a
+ * transaction, sets the size and stores its pages inside it, and commits it
+ * before any page is marked clean, so the storage holds all of the
+ * writeout's pages or none. See the section "Transactions" of the
+ * description of #BigfileFile.
+ *
+ * A file that other clients may change (another process, another host)
+ * implements @refresh, and emits #BigfileFile::changed when it learns of a
+ * commit of theirs, so that its handle drops what changed: see "Snapshots".
  *
  * Since: 1.0
  */
@@ -72,9 +127,13 @@ struct _BigfileFileInterface
   gboolean (*is_thread_safe) (BigfileFile *file);
   gboolean (*get_size) (BigfileFile *file, guint64 *size, GError **error);
   gboolean (*set_size) (BigfileFile *file, guint64 size, GError **error);
+  gboolean (*begin_transaction) (BigfileFile *file, GError **error);
+  gboolean (*commit_transaction) (BigfileFile *file, BigfileCommitFlags flags, GError **error);
+  void (*abort_transaction) (BigfileFile *file);
+  GArray *(*refresh) (BigfileFile *file, GError **error);
 
   /*< private >*/
-  gpointer padding[5];
+  gpointer padding[1];
 };
 
 BIGFILE_AVAILABLE_IN_ALL
@@ -95,5 +154,18 @@ gboolean bigfile_file_set_size (BigfileFile *file, guint64 size, GError **error)
 BIGFILE_AVAILABLE_IN_ALL
 gboolean bigfile_file_store_block_raw (BigfileFile *file, guint64 block, const guint8 *data,
                                        gsize length, GError **error);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_file_is_transactional (BigfileFile *file);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_file_begin_transaction (BigfileFile *file, GError **error);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_file_commit_transaction (BigfileFile *file, BigfileCommitFlags flags,
+                                          GError **error);
+BIGFILE_AVAILABLE_IN_ALL
+void bigfile_file_abort_transaction (BigfileFile *file);
+BIGFILE_AVAILABLE_IN_ALL
+GArray *bigfile_file_refresh (BigfileFile *file, GError **error);
+BIGFILE_AVAILABLE_IN_ALL
+void bigfile_file_changed (BigfileFile *file);
 
 G_END_DECLS

@@ -1696,3 +1696,38 @@ _bigfile_handle_get_engine (BigfileHandle *handle)
 
   return handle->engine;
 }
+
+/* XXX work in progress (issue 7): the transaction API of the handle. */
+void
+bigfile_handle_abort_writeout (BigfileHandle *handle)
+{
+  g_return_if_fail (BIGFILE_IS_HANDLE (handle));
+}
+
+gboolean
+bigfile_handle_refresh (BigfileHandle *handle, GError **error)
+{
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), FALSE);
+  return TRUE;
+}
+
+gboolean
+bigfile_handle_get_auto_refresh (BigfileHandle *handle)
+{
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), FALSE);
+  return TRUE;
+}
+
+void
+bigfile_handle_set_auto_refresh (BigfileHandle *handle, gboolean auto_refresh)
+{
+  g_return_if_fail (BIGFILE_IS_HANDLE (handle));
+}
+
+guint64 *
+bigfile_handle_get_conflicts (BigfileHandle *handle, gsize *n_pages)
+{
+  g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), NULL);
+  *n_pages = 0;
+  return NULL;
+}

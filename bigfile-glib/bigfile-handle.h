@@ -24,6 +24,13 @@ G_BEGIN_DECLS
  *   %BIGFILE_WRITEOUT_STORE) or by the last one that stored it, and not
  *   written since.
  * @BIGFILE_WRITEOUT_DEFAULT: both: store, then mark clean. What a save is.
+ * @BIGFILE_WRITEOUT_OVERWRITE: store pages even where another client changed
+ *   their blocks in the storage since this handle read them (see
+ *   [Conflicts][bigfile-conflicts]): this handle's data replaces theirs.
+ *   Without it such a writeout fails with %BIGFILE_HANDLE_ERROR_CONFLICT.
+ * @BIGFILE_WRITEOUT_DURABLE: make the commit durable before the writeout
+ *   returns (%BIGFILE_COMMIT_FLAGS_DURABLE), even if the file does not
+ *   commit durably by default.
  *
  * What bigfile_handle_writeout() does with dirty pages. %BIGFILE_WRITEOUT_STORE
  * alone lets a transaction store first and mark later, when all its parts
@@ -45,6 +52,8 @@ typedef enum /*< flags >*/
   BIGFILE_WRITEOUT_STORE = 1 << 0,
   BIGFILE_WRITEOUT_MARK_STORED = 1 << 1,
   BIGFILE_WRITEOUT_DEFAULT = BIGFILE_WRITEOUT_STORE | BIGFILE_WRITEOUT_MARK_STORED,
+  BIGFILE_WRITEOUT_OVERWRITE = 1 << 2,
+  BIGFILE_WRITEOUT_DURABLE = 1 << 3,
 } BigfileWriteoutFlags;
 
 /**
@@ -124,6 +133,16 @@ void bigfile_handle_writeout_async (BigfileHandle *handle, BigfileWriteoutFlags 
 BIGFILE_AVAILABLE_IN_ALL
 gboolean bigfile_handle_writeout_finish (BigfileHandle *handle, GAsyncResult *result,
                                          GError **error);
+BIGFILE_AVAILABLE_IN_ALL
+void bigfile_handle_abort_writeout (BigfileHandle *handle);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_handle_refresh (BigfileHandle *handle, GError **error);
+BIGFILE_AVAILABLE_IN_ALL
+gboolean bigfile_handle_get_auto_refresh (BigfileHandle *handle);
+BIGFILE_AVAILABLE_IN_ALL
+void bigfile_handle_set_auto_refresh (BigfileHandle *handle, gboolean auto_refresh);
+BIGFILE_AVAILABLE_IN_ALL
+guint64 *bigfile_handle_get_conflicts (BigfileHandle *handle, gsize *n_pages);
 BIGFILE_AVAILABLE_IN_ALL
 guint bigfile_handle_discard (BigfileHandle *handle);
 BIGFILE_AVAILABLE_IN_ALL
