@@ -62,8 +62,8 @@ G_DECLARE_INTERFACE (BigfileFile, bigfile_file, BIGFILE, FILE, GObject)
  *   @size bytes long, dropping the bytes past @size or adding zeros. See
  *   bigfile_file_set_size().
  * @begin_transaction: optional: starts a write transaction. The stores and
- *   size changes that follow, until @commit_transaction or
- *   @abort_transaction, belong to it: other clients do not see them, and no
+ *   size changes that follow, until the transaction is committed or
+ *   aborted, belong to it: other clients do not see them, and no
  *   other client commits a change of this file before it ends (writers of
  *   one file are serialized), so that @refresh, inside the transaction,
  *   shows every commit there is. May block, waiting for another client's

@@ -165,6 +165,20 @@ struct _BigfileHandle
    * size when the handle was closed, for the getters. */
   gboolean has_size;
   guint64 closed_size;
+
+  /* Snapshots ("Snapshots and conflicts" below).  refresh_lock keeps one
+   * refresh at a time, from the file's refresh to the engine knowing what
+   * changed, so that a writeout's conflict check (in the begin op) never
+   * runs between the two; it is taken with the engine lock NOT held, and
+   * nothing is emitted while it is held.  auto_refresh and the handler are
+   * the owner thread's; refresh_source runs the refresh on the owner
+   * context after ::changed. */
+  GMutex refresh_lock;
+  gboolean auto_refresh;
+  gulong changed_handler;
+  GSource *refresh_source;
+  /* This handle holds its file's one handle slot (files with snapshots). */
+  gboolean claimed_file;
 };
 
 enum
@@ -176,6 +190,7 @@ enum
   PROP_N_DIRTY_PAGES,
   PROP_CLOSED,
   PROP_SIZE,
+  PROP_AUTO_REFRESH,
   N_PROPS
 };
 
@@ -194,6 +209,17 @@ G_DEFINE_TYPE (BigfileHandle, bigfile_handle, G_TYPE_OBJECT)
 /* The public flags are passed to the engine as they are. */
 G_STATIC_ASSERT ((int)BIGFILE_WRITEOUT_STORE == (int)BF_WRITEOUT_STORE);
 G_STATIC_ASSERT ((int)BIGFILE_WRITEOUT_MARK_STORED == (int)BF_WRITEOUT_MARKSTORED);
+G_STATIC_ASSERT ((int)BIGFILE_WRITEOUT_OVERWRITE == (int)BF_WRITEOUT_OVERWRITE);
+G_STATIC_ASSERT ((int)BIGFILE_WRITEOUT_DURABLE == (int)BF_WRITEOUT_DURABLE);
+
+#define WRITEOUT_ALL_FLAGS                                                                         \
+  (BIGFILE_WRITEOUT_STORE | BIGFILE_WRITEOUT_MARK_STORED | BIGFILE_WRITEOUT_OVERWRITE              \
+   | BIGFILE_WRITEOUT_DURABLE)
+#define WRITEOUT_FLAGS_VALID(flags)                                                                \
+  (((flags)&BIGFILE_WRITEOUT_DEFAULT) != 0 && ((flags) & ~WRITEOUT_ALL_FLAGS) == 0)
+
+/* The qdata of a file with snapshots that has its one handle. */
+#define FILE_HANDLE_KEY "bigfile-handle-of-file"
 
 /* The engine's callbacks; @data is the BigfileHandle, which outlives its
  * engine handle.  load and store run with the engine lock released, on the
@@ -216,6 +242,19 @@ check_thread (BigfileHandle *self, const char *what, guint64 block, GError **err
                "%s block %" G_GUINT64_FORMAT " of %s needs the thread that opened the handle: "
                "the file is not thread-safe",
                what, block, G_OBJECT_TYPE_NAME (self->file));
+  return FALSE;
+}
+
+/* check_thread() for what is not about one block: "@what FILE". */
+static gboolean
+check_thread_for (BigfileHandle *self, const char *what, GError **error)
+{
+  if (thread_may_call (self))
+    return TRUE;
+
+  g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_WRONG_THREAD,
+               "%s %s needs the thread that opened the handle: the file is not thread-safe", what,
+               G_OBJECT_TYPE_NAME (self->file));
   return FALSE;
 }
 
@@ -242,15 +281,8 @@ handle_set_size (gpointer data, guint64 size, GError **error)
 {
   BigfileHandle *self = data;
 
-  if (!thread_may_call (self))
-    {
-      g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_WRONG_THREAD,
-                   "Setting the size of %s needs the thread that opened the handle: "
-                   "the file is not thread-safe",
-                   G_OBJECT_TYPE_NAME (self->file));
-      return FALSE;
-    }
-  return bigfile_file_set_size (self->file, size, error);
+  return check_thread_for (self, "Setting the size of", error)
+         && bigfile_file_set_size (self->file, size, error);
 }
 
 /* Engine lock held, any thread, maybe in the fault handler: note @flag and
@@ -279,12 +311,62 @@ handle_size_changed (gpointer data)
   note_change (self, &self->size_changed);
 }
 
+static gboolean refresh_now (BigfileHandle *self, GError **error);
+
+static gboolean
+handle_begin (gpointer data, GError **error)
+{
+  BigfileHandle *self = data;
+
+  if (!check_thread_for (self, "Writing out", error))
+    return FALSE;
+  if (!bigfile_file_begin_transaction (self->file, error))
+    return FALSE;
+  /* Inside the transaction no other client commits: the snapshot is now
+   * the newest there is, and the engine knows every conflict. */
+  if (!refresh_now (self, error))
+    {
+      bigfile_file_abort_transaction (self->file);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static gboolean
+handle_commit (gpointer data, gboolean durable, GError **error)
+{
+  BigfileHandle *self = data;
+
+  return bigfile_file_commit_transaction (
+      self->file, durable ? BIGFILE_COMMIT_FLAGS_DURABLE : BIGFILE_COMMIT_FLAGS_NONE, error);
+}
+
+static void
+handle_abort (gpointer data)
+{
+  BigfileHandle *self = data;
+
+  bigfile_file_abort_transaction (self->file);
+}
+
 static const BfFileOps file_ops = {
   .load = handle_load,
   .store = handle_store,
   .dirty_changed = handle_dirty_changed,
   .set_size = handle_set_size,
   .size_changed = handle_size_changed,
+};
+
+/* For transactional files (bigfile_file_is_transactional()). */
+static const BfFileOps file_ops_transactional = {
+  .load = handle_load,
+  .store = handle_store,
+  .dirty_changed = handle_dirty_changed,
+  .set_size = handle_set_size,
+  .size_changed = handle_size_changed,
+  .begin = handle_begin,
+  .commit = handle_commit,
+  .abort = handle_abort,
 };
 
 /* On the owner context (from notify_source, or at once on the owner thread
@@ -337,6 +419,13 @@ close_engine (BigfileHandle *self)
   self->engine = NULL;
   self->closed = TRUE;
 
+  g_clear_signal_handler (&self->changed_handler, self->file);
+  if (self->claimed_file)
+    {
+      g_object_set_data (G_OBJECT (self->file), FILE_HANDLE_KEY, NULL);
+      self->claimed_file = FALSE;
+    }
+
   return TRUE;
 }
 
@@ -357,6 +446,7 @@ bigfile_handle_dispose (GObject *object)
        * an open handle may be invalidated. */
       g_clear_pointer (&self->notify_source, _bigfile_wake_source_free);
       g_clear_pointer (&self->invalidated_source, _bigfile_wake_source_free);
+      g_clear_pointer (&self->refresh_source, _bigfile_wake_source_free);
     }
 
   G_OBJECT_CLASS (bigfile_handle_parent_class)->dispose (object);
@@ -381,10 +471,12 @@ bigfile_handle_finalize (GObject *object)
     }
   g_clear_pointer (&self->notify_source, _bigfile_wake_source_free);
   g_clear_pointer (&self->invalidated_source, _bigfile_wake_source_free);
+  g_clear_pointer (&self->refresh_source, _bigfile_wake_source_free);
   g_clear_pointer (&self->owner_context, g_main_context_unref);
   /* What was still pending is dropped: there is nobody to tell. */
   g_array_unref (self->invalidated_runs);
   g_mutex_clear (&self->invalidated_lock);
+  g_mutex_clear (&self->refresh_lock);
 
   G_OBJECT_CLASS (bigfile_handle_parent_class)->finalize (object);
 }
@@ -420,6 +512,26 @@ bigfile_handle_get_property (GObject *object, guint prop_id, GValue *value, GPar
         g_value_set_uint64 (value, bigfile_handle_get_size (self));
         break;
 
+      case PROP_AUTO_REFRESH:
+        g_value_set_boolean (value, self->auto_refresh);
+        break;
+
+      default:
+        G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    }
+}
+
+static void
+bigfile_handle_set_property (GObject *object, guint prop_id, const GValue *value, GParamSpec *pspec)
+{
+  BigfileHandle *self = BIGFILE_HANDLE (object);
+
+  switch (prop_id)
+    {
+      case PROP_AUTO_REFRESH:
+        bigfile_handle_set_auto_refresh (self, g_value_get_boolean (value));
+        break;
+
       default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
     }
@@ -433,6 +545,7 @@ bigfile_handle_class_init (BigfileHandleClass *klass)
   object_class->dispose = bigfile_handle_dispose;
   object_class->finalize = bigfile_handle_finalize;
   object_class->get_property = bigfile_handle_get_property;
+  object_class->set_property = bigfile_handle_set_property;
 
   /**
    * BigfileHandle:file:
@@ -521,6 +634,24 @@ bigfile_handle_class_init (BigfileHandleClass *klass)
       = g_param_spec_uint64 ("size", NULL, NULL, 0, G_MAXUINT64, G_MAXUINT64,
                              G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
 
+  /**
+   * BigfileHandle:auto-refresh:
+   *
+   * Whether the handle refreshes by itself (bigfile_handle_refresh()) when
+   * its file emits #BigfileFile::changed: another client committed. The
+   * refresh runs on the handle's owner context, from an idle soon after
+   * the signal, so a program that runs its main loop sees other clients'
+   * commits as #BigfileHandle::page-invalidated without asking. Turn it
+   * off to move the snapshot only when the program says so (between two
+   * steps of a computation that must see one consistent state, say);
+   * writeouts still refresh, inside their transaction.
+   *
+   * Since: 1.0
+   */
+  props[PROP_AUTO_REFRESH]
+      = g_param_spec_boolean ("auto-refresh", NULL, NULL, TRUE,
+                              G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
+
   g_object_class_install_properties (object_class, N_PROPS, props);
 
   /**
@@ -572,6 +703,20 @@ bigfile_handle_init (BigfileHandle *self)
   self->closed = TRUE;
   g_mutex_init (&self->invalidated_lock);
   self->invalidated_runs = g_array_new (FALSE, FALSE, sizeof (PageRun));
+  g_mutex_init (&self->refresh_lock);
+  self->auto_refresh = TRUE;
+}
+
+static void auto_refresh (GObject *object);
+
+/* ::changed of the file, on the file's context: the refresh itself runs
+ * from refresh_source on the owner context, so that several commits make
+ * one refresh, and never inside the file's own emission. */
+static void
+file_changed_cb (BigfileFile *file, BigfileHandle *self)
+{
+  if (self->auto_refresh && self->refresh_source != NULL)
+    _bigfile_wake_source_wake (self->refresh_source);
 }
 
 /**
@@ -588,7 +733,13 @@ bigfile_handle_init (BigfileHandle *self)
  *
  * The handle keeps references on @file and @ram. Several handles may share
  * one @ram, and several handles may open the same @file: each is its own
- * snapshot, and they do not see each other's unsaved changes.
+ * snapshot, and they do not see each other's unsaved changes. A file with
+ * snapshots of shared storage (one that implements `refresh`, as
+ * #BigfileSqliteFile and #BigfilePgFile do) is one client's view, and
+ * serves one open handle: another fails with %BIGFILE_HANDLE_ERROR_BUSY
+ * (open the storage again, as another file object, for another handle).
+ * The handle then follows other clients' commits: see
+ * #BigfileHandle:auto-refresh.
  *
  * If @file has a size (bigfile_file_get_size()), the handle asks for it
  * now and keeps it: see #BigfileHandle:size. An error getting it fails
@@ -607,7 +758,7 @@ bigfile_handle_new (BigfileFile *file, BigfileRam *ram, GError **error)
   gsize block_size;
   GError *local_error = NULL;
   guint64 size = BF_NO_SIZE;
-  gboolean has_size;
+  gboolean has_size, has_snapshots;
 
   g_return_val_if_fail (BIGFILE_IS_FILE (file), NULL);
   g_return_val_if_fail (BIGFILE_IS_RAM (ram), NULL);
@@ -641,6 +792,19 @@ bigfile_handle_new (BigfileFile *file, BigfileRam *ram, GError **error)
   if (!has_size)
     size = BF_NO_SIZE;
 
+  /* A file with snapshots is one client's view of shared storage: its
+   * snapshot moves with its handle's refreshes, which a second handle
+   * would miss. */
+  has_snapshots = BIGFILE_FILE_GET_IFACE (file)->refresh != NULL;
+  if (has_snapshots && g_object_get_data (G_OBJECT (file), FILE_HANDLE_KEY) != NULL)
+    {
+      g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_BUSY,
+                   "Cannot open %s: it has an open handle already (a file with snapshots "
+                   "serves one handle: open the storage again for another)",
+                   G_OBJECT_TYPE_NAME (file));
+      return NULL;
+    }
+
   self = g_object_new (BIGFILE_TYPE_HANDLE, NULL);
   self->file = g_object_ref (file);
   self->ram = g_object_ref (ram);
@@ -657,11 +821,12 @@ bigfile_handle_new (BigfileFile *file, BigfileRam *ram, GError **error)
 
   /* A local file may let clean pages come straight from its page cache;
    * the handle's reference keeps the descriptor open for the engine. */
-  engine = bf_handle_new (engine_ram, block_size, &file_ops, self,
-                          BIGFILE_IS_LOCAL_FILE (file)
-                              ? _bigfile_local_file_get_map_fd (BIGFILE_LOCAL_FILE (file))
-                              : -1,
-                          size, error);
+  engine = bf_handle_new (
+      engine_ram, block_size,
+      bigfile_file_is_transactional (file) ? &file_ops_transactional : &file_ops, self,
+      BIGFILE_IS_LOCAL_FILE (file) ? _bigfile_local_file_get_map_fd (BIGFILE_LOCAL_FILE (file))
+                                   : -1,
+      size, error);
   if (engine == NULL)
     {
       g_object_unref (self);
@@ -669,6 +834,16 @@ bigfile_handle_new (BigfileFile *file, BigfileRam *ram, GError **error)
     }
   self->engine = engine;
   self->closed = FALSE;
+
+  if (has_snapshots)
+    {
+      g_object_set_data (G_OBJECT (file), FILE_HANDLE_KEY, self);
+      self->claimed_file = TRUE;
+      self->refresh_source = _bigfile_wake_source_new (
+          self->owner_context, "BigfileHandle auto-refresh", G_OBJECT (self), auto_refresh);
+      self->changed_handler
+          = g_signal_connect_object (file, "changed", G_CALLBACK (file_changed_cb), self, 0);
+    }
 
   return self;
 }
@@ -1023,8 +1198,7 @@ bigfile_handle_writeout (BigfileHandle *handle, BigfileWriteoutFlags flags, GErr
   gboolean ok;
 
   g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), FALSE);
-  g_return_val_if_fail (flags != 0, FALSE);
-  g_return_val_if_fail ((flags & ~BIGFILE_WRITEOUT_DEFAULT) == 0, FALSE);
+  g_return_val_if_fail (WRITEOUT_FLAGS_VALID (flags), FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
   if (handle->engine == NULL)
@@ -1312,7 +1486,7 @@ bigfile_handle_writeout_async (BigfileHandle *handle, BigfileWriteoutFlags flags
   GSource *source;
 
   g_return_if_fail (BIGFILE_IS_HANDLE (handle));
-  g_return_if_fail (flags != 0 && (flags & ~BIGFILE_WRITEOUT_DEFAULT) == 0);
+  g_return_if_fail (WRITEOUT_FLAGS_VALID (flags));
   g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
 
   task = g_task_new (handle, cancellable, writeout_task_done, NULL);
@@ -1416,6 +1590,9 @@ bigfile_handle_discard (BigfileHandle *handle)
   if (handle->engine == NULL)
     return 0;
 
+  /* What a STORE-only writeout stored goes with the changes; not while a
+   * writeout runs (its own failure or success decides then). */
+  bf_handle_abort_transaction (handle->engine, NULL);
   n = bf_handle_discard (handle->engine);
   notify_changes_now (handle);
   return n;
@@ -1697,37 +1874,237 @@ _bigfile_handle_get_engine (BigfileHandle *handle)
   return handle->engine;
 }
 
-/* XXX work in progress (issue 7): the transaction API of the handle. */
-void
-bigfile_handle_abort_writeout (BigfileHandle *handle)
+/* -- snapshots and conflicts --------------------------------------------------
+ *
+ * A file that implements `refresh` is one client's snapshot of storage that
+ * other clients change (bigfile_file_refresh()).  The handle moves the
+ * snapshot when the program asks (bigfile_handle_refresh()), on ::changed
+ * (auto-refresh, from refresh_source on the owner context), and inside each
+ * writeout's transaction (the begin op): the file says which blocks changed,
+ * the engine drops the clean pages of them and marks the dirty ones as
+ * conflicts (bf_handle_storage_changed()), and page-invalidated goes out
+ * for each block whose data the handle now shows anew.
+ *
+ * refresh_lock covers the file's refresh and the engine's update together:
+ * a writeout's conflict check, which comes after its own refresh, then
+ * never misses changes that another refresh took from the file but had not
+ * yet given to the engine.
+ */
+
+/* Any thread (the writeout's, for the begin op); engine lock not held. */
+static gboolean
+refresh_now (BigfileHandle *self, GError **error)
 {
-  g_return_if_fail (BIGFILE_IS_HANDLE (handle));
+  g_autoptr (GArray) changed = NULL;
+  g_autoptr (GArray) invalidated = NULL;
+  GError *local_error = NULL;
+  guint64 size = 0;
+  gboolean has_size = FALSE;
+  BfHandle *engine = self->engine;
+
+  if (engine == NULL)
+    {
+      set_closed_error (error);
+      return FALSE;
+    }
+
+  invalidated = g_array_new (FALSE, FALSE, sizeof (guint64));
+  g_mutex_lock (&self->refresh_lock);
+  changed = bigfile_file_refresh (self->file, error);
+  if (changed == NULL)
+    {
+      g_mutex_unlock (&self->refresh_lock);
+      return FALSE;
+    }
+  if (self->has_size)
+    {
+      has_size = bigfile_file_get_size (self->file, &size, &local_error);
+      if (local_error != NULL)
+        {
+          /* The blocks are known; the size is looked at again next time. */
+          g_debug ("Refreshing %s: could not get its size: %s", G_OBJECT_TYPE_NAME (self->file),
+                   local_error->message);
+          g_clear_error (&local_error);
+        }
+    }
+  bf_handle_storage_changed (engine, (const guint64 *)(void *)changed->data, changed->len,
+                             invalidated);
+  if (has_size)
+    bf_handle_storage_resized (engine, size, invalidated);
+  g_mutex_unlock (&self->refresh_lock);
+
+  for (guint i = 0; i < invalidated->len; i++)
+    emit_page_invalidated (self, g_array_index (invalidated, guint64, i));
+  notify_changes_now (self);
+  return TRUE;
 }
 
+/* From refresh_source, on the owner context, after ::changed. */
+static void
+auto_refresh (GObject *object)
+{
+  BigfileHandle *self = BIGFILE_HANDLE (object);
+  g_autoptr (GError) error = NULL;
+
+  if (!self->auto_refresh || self->engine == NULL)
+    return;
+  /* Nothing is lost: the snapshot stays where it was, and the next
+   * refresh (a writeout's, the next ::changed) reports the same blocks. */
+  if (!refresh_now (self, &error))
+    g_debug ("Refreshing %s failed: %s", G_OBJECT_TYPE_NAME (self->file), error->message);
+}
+
+/**
+ * bigfile_handle_refresh:
+ * @handle: a #BigfileHandle
+ * @error: return location for a #GError
+ *
+ * Brings the snapshot of @handle up to date with its storage: asks the
+ * file which blocks other clients committed since the snapshot
+ * (bigfile_file_refresh()), then drops the clean pages of those blocks
+ * (the next access loads the other client's data, a load in progress is
+ * done again) and emits #BigfileHandle::page-invalidated for each of them,
+ * in memory or not, on the owner context. If the file's size changed, the
+ * handle's follows (see #BigfileHandle:size), unless it has a size change
+ * of its own to write out.
+ *
+ * A dirty page of a changed block keeps the program's change: it is not
+ * dropped and not signalled, but becomes a conflict
+ * (bigfile_handle_get_conflicts()), which a writeout refuses to store with
+ * %BIGFILE_HANDLE_ERROR_CONFLICT unless given %BIGFILE_WRITEOUT_OVERWRITE;
+ * see [Conflicts][bigfile-conflicts].
+ *
+ * A handle refreshes by itself when the file signals another client's
+ * commit (#BigfileHandle:auto-refresh), and every writeout refreshes
+ * inside its transaction. For a file without snapshots (one that does not
+ * implement `refresh`, as #BigfileLocalFile) it does nothing and succeeds.
+ *
+ * May be called from any thread, also while a writeout runs. Threads that
+ * read mappings of @handle while it runs may see some changed pages old
+ * and others new until it returns; the owner thread, which gets the
+ * signals, sees the switch between two of its own statements.
+ *
+ * Returns: %TRUE on success; %FALSE with @error set if the file could not
+ *   tell (the snapshot then stays as it was, and a later refresh reports
+ *   the same changes)
+ *
+ * Since: 1.0
+ */
 gboolean
 bigfile_handle_refresh (BigfileHandle *handle, GError **error)
 {
   g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), FALSE);
-  return TRUE;
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  if (handle->engine == NULL)
+    {
+      set_closed_error (error);
+      return FALSE;
+    }
+  if (BIGFILE_FILE_GET_IFACE (handle->file)->refresh == NULL)
+    return TRUE;
+  if (!check_thread_for (handle, "Refreshing", error))
+    return FALSE;
+  return refresh_now (handle, error);
 }
 
+/**
+ * bigfile_handle_get_auto_refresh:
+ * @handle: a #BigfileHandle
+ *
+ * Gets #BigfileHandle:auto-refresh.
+ *
+ * Returns: whether @handle refreshes by itself on #BigfileFile::changed
+ *
+ * Since: 1.0
+ */
 gboolean
 bigfile_handle_get_auto_refresh (BigfileHandle *handle)
 {
   g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), FALSE);
-  return TRUE;
+
+  return handle->auto_refresh;
 }
 
+/**
+ * bigfile_handle_set_auto_refresh:
+ * @handle: a #BigfileHandle
+ * @auto_refresh: whether to refresh on #BigfileFile::changed
+ *
+ * Sets #BigfileHandle:auto-refresh. Call it on the owner thread.
+ *
+ * Since: 1.0
+ */
 void
 bigfile_handle_set_auto_refresh (BigfileHandle *handle, gboolean auto_refresh)
 {
   g_return_if_fail (BIGFILE_IS_HANDLE (handle));
+
+  auto_refresh = !!auto_refresh;
+  if (handle->auto_refresh == auto_refresh)
+    return;
+  handle->auto_refresh = auto_refresh;
+  g_object_notify_by_pspec (G_OBJECT (handle), props[PROP_AUTO_REFRESH]);
 }
 
+/**
+ * bigfile_handle_get_conflicts:
+ * @handle: a #BigfileHandle
+ * @n_pages: (out): the number of pages returned
+ *
+ * Lists the pages in conflict: dirty pages whose blocks another client
+ * changed in the storage after @handle read them, as learnt by a refresh
+ * (bigfile_handle_refresh(), or a writeout's). A writeout that would store
+ * one fails with %BIGFILE_HANDLE_ERROR_CONFLICT unless given
+ * %BIGFILE_WRITEOUT_OVERWRITE. A page stops being a conflict when it is
+ * clean again: discarded, invalidated, or written out with
+ * %BIGFILE_WRITEOUT_OVERWRITE.
+ *
+ * Returns: (array length=n_pages) (transfer full) (nullable): the pages in
+ *   conflict, in increasing order, or %NULL if there are none
+ *
+ * Since: 1.0
+ */
 guint64 *
 bigfile_handle_get_conflicts (BigfileHandle *handle, gsize *n_pages)
 {
   g_return_val_if_fail (BIGFILE_IS_HANDLE (handle), NULL);
+  g_return_val_if_fail (n_pages != NULL, NULL);
+
   *n_pages = 0;
-  return NULL;
+  if (handle->engine == NULL)
+    return NULL;
+  return bf_handle_get_conflicts (handle->engine, n_pages);
+}
+
+/**
+ * bigfile_handle_abort_writeout:
+ * @handle: a #BigfileHandle
+ *
+ * Throws away the transaction that a writeout with
+ * %BIGFILE_WRITEOUT_STORE alone left open (the first step of a two-phase
+ * commit; see #BigfileWriteoutFlags): the storage is as it was before it,
+ * and every page it stored stays dirty, with the program's data, for a
+ * later writeout. Use it when another participant of the two-phase commit
+ * failed. Does nothing if no such transaction is open, or if the file is
+ * not transactional (a store to such a file cannot be undone).
+ *
+ * bigfile_handle_discard() and bigfile_handle_close() abort it too.
+ *
+ * Must not be called while a writeout of @handle runs (a critical
+ * warning, and nothing is done).
+ *
+ * Since: 1.0
+ */
+void
+bigfile_handle_abort_writeout (BigfileHandle *handle)
+{
+  g_autoptr (GError) error = NULL;
+
+  g_return_if_fail (BIGFILE_IS_HANDLE (handle));
+
+  if (handle->engine == NULL)
+    return;
+  if (!bf_handle_abort_transaction (handle->engine, &error))
+    g_critical ("%s", error->message);
 }

@@ -93,6 +93,15 @@ check_page (Problems *p, BfHandle *handle, guint64 key, BfPage *page)
                  && !page->storing),
          "page %" G_GUINT64_FORMAT " is store_intact in state %d (%u write pins, %u writers)", i,
          page->state, page->write_pins, page->writers);
+  CHECK (p, !page->conflict || page->state == BF_PAGE_DIRTY,
+         "page %" G_GUINT64_FORMAT " is a conflict in state %d", i, page->state);
+  /* In a transactional handle, what was stored is intact only while its
+   * transaction is open (or its writeout is committing): otherwise a
+   * MARKSTORED could clean a page the storage does not have. */
+  CHECK (p,
+         !page->store_intact || !bf_handle_is_transactional (handle) || handle->txn_open
+             || handle->writeout_running,
+         "page %" G_GUINT64_FORMAT " is store_intact with no transaction open", i);
   CHECK (p, page->state != BF_PAGE_LOADING || (page->io_refs > 0 && page->io_thread != NULL),
          "page %" G_GUINT64_FORMAT " is loading with no loader", i);
 

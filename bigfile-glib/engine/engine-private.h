@@ -237,8 +237,8 @@ struct _BfPool
   /* Segment k's address minus (first slot of k) * page_size, modulo 2^64:
    * slot s of segment k is at seg_bias[k] + s * page_size. */
   guintptr seg_bias[BF_POOL_MAX_SEGMENTS];
-  guint64 capacity; /* slots the segments map (and the memfd is long) */
-  guint64 n_slots;  /* slots made holes so far: [0, n_slots) exist */
+  guint64 capacity;  /* slots the segments map (and the memfd is long) */
+  guint64 n_slots;   /* slots made holes so far: [0, n_slots) exist */
   GArray *populated; /* free slots with memory, guint64, next to use last */
   GArray *holes;     /* free slots without memory, guint64, next to use last */
 };
@@ -374,7 +374,22 @@ struct _BfHandle
   guint64 stored_size;
   guint64 zero_from;
   gconstpointer size_syncing;
+
+  /* Transactions ("Transactions" in writeout.c): a transaction is open,
+   * begun by a writeout and not yet committed or aborted; the sizes the
+   * file had when it began, for an abort to go back to. */
+  gboolean txn_open;
+  guint64 txn_stored_size;
+  guint64 txn_zero_from;
 };
+
+static inline gboolean
+bf_handle_is_transactional (BfHandle *handle)
+{
+  return handle->ops->begin != NULL;
+}
+
+void bf_handle_abort_transaction_locked (BfHandle *handle);
 
 void bf_handle_unref_locked (BfHandle *handle);
 void bf_handle_follow_file_size (BfHandle *handle, guint64 length);
@@ -457,13 +472,18 @@ struct _BfPage
    * this; until then the page is mapped read-only, even though it is
    * dirty).  Only such a page may be marked clean (MARKSTORED). */
   guint store_intact : 1;
-  guint io_refs;           /* loader, writeout snapshot, or API copy in flight */
-  guint writers;           /* API copies into the page in flight */
-  guint pin_count;         /* bf_vma_pin(hold): not reclaimable, slot kept if dropped */
-  guint write_pins;        /* ...of which writable: writeout neither protects nor cleans */
-  BfThread *io_thread;     /* who loads or stores it: see bf_page_wait_io() */
-  GList lru_link;          /* in ram->lru */
-  GList dirty_link;        /* in handle->dirty */
+  /* Dirty, and another client changed its block in the storage since the
+   * page was read (bf_handle_storage_changed()): a writeout stores it only
+   * with BF_WRITEOUT_OVERWRITE.  Only DIRTY pages have it; it goes when
+   * the page is clean or dropped. */
+  guint conflict : 1;
+  guint io_refs;       /* loader, writeout snapshot, or API copy in flight */
+  guint writers;       /* API copies into the page in flight */
+  guint pin_count;     /* bf_vma_pin(hold): not reclaimable, slot kept if dropped */
+  guint write_pins;    /* ...of which writable: writeout neither protects nor cleans */
+  BfThread *io_thread; /* who loads or stores it: see bf_page_wait_io() */
+  GList lru_link;      /* in ram->lru */
+  GList dirty_link;    /* in handle->dirty */
 };
 
 typedef enum

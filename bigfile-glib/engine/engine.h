@@ -80,6 +80,15 @@ typedef enum
  * adding zeros): writeout calls it, before storing, when the handle's size
  * is not the one the file has.  Only handles with a size call it.
  *
+ * begin, commit and abort, all three or none, make the handle
+ * transactional ("Transactions" in writeout.c): a writeout that stores
+ * calls begin first (which may also report the blocks other clients
+ * changed, with bf_handle_storage_changed()), and commit before it marks
+ * any page clean; commit (durably if asked) makes every store since begin
+ * visible at once, and on failure leaves none; abort throws them away.
+ * They run with the engine lock released, on the writeout's thread, as
+ * store does.
+ *
  * dirty_changed and size_changed run with the engine lock HELD, on any
  * thread, possibly inside the fault handler: they may only note the change
  * and wake a main context (no engine call, no waiting, no signal emission).
@@ -91,6 +100,9 @@ typedef struct
   void (*dirty_changed) (gpointer data);
   gboolean (*set_size) (gpointer data, guint64 size, GError **error);
   void (*size_changed) (gpointer data);
+  gboolean (*begin) (gpointer data, GError **error);
+  gboolean (*commit) (gpointer data, gboolean durable, GError **error);
+  void (*abort) (gpointer data);
 } BfFileOps;
 
 /* The size of a handle without one: its file is an endless array of
@@ -101,6 +113,10 @@ typedef enum
 {
   BF_WRITEOUT_STORE = 1 << 0,
   BF_WRITEOUT_MARKSTORED = 1 << 1,
+  /* Store pages in conflict too (bf_handle_storage_changed()). */
+  BF_WRITEOUT_OVERWRITE = 1 << 2,
+  /* Commit durably. */
+  BF_WRITEOUT_DURABLE = 1 << 3,
 } BfWriteoutFlags;
 
 typedef struct
@@ -149,6 +165,29 @@ guint bf_handle_discard (BfHandle *handle);
 guint64 bf_handle_get_size (BfHandle *handle);
 gboolean bf_handle_set_size (BfHandle *handle, guint64 size, GError **error);
 void bf_handle_invalidate_page (BfHandle *handle, guint64 index);
+/* Other clients changed these blocks of the storage (BF_ALL_BLOCKS: any
+ * block), and the file's snapshot shows their change now: clean pages of
+ * them are dropped (loads in flight are thrown away), and a dirty page
+ * becomes a conflict, kept as it is, which a writeout stores only with
+ * BF_WRITEOUT_OVERWRITE.  Appends to @invalidated (if not NULL) the blocks
+ * whose data the handle now shows anew (all but conflicts; BF_ALL_BLOCKS
+ * for all).  Any thread, also from the begin op. */
+#define BF_ALL_BLOCKS G_MAXUINT64
+void bf_handle_storage_changed (BfHandle *handle, const guint64 *blocks, guint n_blocks,
+                                GArray *invalidated);
+/* Another client made the file @size bytes long: clean pages between the
+ * old size and @size are dropped (appended to @invalidated), dirty ones
+ * become conflicts, and the handle's size follows unless it has a change
+ * of its own pending.  Only for handles with a size. */
+void bf_handle_storage_resized (BfHandle *handle, guint64 size, GArray *invalidated);
+/* The pages in conflict, by index (free with g_free); NULL if none. */
+guint64 *bf_handle_get_conflicts (BfHandle *handle, gsize *n_pages);
+/* Is a transaction of @handle open: begun by a writeout with only
+ * BF_WRITEOUT_STORE, not yet committed or aborted? */
+gboolean bf_handle_in_transaction (BfHandle *handle);
+/* Aborts the open transaction, if any: the pages it stored stay dirty.
+ * FALSE (BIGFILE_HANDLE_ERROR_BUSY) while a writeout runs. */
+gboolean bf_handle_abort_transaction (BfHandle *handle, GError **error);
 gboolean bf_handle_writeout (BfHandle *handle, BfWriteoutFlags flags, GError **error);
 
 /* Writeout in steps, for callers that interleave it with other work.

@@ -125,6 +125,7 @@ bf_page_set_clean (BfPage *page)
   g_assert (page->state == BF_PAGE_DIRTY);
   page->state = BF_PAGE_LOADED;
   page->store_intact = FALSE;
+  page->conflict = FALSE;
   page_unlink_dirty (page);
   bf_page_update_lru (page, TRUE);
 }
@@ -521,6 +522,14 @@ bf_handle_close (BfHandle *handle)
       return FALSE;
     }
 
+  /* What a STORE-only writeout left uncommitted goes with the changes. */
+  if (handle->txn_open && !bf_ram_is_forked (handle->ram))
+    {
+      handle->writeout_running = TRUE;
+      bf_handle_abort_transaction_locked (handle);
+      handle->writeout_running = FALSE;
+    }
+
   /* Drop every page, dirty or not.  A load still in flight (its VMA was
    * unmapped under it) finishes on an orphan and releases our last ref. */
   handle->closed = TRUE;
@@ -786,5 +795,170 @@ bf_handle_invalidate_page (BfHandle *handle, guint64 index)
   /* The file changed: over a base file, its size may have too. */
   if (handle->base_fd >= 0 && handle->rmap != NULL)
     handle->rmap->base_changed (handle);
+  bf_unlock ();
+}
+
+/* -- other clients' changes ----------------------------------------------------
+ *
+ * A file whose storage other clients change (a database) keeps a
+ * snapshot, which the GObject layer moves (bigfile_file_refresh()) and then
+ * tells the handle which blocks changed in between.  A clean page of such a
+ * block shows the old snapshot: it goes, and the next access loads the new
+ * data (a load in flight is thrown away, as by invalidation: it may have
+ * read the old snapshot).  A dirty page holds the program's change, made
+ * over the old data: it is kept, never lost, and marked as a conflict,
+ * which a writeout refuses to store unless asked to overwrite (writeout.c),
+ * so that another client's change is never replaced unknowingly.
+ */
+
+/* One block: TRUE if the handle now shows it anew (not a conflict). */
+static gboolean
+handle_block_changed (BfHandle *handle, BfPage *page)
+{
+  bf_assert_locked ();
+  if (page->state == BF_PAGE_DIRTY)
+    {
+      page->conflict = TRUE;
+      return FALSE;
+    }
+  if (!bf_page_drop (page))
+    g_warning ("Could not drop page %" G_GUINT64_FORMAT
+               " that another client changed: it could not be unmapped (the process has "
+               "reached vm.max_map_count mappings); it shows the old data until it is reclaimed",
+               page->index);
+  return TRUE;
+}
+
+void
+bf_handle_storage_changed (BfHandle *handle, const guint64 *blocks, guint n_blocks,
+                           GArray *invalidated)
+{
+  gboolean all = FALSE;
+
+  for (guint i = 0; i < n_blocks; i++)
+    all |= blocks[i] == BF_ALL_BLOCKS;
+
+  bf_lock ();
+  /* In a forked child, nothing of the parent's is dropped (see "fork()"). */
+  if (bf_ram_is_forked (handle->ram) || handle->closed)
+    {
+      bf_unlock ();
+      return;
+    }
+  if (all)
+    {
+      GPtrArray *pages = g_ptr_array_new ();
+      GHashTableIter iter;
+      gpointer value;
+
+      g_hash_table_iter_init (&iter, handle->pages);
+      while (g_hash_table_iter_next (&iter, NULL, &value))
+        g_ptr_array_add (pages, value);
+      for (guint i = 0; i < pages->len; i++)
+        handle_block_changed (handle, g_ptr_array_index (pages, i));
+      g_ptr_array_unref (pages);
+      if (invalidated != NULL)
+        {
+          guint64 any = BF_ALL_BLOCKS;
+          g_array_append_val (invalidated, any);
+        }
+    }
+  else
+    for (guint i = 0; i < n_blocks; i++)
+      {
+        BfPage *page = bf_handle_lookup (handle, blocks[i]);
+
+        if ((page == NULL || handle_block_changed (handle, page)) && invalidated != NULL)
+          g_array_append_val (invalidated, blocks[i]);
+      }
+  if (handle->base_fd >= 0 && handle->rmap != NULL)
+    handle->rmap->base_changed (handle);
+  bf_unlock ();
+}
+
+static gint
+index_cmp (gconstpointer a, gconstpointer b)
+{
+  guint64 ia = *(const guint64 *)a, ib = *(const guint64 *)b;
+
+  return ia < ib ? -1 : ia > ib;
+}
+
+guint64 *
+bf_handle_get_conflicts (BfHandle *handle, gsize *n_pages)
+{
+  GArray *conflicts = g_array_new (FALSE, FALSE, sizeof (guint64));
+
+  bf_lock ();
+  for (GList *l = handle->dirty.head; l != NULL; l = l->next)
+    {
+      BfPage *page = l->data;
+
+      if (page->conflict)
+        g_array_append_val (conflicts, page->index);
+    }
+  bf_unlock ();
+
+  g_array_sort (conflicts, index_cmp);
+  *n_pages = conflicts->len;
+  if (conflicts->len == 0)
+    {
+      g_array_free (conflicts, TRUE);
+      return NULL;
+    }
+  return (guint64 *)(void *)g_array_free (conflicts, FALSE);
+}
+
+void
+bf_handle_storage_resized (BfHandle *handle, guint64 size, GArray *invalidated)
+{
+  guint64 low, high;
+  GPtrArray *pages;
+  GHashTableIter iter;
+  gpointer value;
+
+  g_return_if_fail (size <= (guint64)G_MAXINT64);
+
+  bf_lock ();
+  if (bf_ram_is_forked (handle->ram) || handle->closed || handle->size == BF_NO_SIZE
+      || handle->stored_size == size)
+    {
+      bf_unlock ();
+      return;
+    }
+  /* The pages between the two sizes show something else now: the part of
+   * the old last page past the old size shows zeros, data may lie there
+   * now, and data past a new lower size is gone.  They change like blocks
+   * another client stored. */
+  low = MIN (size, handle->stored_size) >> handle->page_shift;
+  high = MAX (size, handle->stored_size);
+  high = high == 0 ? 0 : ((high - 1) >> handle->page_shift) + 1;
+  pages = g_ptr_array_new ();
+  g_hash_table_iter_init (&iter, handle->pages);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    if (((BfPage *)value)->index >= low && ((BfPage *)value)->index < high)
+      g_ptr_array_add (pages, value);
+  for (guint i = 0; i < pages->len; i++)
+    {
+      BfPage *page = g_ptr_array_index (pages, i);
+      guint64 index = page->index;
+
+      if (handle_block_changed (handle, page) && invalidated != NULL)
+        g_array_append_val (invalidated, index);
+    }
+  g_ptr_array_unref (pages);
+
+  /* The handle follows unless it has a size change of its own to write
+   * out, which then wins at the next writeout.  Either way the file has
+   * @size now. */
+  if (handle->size == handle->stored_size && handle->zero_from == handle->stored_size
+      && handle->size_syncing == NULL)
+    {
+      handle->size = handle->zero_from = size;
+      bf_handle_size_changed (handle);
+    }
+  else
+    handle->zero_from = MIN (handle->zero_from, size);
+  handle->stored_size = size;
   bf_unlock ();
 }

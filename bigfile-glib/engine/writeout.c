@@ -24,6 +24,34 @@
  * past the size is scanned, while it is write-protected for its store, for
  * the last byte that is not zero past the size: if there is one, the size
  * grows to cover it, the file is resized, and the store covers it.
+ *
+ * Transactions
+ * ------------
+ * A handle whose file has begin, commit and abort ops is transactional,
+ * and a writeout of it is all or nothing.  The first step that stores
+ * begins a transaction (unless one is open: see below); the begin op also
+ * brings the file's snapshot up to date, which marks the dirty pages whose
+ * blocks another client changed as conflicts (bf_handle_storage_changed()),
+ * and a writeout that would store one fails right there, before any store,
+ * unless BF_WRITEOUT_OVERWRITE.  Steps then resize and store as above, but
+ * mark nothing: with MARKSTORED, the last step commits, and only after the
+ * commit succeeded are the pages whose memory is what was stored
+ * (store_intact) marked clean.  So a page is never clean unless the storage
+ * has it for good.
+ *
+ * Any failure (a store, a resize, the commit, a conflict, cancelling a
+ * writeout between steps) aborts the transaction: the storage is as it was,
+ * every page stays dirty, store_intact goes (what was stored is not in the
+ * storage), and the file's size as the handle knows it goes back to what it
+ * was at begin.  A retry stores everything again.
+ *
+ * The seed's two-phase commit maps onto this: a writeout with STORE alone
+ * leaves its transaction open (txn_open), holding the storage's write
+ * lock, and marks nothing; a later writeout with MARKSTORED (alone, or with
+ * STORE, which then stores more in the same transaction) commits it and
+ * marks.  bf_handle_abort_transaction() (and close) throws an open one
+ * away.  A MARKSTORED writeout with no transaction open commits nothing
+ * and marks nothing: no page is intact then.
  */
 #include "config.h"
 
@@ -38,8 +66,12 @@ struct _BfWriteout
   BfWriteoutFlags flags;
   GPtrArray *pages; /* the dirty pages at begin(), by index; each holds an io ref */
 
+  gboolean txn; /* the handle is transactional */
+
   /* Engine lock. */
   guint next;
+  gboolean checked;  /* conflicts looked for, inside the transaction */
+  gboolean finished; /* the last step succeeded (and committed, if asked) */
 };
 
 static gint
@@ -56,7 +88,11 @@ bf_writeout_begin (BfHandle *handle, BfWriteoutFlags flags, GError **error)
 {
   BfWriteout *wo;
 
-  g_return_val_if_fail (flags != 0 && (flags & ~(BF_WRITEOUT_STORE | BF_WRITEOUT_MARKSTORED)) == 0,
+  g_return_val_if_fail ((flags & (BF_WRITEOUT_STORE | BF_WRITEOUT_MARKSTORED)) != 0, NULL);
+  g_return_val_if_fail ((flags
+                         & ~(BF_WRITEOUT_STORE | BF_WRITEOUT_MARKSTORED | BF_WRITEOUT_OVERWRITE
+                             | BF_WRITEOUT_DURABLE))
+                            == 0,
                         NULL);
 
   bf_lock ();
@@ -84,6 +120,7 @@ bf_writeout_begin (BfHandle *handle, BfWriteoutFlags flags, GError **error)
   wo = g_new0 (BfWriteout, 1);
   wo->handle = handle;
   wo->flags = flags;
+  wo->txn = bf_handle_is_transactional (handle);
   wo->pages = g_ptr_array_sized_new (handle->dirty.length);
   handle->refs++;
   handle->writeout_running = TRUE;
@@ -224,6 +261,174 @@ writeout_store_len (BfHandle *handle, BfPage *page, gsize *len, GError **error)
   return TRUE;
 }
 
+/* Clean only what is exactly what was stored (and, in a transaction,
+ * committed): a page written since its store (or never stored, or stored
+ * while writable) stays dirty, so MARKSTORED after STORE can never lose a
+ * write.  Lock held. */
+static void
+writeout_mark (BfPage *page)
+{
+  BfHandle *handle = page->handle;
+
+  bf_assert_locked ();
+  if (page->orphaned || page->state != BF_PAGE_DIRTY || !page->store_intact)
+    return;
+  g_assert (page->write_pins == 0 && page->writers == 0);
+  /* Intact, so mapped read-only everywhere: writes from now on fault, and
+   * dirty the page anew. */
+  bf_page_set_clean (page);
+  /* Over a base file the file has it now: let it show through, so that
+   * clean pages show the file as it is (other writers too). */
+  if (handle->base_fd >= 0)
+    bf_page_drop (page);
+}
+
+/* Lock held; released around ops->abort.  The storage is as it was at
+ * begin: nothing stored since is intact any more, and the file has the
+ * size it had then (a size change of the handle's own since is kept, to be
+ * written out again). */
+static void
+txn_forget (BfHandle *handle)
+{
+  bf_assert_locked ();
+  for (GList *l = handle->dirty.head; l != NULL; l = l->next)
+    ((BfPage *)l->data)->store_intact = FALSE;
+  if (handle->size != BF_NO_SIZE)
+    {
+      handle->stored_size = handle->txn_stored_size;
+      handle->zero_from = MIN (handle->zero_from, handle->txn_zero_from);
+      handle->zero_from = MIN (handle->zero_from, handle->stored_size);
+    }
+}
+
+/* The caller keeps writeout_running set (a writeout, or an abort outside
+ * of one), so that no other writeout begins a transaction while the abort
+ * runs. */
+void
+bf_handle_abort_transaction_locked (BfHandle *handle)
+{
+  bf_assert_locked ();
+  g_assert (handle->txn_open && handle->writeout_running);
+
+  handle->txn_open = FALSE;
+  bf_unlock ();
+  handle->ops->abort (handle->data);
+  bf_lock ();
+  txn_forget (handle);
+}
+
+/* The conflict error: the pages, in order, a few of them by number. */
+static void
+set_conflict_error (GError **error, GArray *conflicts)
+{
+  GString *list = g_string_new (NULL);
+  guint n_listed = MIN (conflicts->len, 8);
+
+  for (guint i = 0; i < n_listed; i++)
+    g_string_append_printf (list, "%s%" G_GUINT64_FORMAT,
+                            i == 0 ? "" : (i + 1 == conflicts->len ? " and " : ", "),
+                            g_array_index (conflicts, guint64, i));
+  if (n_listed < conflicts->len)
+    g_string_append_printf (list, " and %u more", conflicts->len - n_listed);
+  g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_CONFLICT,
+               "Cannot write out: another client changed %s %s in the storage since this "
+               "handle read %s; discard %s, or write out with BIGFILE_WRITEOUT_OVERWRITE to "
+               "replace the other client's data",
+               conflicts->len == 1 ? "page" : "pages", list->str,
+               conflicts->len == 1 ? "it" : "them", conflicts->len == 1 ? "it" : "them");
+  g_string_free (list, TRUE);
+}
+
+/* Lock held, released around ops->begin.  Opens the transaction unless
+ * one is open, then looks for conflicts once: the begin op brought the
+ * snapshot up to date, and while the transaction holds the storage no
+ * other client commits. */
+static gboolean
+writeout_begin_transaction (BfWriteout *wo, GError **error)
+{
+  BfHandle *handle = wo->handle;
+  GArray *conflicts;
+
+  bf_assert_locked ();
+  if (!handle->txn_open)
+    {
+      GError *local_error = NULL;
+      gboolean ok;
+
+      bf_unlock ();
+      ok = handle->ops->begin (handle->data, &local_error);
+      bf_lock ();
+      if (!ok)
+        {
+          if (local_error == NULL)
+            g_set_error_literal (&local_error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
+                                 "Beginning a transaction failed without giving a reason");
+          g_propagate_error (error, local_error);
+          return FALSE;
+        }
+      handle->txn_open = TRUE;
+      handle->txn_stored_size = handle->stored_size;
+      handle->txn_zero_from = handle->zero_from;
+    }
+  if (wo->checked)
+    return TRUE;
+
+  conflicts = g_array_new (FALSE, FALSE, sizeof (guint64));
+  for (guint i = wo->next; i < wo->pages->len; i++)
+    {
+      BfPage *page = g_ptr_array_index (wo->pages, i);
+
+      if (!page->orphaned && page->state == BF_PAGE_DIRTY && page->conflict)
+        g_array_append_val (conflicts, page->index);
+    }
+  if (conflicts->len > 0 && !(wo->flags & BF_WRITEOUT_OVERWRITE))
+    {
+      set_conflict_error (error, conflicts);
+      g_array_unref (conflicts);
+      bf_handle_abort_transaction_locked (handle);
+      return FALSE;
+    }
+  g_array_unref (conflicts);
+  wo->checked = TRUE;
+  return TRUE;
+}
+
+/* Lock held, released around ops->commit.  Commits the open transaction
+ * (if any: a MARKSTORED writeout may come without one), then marks clean
+ * what it holds. */
+static gboolean
+writeout_commit (BfWriteout *wo, GError **error)
+{
+  BfHandle *handle = wo->handle;
+
+  bf_assert_locked ();
+  if (handle->txn_open)
+    {
+      GError *local_error = NULL;
+      gboolean ok;
+
+      /* Over before the call: a commit that fails has ended the
+       * transaction too (the file's contract). */
+      handle->txn_open = FALSE;
+      bf_unlock ();
+      ok = handle->ops->commit (handle->data, (wo->flags & BF_WRITEOUT_DURABLE) != 0, &local_error);
+      bf_lock ();
+      if (!ok)
+        {
+          /* As an abort, but the file already threw the transaction away. */
+          txn_forget (handle);
+          if (local_error == NULL)
+            g_set_error_literal (&local_error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
+                                 "Committing the writeout failed without giving a reason");
+          g_propagate_error (error, local_error);
+          return FALSE;
+        }
+    }
+  for (guint i = 0; i < wo->pages->len; i++)
+    writeout_mark (g_ptr_array_index (wo->pages, i));
+  return TRUE;
+}
+
 gboolean
 bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
 {
@@ -242,6 +447,11 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
       return FALSE;
     }
   *done = FALSE;
+  if (wo->txn && (wo->flags & BF_WRITEOUT_STORE) && !writeout_begin_transaction (wo, error))
+    {
+      bf_unlock ();
+      return FALSE;
+    }
   /* The size first: a truncation goes before the stores, a growth that
    * comes from bf_handle_set_size() too; and the last step makes the file
    * the handle's size even when no page is dirty. */
@@ -252,9 +462,11 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
     }
   if (wo->next >= wo->pages->len)
     {
-      *done = TRUE;
+      ok = !wo->txn || !(wo->flags & BF_WRITEOUT_MARKSTORED) || writeout_commit (wo, error);
+      wo->finished = ok;
+      *done = ok;
       bf_unlock ();
-      return TRUE;
+      return ok;
     }
   page = g_ptr_array_index (wo->pages, wo->next);
 
@@ -320,24 +532,16 @@ bf_writeout_step (BfWriteout *wo, gboolean *done, GError **error)
       /* Clean only what is exactly what was stored: a page written since
        * its store (or never stored, or stored while writable) stays
        * dirty, so MARKSTORED after STORE can never lose a write. */
-      if (ok && (wo->flags & BF_WRITEOUT_MARKSTORED) && !page->orphaned
-          && page->state == BF_PAGE_DIRTY && page->store_intact)
-        {
-          g_assert (page->write_pins == 0 && page->writers == 0);
-          /* Intact, so mapped read-only everywhere: writes from now on
-           * fault, and dirty the page anew. */
-          bf_page_set_clean (page);
-          /* Over a base file the file has it now: let it show through, so
-           * that clean pages show the file as it is (other writers too). */
-          if (handle->base_fd >= 0)
-            bf_page_drop (page);
-        }
+      if (ok && (wo->flags & BF_WRITEOUT_MARKSTORED) && !wo->txn)
+        writeout_mark (page);
     }
 
   if (ok)
     {
       wo->next++;
-      bf_page_io_unref (page);
+      /* A transaction marks its pages after the commit. */
+      if (!wo->txn)
+        bf_page_io_unref (page);
     }
   bf_unlock ();
   return ok;
@@ -349,7 +553,11 @@ bf_writeout_end (BfWriteout *wo)
   BfHandle *handle = wo->handle;
 
   bf_lock ();
-  for (guint i = wo->next; i < wo->pages->len; i++)
+  /* A transaction stays open only after a STORE-only writeout that went
+   * through: anything else that stopped half way is thrown away. */
+  if (wo->txn && handle->txn_open && !(wo->finished && !(wo->flags & BF_WRITEOUT_MARKSTORED)))
+    bf_handle_abort_transaction_locked (handle);
+  for (guint i = wo->txn ? 0 : wo->next; i < wo->pages->len; i++)
     bf_page_io_unref (g_ptr_array_index (wo->pages, i));
   handle->writeout_running = FALSE;
   /* Stores past the end of a base file made it longer: show it. */
@@ -373,4 +581,37 @@ bf_handle_writeout (BfHandle *handle, BfWriteoutFlags flags, GError **error)
   if (wo != NULL)
     bf_writeout_end (wo);
   return ok;
+}
+
+gboolean
+bf_handle_in_transaction (BfHandle *handle)
+{
+  gboolean open;
+
+  bf_lock ();
+  open = handle->txn_open;
+  bf_unlock ();
+  return open;
+}
+
+gboolean
+bf_handle_abort_transaction (BfHandle *handle, GError **error)
+{
+  bf_lock ();
+  if (handle->writeout_running)
+    {
+      bf_unlock ();
+      g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_BUSY,
+                   "Cannot abort the writeout's transaction: a writeout of this handle is in "
+                   "progress");
+      return FALSE;
+    }
+  if (handle->txn_open && !bf_ram_is_forked (handle->ram))
+    {
+      handle->writeout_running = TRUE;
+      bf_handle_abort_transaction_locked (handle);
+      handle->writeout_running = FALSE;
+    }
+  bf_unlock ();
+  return TRUE;
 }
