@@ -1155,7 +1155,9 @@ bigfile_handle_map (BigfileHandle *handle, guint64 first_page, guint64 n_pages, 
 /**
  * bigfile_handle_writeout:
  * @handle: a #BigfileHandle
- * @flags: what to do with the dirty pages: not 0
+ * @flags: what to do with the dirty pages: %BIGFILE_WRITEOUT_STORE,
+ *   %BIGFILE_WRITEOUT_MARK_STORED or both, maybe with
+ *   %BIGFILE_WRITEOUT_OVERWRITE and %BIGFILE_WRITEOUT_DURABLE
  * @error: return location for a #GError
  *
  * Saves the changes of @handle: stores each dirty page through its file,
@@ -1181,6 +1183,21 @@ bigfile_handle_map (BigfileHandle *handle, guint64 first_page, guint64 n_pages, 
  * size to cover it. The page that holds the size is stored with only the
  * bytes below it, and pages wholly past the size (all zeros) are not
  * stored. A failed resize stops the writeout like a failed store.
+ *
+ * For a transactional file (bigfile_file_is_transactional()) a writeout
+ * is atomic instead, all of its pages or none (see
+ * [Transactions][bigfile-transactions]): it begins a transaction,
+ * refreshes the handle's snapshot inside it (bigfile_handle_refresh()),
+ * fails with %BIGFILE_HANDLE_ERROR_CONFLICT before storing anything if a
+ * page to store is a conflict (unless @flags has
+ * %BIGFILE_WRITEOUT_OVERWRITE), stores, commits (durably with
+ * %BIGFILE_WRITEOUT_DURABLE), and marks pages clean only after the commit.
+ * Any failure aborts the transaction: the storage holds none of the
+ * writeout, and every page stays dirty for a retry. With
+ * %BIGFILE_WRITEOUT_STORE alone the transaction stays open until a
+ * writeout with %BIGFILE_WRITEOUT_MARK_STORED commits it, or
+ * bigfile_handle_abort_writeout(), bigfile_handle_discard() or
+ * bigfile_handle_close() throws it away.
  *
  * Fails with %BIGFILE_HANDLE_ERROR_BUSY if another writeout of @handle is
  * running, and %BIGFILE_HANDLE_ERROR_CLOSED if @handle is closed.
@@ -1425,7 +1442,9 @@ writeout_slice (gpointer user_data)
 /**
  * bigfile_handle_writeout_async:
  * @handle: a #BigfileHandle
- * @flags: what to do with the dirty pages: not 0
+ * @flags: what to do with the dirty pages: %BIGFILE_WRITEOUT_STORE,
+ *   %BIGFILE_WRITEOUT_MARK_STORED or both, maybe with
+ *   %BIGFILE_WRITEOUT_OVERWRITE and %BIGFILE_WRITEOUT_DURABLE
  * @io_priority: the I/O priority of the request, e.g. %G_PRIORITY_DEFAULT
  * @cancellable: (nullable): a #GCancellable, or %NULL
  * @progress_callback: (nullable) (scope notified) (closure progress_data)
@@ -1466,7 +1485,9 @@ writeout_slice (gpointer user_data)
  * store's error, which is what the finish function reports even if
  * @cancellable was cancelled too. A writeout cancelled after its last page
  * was done has succeeded, and the finish function returns %TRUE. Nothing
- * is lost: a later writeout stores what is left.
+ * is lost: a later writeout stores what is left. For a transactional file
+ * the writeout is all or nothing: cancelling it, or a failure, aborts its
+ * transaction, and every page stays dirty.
  *
  * Only one writeout of a handle runs at a time: another one fails with
  * %BIGFILE_HANDLE_ERROR_BUSY. The handle must not be closed before
