@@ -539,6 +539,15 @@ test_txn_file_fail_next_store (TestTxnFile *file, guint64 block)
   SET_UNDER_LOCK (file, g_hash_table_add (file->fail_store, g_memdup2 (&block, sizeof block)));
 }
 
+void
+test_txn_file_clear_failures (TestTxnFile *file)
+{
+  g_mutex_lock (&file->store->lock);
+  file->fail_begin = file->fail_commit = file->fail_refresh = FALSE;
+  g_hash_table_remove_all (file->fail_store);
+  g_mutex_unlock (&file->store->lock);
+}
+
 static guint
 get_counter (TestTxnFile *file, const guint *counter)
 {

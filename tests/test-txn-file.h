@@ -37,6 +37,9 @@ void test_txn_file_fail_next_refresh (TestTxnFile *file);
 /* The next store of @block fails (once). */
 void test_txn_file_fail_next_store (TestTxnFile *file, guint64 block);
 
+/* Drops the failures injected and not yet used. */
+void test_txn_file_clear_failures (TestTxnFile *file);
+
 /* Counters: transactions begun, committed, aborted; commits asked to be
  * durable; refreshes. */
 guint test_txn_file_get_n_begins (TestTxnFile *file);
