@@ -175,6 +175,7 @@ struct _BigfileHandle
    * context after ::changed. */
   GMutex refresh_lock;
   gboolean auto_refresh;
+  gboolean refresh_wanted; /* ::changed came since the last refresh */
   gulong changed_handler;
   GSource *refresh_source;
   /* This handle holds its file's one handle slot (files with snapshots). */
@@ -715,6 +716,8 @@ static void auto_refresh (GObject *object);
 static void
 file_changed_cb (BigfileFile *file, BigfileHandle *self)
 {
+  /* Kept while auto-refresh is off, for when it is turned on again. */
+  self->refresh_wanted = TRUE;
   if (self->auto_refresh && self->refresh_source != NULL)
     _bigfile_wake_source_wake (self->refresh_source);
 }
@@ -1967,8 +1970,9 @@ auto_refresh (GObject *object)
   BigfileHandle *self = BIGFILE_HANDLE (object);
   g_autoptr (GError) error = NULL;
 
-  if (!self->auto_refresh || self->engine == NULL)
+  if (!self->auto_refresh || self->engine == NULL || !self->refresh_wanted)
     return;
+  self->refresh_wanted = FALSE;
   /* Nothing is lost: the snapshot stays where it was, and the next
    * refresh (a writeout's, the next ::changed) reports the same blocks. */
   if (!refresh_now (self, &error))
@@ -2052,7 +2056,9 @@ bigfile_handle_get_auto_refresh (BigfileHandle *handle)
  * @handle: a #BigfileHandle
  * @auto_refresh: whether to refresh on #BigfileFile::changed
  *
- * Sets #BigfileHandle:auto-refresh. Call it on the owner thread.
+ * Sets #BigfileHandle:auto-refresh. Call it on the owner thread. Turning
+ * it on refreshes soon (from an idle on the owner context) if the file
+ * signalled another client's commit while it was off.
  *
  * Since: 1.0
  */
@@ -2065,6 +2071,9 @@ bigfile_handle_set_auto_refresh (BigfileHandle *handle, gboolean auto_refresh)
   if (handle->auto_refresh == auto_refresh)
     return;
   handle->auto_refresh = auto_refresh;
+  /* Commits signalled while it was off are taken in now. */
+  if (auto_refresh && handle->refresh_wanted && handle->refresh_source != NULL)
+    _bigfile_wake_source_wake (handle->refresh_source);
   g_object_notify_by_pspec (G_OBJECT (handle), props[PROP_AUTO_REFRESH]);
 }
 

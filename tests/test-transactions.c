@@ -394,6 +394,25 @@ test_auto_refresh (Fixture *f, gconstpointer unused)
   g_object_unref (other);
 }
 
+/* Commits signalled while auto-refresh was off are taken in when it is
+ * turned on again. */
+static void
+test_auto_refresh_resumes (Fixture *f, gconstpointer unused)
+{
+  const guint64 want[] = { 0 };
+
+  g_assert_cmpuint (raw_read (f->data), ==, 0);
+  bigfile_handle_set_auto_refresh (f->handle, FALSE);
+  test_txn_store_commit_fill (f->store, 0, 1, 0x3b);
+  drain ();
+  g_assert_cmpuint (f->invalidated->len, ==, 0);
+  g_assert_cmpuint (raw_read (f->data), ==, 0);
+  bigfile_handle_set_auto_refresh (f->handle, TRUE);
+  drain ();
+  assert_invalidated (f, want, G_N_ELEMENTS (want));
+  g_assert_cmpuint (raw_read (f->data), ==, 0x3b);
+}
+
 /* A dirty page whose block another client changed is a conflict. */
 static void
 test_conflict (Fixture *f, gconstpointer unused)
@@ -605,6 +624,7 @@ main (int argc, char **argv)
   ADD ("size-abort", test_size_abort);
   ADD ("refresh", test_refresh);
   ADD ("auto-refresh", test_auto_refresh);
+  ADD ("auto-refresh-resumes", test_auto_refresh_resumes);
   ADD ("conflict", test_conflict);
   ADD ("conflict-discard", test_conflict_discard);
   ADD ("no-lost-update", test_no_lost_update);

@@ -22,6 +22,8 @@
 #define PS 4096
 #define N_BLOCKS 12
 #define DEFAULT_STEPS 3000
+/* Fewer than N_BLOCKS: reads reclaim. */
+#define BUDGET_PAGES 6
 
 typedef enum
 {
@@ -313,6 +315,16 @@ model_step (Model *m)
    * in this one thread, it would wait forever. */
   if (op == OP_OTHER_COMMIT && m->txn_open)
     op = OP_MARK_STORED;
+  /* Dirty pages must leave room in the budget for a page to read. */
+  if (op == OP_WRITE && !m->dirty[b])
+    {
+      guint n_dirty = 0;
+
+      for (guint i = 0; i < N_BLOCKS; i++)
+        n_dirty += m->dirty[i];
+      if (n_dirty + 1 >= BUDGET_PAGES)
+        op = OP_READ;
+    }
   m->n_ops[op]++;
 
   switch (op)
@@ -506,7 +518,7 @@ test_txn_model (void)
   m.store = test_txn_store_new (PS, N_BLOCKS * PS);
   m.file = test_txn_file_new (m.store);
   /* Small: reclaim and reloads happen all the time. */
-  m.ram = bigfile_ram_new (6 * PS);
+  m.ram = bigfile_ram_new (BUDGET_PAGES * PS);
   m.handle = bigfile_handle_new (BIGFILE_FILE (m.file), m.ram, &error);
   g_assert_no_error (error);
   m.vma = bigfile_handle_map (m.handle, 0, N_BLOCKS, &error);
