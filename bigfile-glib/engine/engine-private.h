@@ -7,14 +7,15 @@
  *   fault.c     the SIGSEGV handler: serves a fault through vma.c
  *      |
  *   vma.c       VMAs: the registry, mapping      writeout.c  storing dirty
- *      |        pages into address ranges,          |        pages, stepwise
- *      |        kernel-map accounting, the base     |
- *      |        file, fault service, copies, pins   |
+ *      |        pages into address ranges,          |        pages, stepwise,
+ *      |        kernel-map accounting, the base     |        in a transaction;
+ *      |        file, fault service, copies, pins   |        conflicts
+ *      |
  *      +-------------------+------------------------+
  *                          |
  *   page.c      handles and their pages: the page table of one file, page
  *      |        states and lists, loading, dropping, discard, invalidate,
- *      |        sizes
+ *      |        sizes, other clients' changes, aborting a transaction
  *   ram.c       page memory: memfd pools, slots, the budget, the LRU
  *      |
  *   lock.c      the engine lock and condition, fork() handling
@@ -40,8 +41,12 @@
  * touches then hangs off that VMA.  Locks outside the engine nest around it,
  * never inside it:
  *
- *   a file's own locks (taken in load/store/set_size callbacks, which run
- *   with the engine lock RELEASED)
+ *   BigfileHandle's refresh_lock (a refresh, from the file's report of
+ *   changed blocks to the engine's update; taken in the begin op, which
+ *   runs with the engine lock RELEASED)
+ *     -> a file's own locks (taken in load/store/set_size/begin/commit/
+ *        abort callbacks and refresh, which run with the engine lock
+ *        RELEASED)
  *     -> the engine lock (bf_lock)
  *          -> GLib's GMainContext lock (g_main_context_wakeup, g_source_attach
  *             from dirty_changed, size_changed and the reclaim hook, which
@@ -389,7 +394,12 @@ bf_handle_is_transactional (BfHandle *handle)
   return handle->ops->begin != NULL;
 }
 
+/* Aborts the open transaction (lock held, released around ops->abort;
+ * writeout_running set by the caller). */
 void bf_handle_abort_transaction_locked (BfHandle *handle);
+/* What an aborted or failed transaction leaves: nothing stored is intact,
+ * and the file's size is what it was at begin. */
+void bf_handle_txn_forget (BfHandle *handle);
 
 void bf_handle_unref_locked (BfHandle *handle);
 void bf_handle_follow_file_size (BfHandle *handle, guint64 length);

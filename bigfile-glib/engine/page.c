@@ -962,3 +962,76 @@ bf_handle_storage_resized (BfHandle *handle, guint64 size, GArray *invalidated)
   handle->stored_size = size;
   bf_unlock ();
 }
+
+/* -- transactions --------------------------------------------------------------
+ *
+ * The state a writeout's transaction leaves on a handle ("Transactions" in
+ * writeout.c), kept here so that close and discard can throw an open one
+ * away without calling up into writeout.c.
+ */
+
+/* Lock held.  The storage is as it was at begin: nothing stored since is
+ * intact any more, and the file has the size it had then (a size change of
+ * the handle's own since is kept, to be written out again). */
+void
+bf_handle_txn_forget (BfHandle *handle)
+{
+  bf_assert_locked ();
+  for (GList *l = handle->dirty.head; l != NULL; l = l->next)
+    ((BfPage *)l->data)->store_intact = FALSE;
+  if (handle->size != BF_NO_SIZE)
+    {
+      handle->stored_size = handle->txn_stored_size;
+      handle->zero_from = MIN (handle->zero_from, handle->txn_zero_from);
+      handle->zero_from = MIN (handle->zero_from, handle->stored_size);
+    }
+}
+
+/* Lock held; released around ops->abort.  The caller keeps
+ * writeout_running set (a writeout, or an abort outside of one), so that no
+ * other writeout begins a transaction while the abort runs. */
+void
+bf_handle_abort_transaction_locked (BfHandle *handle)
+{
+  bf_assert_locked ();
+  g_assert (handle->txn_open && handle->writeout_running);
+
+  handle->txn_open = FALSE;
+  bf_unlock ();
+  handle->ops->abort (handle->data);
+  bf_lock ();
+  bf_handle_txn_forget (handle);
+}
+
+gboolean
+bf_handle_in_transaction (BfHandle *handle)
+{
+  gboolean open;
+
+  bf_lock ();
+  open = handle->txn_open;
+  bf_unlock ();
+  return open;
+}
+
+gboolean
+bf_handle_abort_transaction (BfHandle *handle, GError **error)
+{
+  bf_lock ();
+  if (handle->writeout_running)
+    {
+      bf_unlock ();
+      g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_BUSY,
+                   "Cannot abort the writeout's transaction: a writeout of this handle is in "
+                   "progress");
+      return FALSE;
+    }
+  if (handle->txn_open && !bf_ram_is_forked (handle->ram))
+    {
+      handle->writeout_running = TRUE;
+      bf_handle_abort_transaction_locked (handle);
+      handle->writeout_running = FALSE;
+    }
+  bf_unlock ();
+  return TRUE;
+}

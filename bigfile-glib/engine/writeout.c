@@ -283,40 +283,6 @@ writeout_mark (BfPage *page)
     bf_page_drop (page);
 }
 
-/* Lock held; released around ops->abort.  The storage is as it was at
- * begin: nothing stored since is intact any more, and the file has the
- * size it had then (a size change of the handle's own since is kept, to be
- * written out again). */
-static void
-txn_forget (BfHandle *handle)
-{
-  bf_assert_locked ();
-  for (GList *l = handle->dirty.head; l != NULL; l = l->next)
-    ((BfPage *)l->data)->store_intact = FALSE;
-  if (handle->size != BF_NO_SIZE)
-    {
-      handle->stored_size = handle->txn_stored_size;
-      handle->zero_from = MIN (handle->zero_from, handle->txn_zero_from);
-      handle->zero_from = MIN (handle->zero_from, handle->stored_size);
-    }
-}
-
-/* The caller keeps writeout_running set (a writeout, or an abort outside
- * of one), so that no other writeout begins a transaction while the abort
- * runs. */
-void
-bf_handle_abort_transaction_locked (BfHandle *handle)
-{
-  bf_assert_locked ();
-  g_assert (handle->txn_open && handle->writeout_running);
-
-  handle->txn_open = FALSE;
-  bf_unlock ();
-  handle->ops->abort (handle->data);
-  bf_lock ();
-  txn_forget (handle);
-}
-
 /* The conflict error: the pages, in order, a few of them by number. */
 static void
 set_conflict_error (GError **error, GArray *conflicts)
@@ -416,7 +382,7 @@ writeout_commit (BfWriteout *wo, GError **error)
       if (!ok)
         {
           /* As an abort, but the file already threw the transaction away. */
-          txn_forget (handle);
+          bf_handle_txn_forget (handle);
           if (local_error == NULL)
             g_set_error_literal (&local_error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
                                  "Committing the writeout failed without giving a reason");
@@ -581,37 +547,4 @@ bf_handle_writeout (BfHandle *handle, BfWriteoutFlags flags, GError **error)
   if (wo != NULL)
     bf_writeout_end (wo);
   return ok;
-}
-
-gboolean
-bf_handle_in_transaction (BfHandle *handle)
-{
-  gboolean open;
-
-  bf_lock ();
-  open = handle->txn_open;
-  bf_unlock ();
-  return open;
-}
-
-gboolean
-bf_handle_abort_transaction (BfHandle *handle, GError **error)
-{
-  bf_lock ();
-  if (handle->writeout_running)
-    {
-      bf_unlock ();
-      g_set_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_BUSY,
-                   "Cannot abort the writeout's transaction: a writeout of this handle is in "
-                   "progress");
-      return FALSE;
-    }
-  if (handle->txn_open && !bf_ram_is_forked (handle->ram))
-    {
-      handle->writeout_running = TRUE;
-      bf_handle_abort_transaction_locked (handle);
-      handle->writeout_running = FALSE;
-    }
-  bf_unlock ();
-  return TRUE;
 }
