@@ -13,7 +13,9 @@
 // awaited on a GLib.MainLoop) with progress and cancellation; signals to JS
 // handlers (page-invalidated, notify::n-dirty-pages, reclaimed); errors
 // thrown in JS vfuncs; the GMemoryMonitor hook; sizes (a JS file with one,
-// vfunc_get_size returning [true, size], and files without); BigfileLocalFile.
+// vfunc_get_size returning [true, size], and files without); BigfileLocalFile;
+// a transactional JS file (vfunc_begin/commit/abort_transaction, vfunc_refresh
+// returning an array, the changed signal): commits, conflicts, invalidation.
 //
 // gjs runs JS only on the main thread, so there is no thread test here: the
 // Python suite checks that a file that is not thread-safe is never called
@@ -903,6 +905,148 @@ test('LocalFile round trip', async () => {
 test('LocalFile errors', () => {
     assertGError(assertThrows(() => Bigfile.LocalFile.new('/nonexistent/bigfile-test', BLOCK,
         Bigfile.LocalFileFlags.NONE)), Gio.IOErrorEnum, Gio.IOErrorEnum.NOT_FOUND);
+});
+
+// -- transactions and snapshots of a file implemented in JavaScript ----------------
+
+// Commits of whole blocks that several clients share: [writer, Map(block -> Uint8Array)].
+class SharedStore {
+    constructor() {
+        this.commits = [];
+        this.clients = [];
+    }
+
+    read(version, block) {
+        for (let v = version; v > 0; v--) {
+            const blocks = this.commits[v - 1][1];
+            if (blocks.has(block))
+                return blocks.get(block);
+        }
+        return new Uint8Array(0);
+    }
+
+    commit(writer, blocks) {
+        this.commits.push([writer, new Map(blocks)]);
+        for (const client of this.clients) {
+            if (client !== writer) {
+                GLib.idle_add(GLib.PRIORITY_DEFAULT, () => {
+                    client.emit('changed');
+                    return GLib.SOURCE_REMOVE;
+                });
+            }
+        }
+        return this.commits.length;
+    }
+}
+
+const TxnFile = GObject.registerClass({
+    GTypeName: 'TestJsTxnFile',
+    Implements: [Bigfile.File],
+}, class TxnFile extends GObject.Object {
+    constructor(store) {
+        super();
+        this.store = store;
+        this.snapshot = this.reported = store.commits.length;
+        this.txn = null;
+        this.failCommit = false;
+        this.log = [];
+        store.clients.push(this);
+    }
+
+    vfunc_get_block_size() {
+        return BLOCK;
+    }
+
+    vfunc_load_block(block) {
+        return bytes(this.store.read(this.snapshot, block));
+    }
+
+    vfunc_store_block(block, data) {
+        this.txn.set(block, data.toArray().slice());
+        return true;
+    }
+
+    vfunc_begin_transaction() {
+        this.log.push('begin');
+        this.txn = new Map();
+        return true;
+    }
+
+    vfunc_commit_transaction(flags) {
+        this.log.push(flags & Bigfile.CommitFlags.DURABLE ? 'commit durable' : 'commit');
+        const txn = this.txn;
+        this.txn = null;
+        if (this.failCommit) {
+            this.failCommit = false;
+            throw new GLib.Error(GLib.FileError, GLib.FileError.NOSPC, 'disk full (test)');
+        }
+        this.snapshot = this.store.commit(this, txn);
+        return true;
+    }
+
+    vfunc_abort_transaction() {
+        this.log.push('abort');
+        this.txn = null;
+    }
+
+    vfunc_refresh() {
+        this.log.push('refresh');
+        const changed = [];
+        for (const [writer, blocks] of this.store.commits.slice(this.reported)) {
+            if (writer !== this)
+                changed.push(...blocks.keys());
+        }
+        this.snapshot = this.reported = this.store.commits.length;
+        return changed;
+    }
+});
+
+test('transactions: a writeout is one commit; a failed commit keeps every page', () => {
+    const store = new SharedStore();
+    const file = new TxnFile(store);
+    const {handle, vma} = open({file, nPages: 8});
+    assert(file.is_transactional(), 'transactional');
+    const written = dirty(vma, [1, 5]);
+    file.failCommit = true;
+    assertGError(assertThrows(() => handle.writeout(Bigfile.WriteoutFlags.DEFAULT)),
+        GLib.FileError, GLib.FileError.NOSPC);
+    assertEqual(store.commits.length, 0, 'nothing committed');
+    assertEqual(handle.get_n_dirty_pages(), 2, 'pages still dirty');
+    assertEqual(read(vma, 5 * BLOCK, written.get(5).length), written.get(5), 'page 5 kept');
+
+    handle.writeout(Bigfile.WriteoutFlags.DEFAULT | Bigfile.WriteoutFlags.DURABLE);
+    assertEqual(file.log, ['begin', 'refresh', 'commit', 'begin', 'refresh', 'commit durable'],
+        'calls');
+    assertEqual(store.commits.length, 1, 'one commit');
+    assertEqual(store.read(1, 5).subarray(0, written.get(5).length), written.get(5), 'stored');
+    assertEqual(handle.get_n_dirty_pages(), 0, 'clean');
+});
+
+test('transactions: another client\'s commit arrives as page-invalidated; conflicts', async () => {
+    const store = new SharedStore();
+    const a = open({file: new TxnFile(store), nPages: 8});
+    const b = open({file: new TxnFile(store), nPages: 8});
+    assertEqual(read(a.vma, 4 * BLOCK, 1), Uint8Array.of(0), 'page 4 before');
+    const invalidated = [];
+    a.handle.connect('page-invalidated', (h, page) => invalidated.push(page));
+
+    b.vma.write(4 * BLOCK, bytes(ascii('B')));
+    b.handle.writeout(Bigfile.WriteoutFlags.DEFAULT);
+    await waitFor(() => invalidated.length > 0, 'page-invalidated');
+    assertEqual(invalidated, [4], 'pages invalidated');
+    assertEqual(read(a.vma, 4 * BLOCK, 1), ascii('B'), 'page 4 after');
+
+    // Both change page 6: the second writer is told, and nothing is lost.
+    a.vma.write(6 * BLOCK, bytes(ascii('A')));
+    b.vma.write(6 * BLOCK, bytes(ascii('B')));
+    b.handle.writeout(Bigfile.WriteoutFlags.DEFAULT);
+    const error = assertThrows(() => a.handle.writeout(Bigfile.WriteoutFlags.DEFAULT));
+    assertGError(error, Bigfile.HandleError, Bigfile.HandleError.CONFLICT);
+    assert(error.message.includes('page 6'), `the message names the page: ${error.message}`);
+    assertEqual(Array.from(a.handle.get_conflicts()), [6], 'conflicts');
+    assertEqual(read(a.vma, 6 * BLOCK, 1), ascii('A'), 'our change kept');
+    a.handle.writeout(Bigfile.WriteoutFlags.DEFAULT | Bigfile.WriteoutFlags.OVERWRITE);
+    assertEqual(store.read(store.commits.length, 6).subarray(0, 1), ascii('A'), 'overwritten');
 });
 
 // -- the runner ------------------------------------------------------------------------------
