@@ -14,6 +14,7 @@
 #include "test-backends.h"
 #include "test-mem-file.h"
 #include "test-shared-file.h"
+#include "test-txn-file.h"
 
 /* -- in-memory locations --------------------------------------------------------- */
 
@@ -243,6 +244,67 @@ mem_shared_set_fault (BigfileFile *file, TestFault fault, int after)
   return TRUE;
 }
 
+/* -- txn: TestTxnFile ---------------------------------------------------------------- */
+
+/* The handle's own model of a transactional store (test-txn-file.c), run
+ * through the suite too: two models of one contract, written apart, that
+ * must agree. It has no read-only mode and takes any block size; its
+ * failures are one call each (after 0 only), and a store fails by block. */
+
+static char *
+txn_create (gsize block_size, GError **error)
+{
+  return registry_add ("txn", test_txn_store_new (block_size, 0));
+}
+
+static BigfileFile *
+txn_open (const char *location, gsize block_size, GError **error)
+{
+  TestTxnStore *store = registry_lookup (location, error);
+
+  return store != NULL ? BIGFILE_FILE (test_txn_file_new (store)) : NULL;
+}
+
+static void
+txn_destroy (const char *location)
+{
+  TestTxnStore *store = registry_steal (location);
+
+  if (store != NULL)
+    test_txn_store_unref (store);
+}
+
+static gboolean
+txn_set_fault (BigfileFile *bfile, TestFault fault, int after)
+{
+  TestTxnFile *file = TEST_TXN_FILE (bfile);
+
+  if (after < 0)
+    {
+      test_txn_file_clear_failures (file);
+      return TRUE;
+    }
+  if (after > 0)
+    return FALSE;
+  switch (fault)
+    {
+      case TEST_FAULT_BEGIN:
+        test_txn_file_fail_next_begin (file);
+        return TRUE;
+      case TEST_FAULT_COMMIT:
+        test_txn_file_fail_next_commit (file);
+        return TRUE;
+      case TEST_FAULT_REFRESH:
+        test_txn_file_fail_next_refresh (file);
+        return TRUE;
+      case TEST_FAULT_LOAD:
+      case TEST_FAULT_STORE:
+      case TEST_FAULT_SET_SIZE:
+      default:
+        return FALSE;
+    }
+}
+
 /* -- local: BigfileLocalFile ------------------------------------------------------ */
 
 /* Each storage is a file "data" in a directory of its own, so that
@@ -350,6 +412,20 @@ static const TestBackend backends[] = {
       .open_read_only = mem_shared_open_read_only,
       .destroy = mem_shared_destroy,
       .set_fault = mem_shared_set_fault,
+  },
+  {
+      .name = "txn",
+      .transactional = TRUE,
+      .shared = TRUE,
+      .has_size = TRUE,
+      .persistent = FALSE,
+      .checks_block_size = FALSE,
+      .one_object = FALSE,
+      .create = txn_create,
+      .open = txn_open,
+      .open_read_only = NULL,
+      .destroy = txn_destroy,
+      .set_fault = txn_set_fault,
   },
   {
       .name = "local",

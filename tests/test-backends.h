@@ -29,7 +29,7 @@ typedef enum
 
 typedef struct
 {
-  const char *name; /* "mem", "mem-shared", "local", "local-atomic", "sqlite", "pg" */
+  const char *name; /* "mem", "mem-shared", "txn", "local", "local-atomic", "sqlite", "pg" */
 
   /* What the backend claims; test-conformance checks each claim against
    * the objects it opens (/conformance/NAME/capabilities). */
