@@ -1761,6 +1761,64 @@ test_handle_durable (Fixture *fx, gconstpointer data)
   assert_stored (fx, 1, VAL (1, 1));
 }
 
+static void
+test_handle_two_phase (Fixture *fx, gconstpointer data)
+{
+  Client *a, *b;
+
+  g_test_summary ("The two steps of a two-phase commit: BIGFILE_WRITEOUT_STORE alone keeps the "
+                  "pages dirty and, for a transactional file, out of the storage until "
+                  "BIGFILE_WRITEOUT_MARK_STORED commits them and marks them clean.");
+  REQUIRE (!backend->one_object, "no second client");
+
+  two_clients (fx, &a, &b, 4);
+  client_map (fx, a, 4);
+  page_write (a, 1, VAL (2, 1));
+  page_write (a, 2, VAL (2, 2));
+  writeout (a, BIGFILE_WRITEOUT_STORE);
+  assert_state (a, 1, BIGFILE_PAGE_STATE_DIRTY);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (a->handle), ==, 2);
+  refresh_quietly (b->file);
+  assert_loads (b->file, 1, backend->transactional ? VAL (1, 1) : VAL (2, 1));
+  assert_loads (b->file, 2, backend->transactional ? VAL (1, 2) : VAL (2, 2));
+
+  writeout (a, BIGFILE_WRITEOUT_MARK_STORED);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (a->handle), ==, 0);
+  assert_state (a, 1, BIGFILE_PAGE_STATE_LOADED);
+  refresh_quietly (b->file);
+  assert_loads (b->file, 1, VAL (2, 1));
+  assert_loads (b->file, 2, VAL (2, 2));
+}
+
+static void
+test_handle_two_phase_abort (Fixture *fx, gconstpointer data)
+{
+  Client *a, *b;
+
+  g_test_summary ("bigfile_handle_abort_writeout() after BIGFILE_WRITEOUT_STORE leaves the "
+                  "storage of a transactional file as it was and every page dirty; a writeout "
+                  "then stores them.");
+  REQUIRE (backend->transactional, "not transactional: a store cannot be undone");
+
+  two_clients (fx, &a, &b, 4);
+  client_map (fx, a, 4);
+  page_write (a, 1, VAL (2, 1));
+  page_write (a, 3, VAL (2, 3));
+  writeout (a, BIGFILE_WRITEOUT_STORE);
+  bigfile_handle_abort_writeout (a->handle);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (a->handle), ==, 2);
+  assert_page (a, 1, VAL (2, 1));
+  assert_stored (fx, 1, VAL (1, 1));
+  assert_stored (fx, 3, VAL (1, 3));
+
+  /* The write lock went with the transaction: another client writes. */
+  commit_range (b->file, 0, 1, 3);
+  writeout (a, BIGFILE_WRITEOUT_DEFAULT);
+  assert_stored (fx, 0, VAL (3, 0));
+  assert_stored (fx, 1, VAL (2, 1));
+  assert_stored (fx, 3, VAL (2, 3));
+}
+
 /* -- invalidation and conflicts ---------------------------------------------------------- */
 
 typedef struct
@@ -2213,6 +2271,8 @@ main (int argc, char **argv)
   add ("handle/store-failure", test_handle_store_failure);
   add ("handle/commit-failure", test_handle_commit_failure);
   add ("handle/durable", test_handle_durable);
+  add ("handle/two-phase", test_handle_two_phase);
+  add ("handle/two-phase-abort", test_handle_two_phase_abort);
   add ("handle/invalidation", test_handle_invalidation);
   add ("handle/refresh", test_handle_refresh);
   add ("handle/conflict", test_handle_conflict);
