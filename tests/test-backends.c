@@ -170,11 +170,12 @@ mem_set_fault (BigfileFile *bfile, TestFault kind, int after)
           }
         fault = g_new0 (MemFault, 1);
         fault->countdown = after;
-        g_object_set_data_full (G_OBJECT (file), key, fault, g_free);
+        /* The hook first: the data it replaces, freed next, is then unused. */
         if (kind == TEST_FAULT_LOAD)
           test_mem_file_set_load_hook (file, mem_load_fault_hook, fault);
         else
           test_mem_file_set_store_hook (file, mem_store_fault_hook, fault);
+        g_object_set_data_full (G_OBJECT (file), key, fault, g_free);
         return TRUE;
       case TEST_FAULT_SET_SIZE:
         if (after > 0)

@@ -232,6 +232,9 @@ assert_changed (GArray *changed, const guint64 *want, gsize n_want)
 
 /* -- the fixture: a fresh storage and its clients ------------------------------------ */
 
+/* A client and its handle. Made, used and freed on the test's main
+ * thread, whose default main context gets their signals; the threads of a
+ * test only use the file and the handle they point to. */
 typedef struct
 {
   BigfileFile *file;
