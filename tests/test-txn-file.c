@@ -363,11 +363,39 @@ txn_set_size (BigfileFile *file, guint64 size, GError **error)
 {
   TestTxnFile *self = TEST_TXN_FILE (file);
 
-  g_mutex_lock (&self->store->lock);
-  g_assert (self->in_txn);
+  TestTxnStore *store = self->store;
+  gsize bs = store->block_size;
+  guint64 current;
+
+  g_mutex_lock (&store->lock);
+  if (!self->in_txn)
+    {
+      g_mutex_unlock (&store->lock);
+      g_set_error_literal (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
+                           "size change outside of a transaction");
+      return FALSE;
+    }
+  /* As ftruncate: what lies past a smaller size is gone, and reads as
+   * zeros if the file grows again.  The transaction holds the store, so
+   * the newest commit is what it changes. */
+  current = self->txn_has_size ? self->txn_size : store_size_at (store, store->commits->len);
+  for (guint64 b = size / bs; size < current && b < (current + bs - 1) / bs; b++)
+    {
+      GBytes *base = g_hash_table_lookup (self->txn_blocks, &b);
+      gsize from = b == size / bs ? size % bs : 0;
+      guint8 *copy;
+
+      if (base == NULL)
+        base = store_find (store, store->commits->len, b);
+      if (base == NULL)
+        continue;
+      copy = g_memdup2 (g_bytes_get_data (base, NULL), bs);
+      memset (copy + from, 0, bs - from);
+      g_hash_table_insert (self->txn_blocks, g_memdup2 (&b, sizeof b), g_bytes_new_take (copy, bs));
+    }
   self->txn_has_size = TRUE;
   self->txn_size = size;
-  g_mutex_unlock (&self->store->lock);
+  g_mutex_unlock (&store->lock);
   return TRUE;
 }
 
