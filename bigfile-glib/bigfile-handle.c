@@ -1991,7 +1991,10 @@ auto_refresh (GObject *object)
  * done again) and emits #BigfileHandle::page-invalidated for each of them,
  * in memory or not, on the owner context. If the file's size changed, the
  * handle's follows (see #BigfileHandle:size), unless it has a size change
- * of its own to write out.
+ * of its own to write out; the pages between the old size and the new one
+ * count as changed (a dirty one there is a conflict, even if the other
+ * client only resized: its writeout could otherwise cut off or cover
+ * what the other client did).
  *
  * A dirty page of a changed block keeps the program's change: it is not
  * dropped and not signalled, but becomes a conflict
