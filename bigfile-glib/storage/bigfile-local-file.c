@@ -6,9 +6,12 @@
 
 #include "bigfile-private.h"
 
+#include "bigfile-local-journal.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -118,17 +121,55 @@
  * Since: 1.0
  */
 
+/* Lock order: txn_lock, then apply_lock.  Loads take only apply_lock;
+ * transactions take txn_lock for their whole length (waiting on txn_cond for
+ * another one to end), and apply_lock only while a commit writes into the
+ * file.
+ *
+ * The journal's life (atomic mode, open for writing):
+ *
+ *   none --begin--> open, empty --store/size--> holding the transaction
+ *     ^                 ^                             |
+ *     |                 +---- abort, or commit -------+
+ *     |                       applied and synced      | commit passed its
+ *   finalize (removes it                              | commit point, apply
+ *   if empty)                 apply_pending <---------+ failed
+ *                              (begin applies it again; loads fail)
+ */
 struct _BigfileLocalFile
 {
   GObject parent_instance;
 
-  /* Set at construction, never changed: no lock needed. */
+  /* Set by the construct properties and init(), never changed afterwards:
+   * no lock. */
   char *path;
+  char *name;         /* display name of path, for messages */
+  char *journal_path; /* absolute: the working directory may change */
+  char *dir_path;     /* the absolute directory of the file, to sync its entries */
   gsize block_size;
   BigfileLocalFileFlags flags;
+  int fd;           /* -1 until initialized */
+  gboolean created; /* init() made the file */
+  BigfileLocalFileRecovery recovery;
 
-  /* -1 until initialized */
-  int fd;
+  /* Atomic mode: loads and get_size() hold it for reading, a commit for
+   * writing while it changes the file, so that a load reads each block as
+   * it was before a commit or after it, never half-way. */
+  GRWLock apply_lock;
+
+  /* (atomic) TRUE once a commit passed its commit point but could not be
+   * applied to the file (which is then half-way): loads fail until begin
+   * applies the journal again.  Set and cleared under txn_lock. */
+  gint apply_pending;
+
+  /* txn_lock protects these. */
+  GMutex txn_lock;
+  GCond txn_cond; /* a transaction ended */
+  gboolean txn_open;
+  GThread *txn_thread; /* that began it: a second begin there would wait for itself */
+  gboolean txn_failed; /* one of its stores or size changes failed: commit must fail */
+  BfJournal *journal;  /* atomic, writable: opened by the first transaction */
+  gboolean dir_synced; /* the directory entries made (file, journal) are durable */
 };
 
 enum
@@ -137,6 +178,8 @@ enum
   PROP_PATH,
   PROP_BLOCK_SIZE,
   PROP_FLAGS,
+  PROP_JOURNAL_PATH,
+  PROP_RECOVERY,
   N_PROPS
 };
 
@@ -153,18 +196,43 @@ G_DEFINE_TYPE_WITH_CODE (BigfileLocalFile, bigfile_local_file, G_TYPE_OBJECT,
                              G_IMPLEMENT_INTERFACE (G_TYPE_INITABLE,
                                                     bigfile_local_file_initable_iface_init))
 
+static gboolean
+is_atomic_writer (BigfileLocalFile *self)
+{
+  return (self->flags & (BIGFILE_LOCAL_FILE_FLAGS_ATOMIC | BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY))
+         == BIGFILE_LOCAL_FILE_FLAGS_ATOMIC;
+}
+
 static void
 bigfile_local_file_finalize (GObject *object)
 {
   BigfileLocalFile *self = BIGFILE_LOCAL_FILE (object);
 
-  /* Handles hold a reference on their file, so no load or store runs. */
+  /* Handles hold a reference on their file, so no load, store or
+   * transaction runs. */
+  if (self->journal != NULL)
+    {
+      /* Removed only when empty on disk: a journal that holds a commit not
+       * applied yet (apply_pending) stays, for the next open to apply. */
+      if (!self->apply_pending && self->journal->dirty)
+        bf_journal_reset (self->journal, TRUE, NULL);
+      if (!self->apply_pending && !self->journal->dirty)
+        g_unlink (self->journal_path);
+      g_clear_pointer (&self->journal, bf_journal_free);
+    }
+  /* Closing it releases the lock: after the journal is gone. */
   if (self->fd >= 0)
     {
       g_close (self->fd, NULL);
       self->fd = -1;
     }
   g_clear_pointer (&self->path, g_free);
+  g_clear_pointer (&self->name, g_free);
+  g_clear_pointer (&self->journal_path, g_free);
+  g_clear_pointer (&self->dir_path, g_free);
+  g_rw_lock_clear (&self->apply_lock);
+  g_mutex_clear (&self->txn_lock);
+  g_cond_clear (&self->txn_cond);
 
   G_OBJECT_CLASS (bigfile_local_file_parent_class)->finalize (object);
 }
@@ -186,6 +254,14 @@ bigfile_local_file_get_property (GObject *object, guint prop_id, GValue *value, 
 
       case PROP_FLAGS:
         g_value_set_flags (value, self->flags);
+        break;
+
+      case PROP_JOURNAL_PATH:
+        g_value_set_string (value, self->journal_path);
+        break;
+
+      case PROP_RECOVERY:
+        g_value_set_enum (value, self->recovery);
         break;
 
       default:
@@ -271,6 +347,36 @@ bigfile_local_file_class_init (BigfileLocalFileClass *klass)
                                           G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY
                                               | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
 
+  /**
+   * BigfileLocalFile:journal-path:
+   *
+   * The path of the file's journal, in the GLib file name encoding: the
+   * file's absolute path followed by `.bigfile-journal`. It exists while
+   * the file is open for writing with %BIGFILE_LOCAL_FILE_FLAGS_ATOMIC
+   * (from the first save on), and after a crash of such a program, until
+   * the next open of the file recovers it; opens in every mode recover it.
+   * Keep it with the file: moving or deleting it after a crash loses or
+   * breaks the save in it. %NULL until the file is initialized.
+   *
+   * Since: 1.0
+   */
+  props[PROP_JOURNAL_PATH]
+      = g_param_spec_string ("journal-path", NULL, NULL, NULL,
+                             G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
+
+  /**
+   * BigfileLocalFile:recovery:
+   *
+   * What opening the file found in its journal, left by a program that
+   * stopped in the middle of a save, and did with it: nothing, applied a
+   * committed save, or discarded one that had not committed.
+   *
+   * Since: 1.0
+   */
+  props[PROP_RECOVERY] = g_param_spec_enum (
+      "recovery", NULL, NULL, BIGFILE_TYPE_LOCAL_FILE_RECOVERY, BIGFILE_LOCAL_FILE_RECOVERY_NONE,
+      G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
+
   g_object_class_install_properties (object_class, N_PROPS, props);
 }
 
@@ -279,12 +385,300 @@ bigfile_local_file_init (BigfileLocalFile *self)
 {
   self->fd = -1;
   self->block_size = DEFAULT_BLOCK_SIZE;
+  g_rw_lock_init (&self->apply_lock);
+  g_mutex_init (&self->txn_lock);
+  g_cond_init (&self->txn_cond);
+}
+
+/* -- opening: locks and recovery --------------------------------------------------
+ *
+ * Every open takes an OFD lock (fcntl F_OFD_SETLK) on the whole file, held
+ * as long as it is open: exclusive for an atomic open for writing, shared
+ * for any other.  So an atomic writer is alone with the file (no other
+ * process can change it under its journal, nor read it half-applied), and
+ * other opens go on sharing it as before.  OFD locks belong to the open
+ * file description: two opens in one process exclude each other too, and
+ * a descriptor inherited through fork() shares its lock.
+ *
+ * An open that finds bytes in the journal takes the lock exclusively for a
+ * moment to recover it: a committed save is applied, an incomplete one
+ * discarded.  Nobody else can hold the file then, so the journal is that of
+ * a program that stopped.  Plain opens must do it too: a plain writer
+ * that ignored a committed journal would have its changes overwritten by
+ * the next atomic open's recovery. */
+
+typedef enum
+{
+  LOCK_TAKEN,
+  LOCK_CONFLICT,
+  LOCK_UNSUPPORTED,
+  LOCK_FAILED,
+} LockResult;
+
+static LockResult
+take_lock (int fd, short type, int *saved_errno)
+{
+  struct flock fl;
+
+  memset (&fl, 0, sizeof fl);
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = 0;
+  fl.l_len = 0; /* to the end, however far it goes */
+  while (fcntl (fd, F_OFD_SETLK, &fl) != 0)
+    {
+      *saved_errno = errno;
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EACCES)
+        return LOCK_CONFLICT;
+      /* Old kernels (before 3.15) and file systems without locks. */
+      if (errno == EINVAL || errno == ENOLCK || errno == EOPNOTSUPP)
+        return LOCK_UNSUPPORTED;
+      return LOCK_FAILED;
+    }
+  return LOCK_TAKEN;
+}
+
+static gboolean
+set_lock_error (BigfileLocalFile *self, LockResult r, int saved_errno, gboolean exclusive,
+                GError **error)
+{
+  switch (r)
+    {
+      case LOCK_TAKEN:
+        return TRUE;
+
+      case LOCK_CONFLICT:
+        if (exclusive)
+          g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_BUSY,
+                       "Could not open “%s” for atomic saves: another BigfileLocalFile (in this "
+                       "process or another) has it open, and an atomic writer must be alone with "
+                       "it; close the other one and try again",
+                       self->name);
+        else
+          g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_BUSY,
+                       "Could not open “%s”: a BigfileLocalFile (in this process or another) has "
+                       "it open for atomic saves, alone; close that one and try again",
+                       self->name);
+        return FALSE;
+
+      case LOCK_UNSUPPORTED:
+        if (!(self->flags & BIGFILE_LOCAL_FILE_FLAGS_ATOMIC))
+          return TRUE; /* plain opens went without locks before: so be it */
+        g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_NOT_SUPPORTED,
+                     "Could not open “%s” for atomic saves: its file system cannot lock it "
+                     "(fcntl F_OFD_SETLK: %s), and atomic saves need the lock",
+                     self->name, g_strerror (saved_errno));
+        return FALSE;
+
+      case LOCK_FAILED:
+      default:
+        g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
+                     "Could not lock “%s”: fcntl F_OFD_SETLK failed: %s", self->name,
+                     g_strerror (saved_errno));
+        return FALSE;
+    }
+}
+
+static gboolean
+lock_shared (BigfileLocalFile *self, GError **error)
+{
+  int saved_errno = 0;
+  LockResult r = take_lock (self->fd, F_RDLCK, &saved_errno);
+
+  return set_lock_error (self, r, saved_errno, FALSE, error);
+}
+
+/* fsync() of the directory of the file: makes the entries of a new file
+ * and of a new journal durable. */
+static gboolean
+sync_dir (BigfileLocalFile *self, GError **error)
+{
+  g_autofree char *name = g_filename_display_name (self->dir_path);
+  gboolean ok;
+  int fd;
+
+  do
+    fd = open (self->dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0)
+    {
+      int saved_errno = errno;
+
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
+                   "Could not open the directory “%s” to flush it: %s", name,
+                   g_strerror (saved_errno));
+      return FALSE;
+    }
+  ok = bf_journal_sync_fd (fd, TRUE, "dir-sync", name, error);
+  g_close (fd, NULL);
+  return ok;
+}
+
+/* Recovers the journal, if there is one, the lock being held (exclusively
+ * if @write_fd is a descriptor of the file open for writing, else shared).
+ * Without @write_fd, a committed journal cannot be applied: the error says
+ * so, with @why_not. */
+static gboolean
+recover (BigfileLocalFile *self, int write_fd, const char *why_not, GError **error)
+{
+  g_autofree char *jname = g_filename_display_name (self->journal_path);
+  g_autoptr (GArray) entries = NULL;
+  gboolean journal_writable = write_fd >= 0;
+  BfJournalState state;
+  gboolean ok = TRUE;
+  int jfd = -1;
+
+  if (write_fd >= 0)
+    {
+      do
+        jfd = open (self->journal_path, O_RDWR | O_CLOEXEC);
+      while (jfd < 0 && errno == EINTR);
+      if (jfd < 0 && errno != ENOENT)
+        journal_writable = FALSE;
+    }
+  if (jfd < 0 && (write_fd < 0 || errno != ENOENT))
+    {
+      do
+        jfd = open (self->journal_path, O_RDONLY | O_CLOEXEC);
+      while (jfd < 0 && errno == EINTR);
+    }
+  if (jfd < 0)
+    {
+      int saved_errno = errno;
+
+      if (saved_errno == ENOENT)
+        return TRUE;
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
+                   "Could not open “%s”: its journal “%s” is there but cannot be read: %s",
+                   self->name, jname, g_strerror (saved_errno));
+      return FALSE;
+    }
+
+  if (!bf_journal_read (jfd, jname, &state, &entries, error))
+    {
+      g_close (jfd, NULL);
+      g_prefix_error (error, "Could not open “%s”: ", self->name);
+      return FALSE;
+    }
+
+  switch (state)
+    {
+      case BF_JOURNAL_EMPTY:
+        break;
+
+      case BF_JOURNAL_INCOMPLETE:
+        /* The file never saw any of it.  Empty it durably, or it could come
+         * back after a power loss, to be read again (and mixed with the next
+         * transaction's bytes).  Without write access, leave it: it is
+         * harmless, and the next writer empties it. */
+        self->recovery = BIGFILE_LOCAL_FILE_RECOVERY_DISCARDED;
+        if (journal_writable && !bf_journal_empty_fd (jfd, TRUE, jname, error))
+          {
+            g_prefix_error (error, "Could not open “%s”: ", self->name);
+            ok = FALSE;
+          }
+        break;
+
+      case BF_JOURNAL_COMMITTED:
+        if (!journal_writable)
+          {
+            g_set_error (error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
+                         "Could not open “%s”: its journal “%s” holds a save that was committed "
+                         "but not applied to the file (the program that made it stopped), and "
+                         "it must be applied before the file can be read, but %s. Open the file "
+                         "once where it can be written",
+                         self->name, jname, why_not);
+            ok = FALSE;
+            break;
+          }
+        ok = bf_journal_apply (jfd, jname, write_fd, self->name,
+                               (const BfJournalEntry *)(void *)entries->data, entries->len, error)
+             && bf_journal_sync_fd (write_fd, FALSE, "file-sync", self->name, error)
+             && bf_journal_empty_fd (jfd, TRUE, jname, error);
+        if (!ok)
+          g_prefix_error (error,
+                          "Could not open “%s”: applying the save its journal holds failed "
+                          "(the next open tries again): ",
+                          self->name);
+        else
+          self->recovery = BIGFILE_LOCAL_FILE_RECOVERY_APPLIED;
+        break;
+    }
+
+  g_close (jfd, NULL);
+  return ok;
+}
+
+/* Takes the file's lock for as long as it is open, recovering the journal
+ * on the way if there is one.  See the comment above take_lock(). */
+static gboolean
+lock_and_recover (BigfileLocalFile *self, GError **error)
+{
+  gboolean exclusive = is_atomic_writer (self);
+  gboolean journal_has_bytes;
+  int saved_errno = 0;
+  GStatBuf st;
+  LockResult r;
+  int write_fd;
+  gboolean ok;
+
+  /* An error other than "no journal" takes the careful path. */
+  journal_has_bytes = g_stat (self->journal_path, &st) != 0 ? errno != ENOENT : st.st_size > 0;
+  if (!exclusive && !journal_has_bytes)
+    return lock_shared (self, error);
+
+  if (!(self->flags & BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY))
+    write_fd = self->fd;
+  else
+    {
+      /* A write lock and a recovery both need a descriptor open for
+       * writing, which a read-only open may not be able to have. */
+      do
+        write_fd = open (self->path, O_RDWR | O_CLOEXEC);
+      while (write_fd < 0 && errno == EINTR);
+      if (write_fd < 0)
+        {
+          g_autofree char *why
+              = g_strdup_printf ("it cannot be opened for writing here (%s)", g_strerror (errno));
+
+          return lock_shared (self, error) && recover (self, -1, why, error);
+        }
+    }
+
+  r = take_lock (write_fd, F_WRLCK, &saved_errno);
+  if (r == LOCK_CONFLICT && !exclusive)
+    {
+      /* Others share it: no writer can be running, but the journal is not
+       * this open's to recover under their feet. */
+      if (write_fd != self->fd)
+        g_close (write_fd, NULL);
+      return lock_shared (self, error)
+             && recover (self, -1, "other programs have the file open (close them first)", error);
+    }
+  if (r != LOCK_TAKEN && !set_lock_error (self, r, saved_errno, exclusive, error))
+    {
+      if (write_fd != self->fd)
+        g_close (write_fd, NULL);
+      return FALSE;
+    }
+
+  ok = recover (self, write_fd, NULL, error);
+  if (write_fd != self->fd)
+    g_close (write_fd, NULL); /* and its lock */
+  if (!ok || exclusive || r != LOCK_TAKEN)
+    return ok;
+  /* On self->fd, a downgrade: the lock is never let go. */
+  return lock_shared (self, error);
 }
 
 static gboolean
 bigfile_local_file_initable_init (GInitable *initable, GCancellable *cancellable, GError **error)
 {
   BigfileLocalFile *self = BIGFILE_LOCAL_FILE (initable);
+  g_autofree char *absolute = NULL;
+  g_autofree char *journal = NULL;
   struct stat st;
   int open_flags;
   int fd;
@@ -310,14 +704,30 @@ bigfile_local_file_initable_init (GInitable *initable, GCancellable *cancellable
       return FALSE;
     }
 
+  g_clear_pointer (&self->name, g_free);
+  self->name = g_filename_display_name (self->path);
+  absolute = g_canonicalize_filename (self->path, NULL);
+  journal = g_strconcat (absolute, BF_JOURNAL_SUFFIX, NULL);
+
   open_flags = (self->flags & BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY) ? O_RDONLY : O_RDWR;
-  if (self->flags & BIGFILE_LOCAL_FILE_FLAGS_CREATE)
-    open_flags |= O_CREAT;
   open_flags |= O_CLOEXEC;
 
-  do
-    fd = open (self->path, open_flags, 0666);
-  while (fd < 0 && errno == EINTR);
+  for (;;)
+    {
+      fd = open (self->path, open_flags);
+      if (fd >= 0 || errno != ENOENT || !(self->flags & BIGFILE_LOCAL_FILE_FLAGS_CREATE))
+        break;
+      /* O_EXCL tells whether this open made it: a durable commit must then
+       * make its directory entry durable too. */
+      fd = open (self->path, open_flags | O_CREAT | O_EXCL, 0666);
+      if (fd >= 0)
+        {
+          self->created = TRUE;
+          break;
+        }
+      if (errno != EEXIST)
+        break;
+    }
 
   if (fd < 0)
     {
@@ -338,6 +748,19 @@ bigfile_local_file_initable_init (GInitable *initable, GCancellable *cancellable
     }
 
   self->fd = fd;
+  self->journal_path = g_steal_pointer (&journal);
+  self->dir_path = g_path_get_dirname (absolute);
+  self->dir_synced = !self->created;
+
+  if (!lock_and_recover (self, error))
+    {
+      g_close (self->fd, NULL);
+      self->fd = -1;
+      g_clear_pointer (&self->journal_path, g_free);
+      g_clear_pointer (&self->dir_path, g_free);
+      self->recovery = BIGFILE_LOCAL_FILE_RECOVERY_NONE;
+      return FALSE;
+    }
 
   return TRUE;
 }
@@ -383,6 +806,33 @@ check_open (BigfileLocalFile *self, GError **error)
   return FALSE;
 }
 
+static gboolean
+check_writable (BigfileLocalFile *self, const char *what, GError **error)
+{
+  if (!(self->flags & BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY))
+    return check_open (self, error);
+
+  g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_READ_ONLY,
+               "Could not %s “%s”: it was opened read-only", what, self->name);
+  return FALSE;
+}
+
+static gboolean
+check_not_pending (BigfileLocalFile *self, GError **error)
+{
+  g_autofree char *jname = NULL;
+
+  if (G_LIKELY (!g_atomic_int_get (&self->apply_pending)))
+    return TRUE;
+
+  jname = g_filename_display_name (self->journal_path);
+  g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
+               "“%s” cannot be read: its last save is committed in its journal “%s” but could not "
+               "be applied to it yet; the next writeout (or open) applies it",
+               self->name, jname);
+  return FALSE;
+}
+
 static gsize
 bigfile_local_file_get_block_size (BigfileFile *file)
 {
@@ -394,11 +844,20 @@ bigfile_local_file_load_block_raw (BigfileFile *file, guint64 block, guint8 *buf
                                    GError **error)
 {
   BigfileLocalFile *self = BIGFILE_LOCAL_FILE (file);
+  gboolean atomic = (self->flags & BIGFILE_LOCAL_FILE_FLAGS_ATOMIC) != 0;
+  gboolean ok = TRUE;
   gint64 offset;
   gsize done = 0;
 
   if (!check_open (self, error) || !block_offset (self, block, length, &offset, error))
     return FALSE;
+
+  if (atomic)
+    {
+      if (!check_not_pending (self, error))
+        return FALSE;
+      g_rw_lock_reader_lock (&self->apply_lock);
+    }
 
   while (done < length)
     {
@@ -415,7 +874,8 @@ bigfile_local_file_load_block_raw (BigfileFile *file, guint64 block, guint8 *buf
                        "Could not read block %" G_GUINT64_FORMAT
                        " of “%s” at offset %" G_GINT64_FORMAT ": %s",
                        block, self->path, offset + (gint64)done, g_strerror (saved_errno));
-          return FALSE;
+          ok = FALSE;
+          break;
         }
 
       if (n == 0)
@@ -428,27 +888,17 @@ bigfile_local_file_load_block_raw (BigfileFile *file, guint64 block, guint8 *buf
       done += n;
     }
 
-  return TRUE;
+  if (atomic)
+    g_rw_lock_reader_unlock (&self->apply_lock);
+  return ok;
 }
 
+/* pwrite() of a block into the file itself: plain mode. */
 static gboolean
-bigfile_local_file_store_block_raw (BigfileFile *file, guint64 block, const guint8 *data,
-                                    gsize length, GError **error)
+write_block (BigfileLocalFile *self, guint64 block, gint64 offset, const guint8 *data, gsize length,
+             GError **error)
 {
-  BigfileLocalFile *self = BIGFILE_LOCAL_FILE (file);
-  gint64 offset;
   gsize done = 0;
-
-  if (self->flags & BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY)
-    {
-      g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_READ_ONLY,
-                   "Could not store block %" G_GUINT64_FORMAT " of “%s”: it was opened read-only",
-                   block, self->path);
-      return FALSE;
-    }
-
-  if (!check_open (self, error) || !block_offset (self, block, length, &offset, error))
-    return FALSE;
 
   while (done < length)
     {
@@ -485,22 +935,425 @@ bigfile_local_file_store_block_raw (BigfileFile *file, guint64 block, const guin
   return TRUE;
 }
 
+/* ftruncate() of the file itself: plain mode. */
+static gboolean
+truncate_file (BigfileLocalFile *self, guint64 size, GError **error)
+{
+  /* bigfile_file_set_size() lets no size past G_MAXINT64 through. */
+  while (ftruncate (self->fd, (off_t)size) != 0)
+    {
+      int saved_errno = errno;
+
+      if (saved_errno == EINTR)
+        continue;
+
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
+                   "Could not make “%s” %" G_GUINT64_FORMAT " bytes long: ftruncate() failed: %s",
+                   self->name, size, g_strerror (saved_errno));
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* -- transactions -----------------------------------------------------------------
+ *
+ * Plain mode: stores and size changes go straight to the file, as ever;
+ * commit only makes them durable when asked, abort undoes nothing.
+ *
+ * Atomic mode: they go to the journal (bigfile-local-journal.c), and commit
+ * applies them.  A store or size change outside a transaction is one of its
+ * own, in both modes: in atomic mode that costs a commit (four syncs) per
+ * call, which is why handles open a transaction around their writeouts. */
+
+static void
+end_transaction_locked (BigfileLocalFile *self)
+{
+  self->txn_open = FALSE;
+  self->txn_thread = NULL;
+  self->txn_failed = FALSE;
+  g_cond_broadcast (&self->txn_cond);
+}
+
+/* Applies the journal's transaction to the file: the commit point is
+ * passed.  On failure the journal keeps it, for the next begin or open. */
+static gboolean
+apply_locked (BigfileLocalFile *self, GError **error)
+{
+  BfJournal *journal = self->journal;
+  gboolean ok;
+
+  g_rw_lock_writer_lock (&self->apply_lock);
+  ok = bf_journal_apply (journal->fd, journal->name, self->fd, self->name,
+                         (const BfJournalEntry *)(void *)journal->entries->data,
+                         journal->entries->len, error);
+  g_rw_lock_writer_unlock (&self->apply_lock);
+
+  ok = ok && bf_journal_sync_fd (self->fd, FALSE, "file-sync", self->name, error);
+  if (!ok)
+    {
+      g_atomic_int_set (&self->apply_pending, TRUE);
+      g_prefix_error (error,
+                      "The save is committed in the journal “%s” but could not be applied to "
+                      "“%s” (it is applied again at the next writeout, or at the next open; "
+                      "until then the file cannot be read): ",
+                      journal->name, self->name);
+      return FALSE;
+    }
+  g_atomic_int_set (&self->apply_pending, FALSE);
+
+  /* The file holds the save: the journal may go.  A failure here leaves
+   * it dirty, and the next transaction empties it before writing. */
+  bf_journal_reset (journal, TRUE, NULL);
+  return TRUE;
+}
+
+static gboolean
+begin_locked (BigfileLocalFile *self, GError **error)
+{
+  if (self->txn_open && self->txn_thread == g_thread_self ())
+    {
+      g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_BUSY,
+                   "Could not begin a transaction of “%s”: this thread has one open already, and "
+                   "would wait for itself",
+                   self->name);
+      return FALSE;
+    }
+  while (self->txn_open)
+    g_cond_wait (&self->txn_cond, &self->txn_lock);
+
+  if (is_atomic_writer (self))
+    {
+      if (self->apply_pending && !apply_locked (self, error))
+        return FALSE;
+
+      if (self->journal == NULL)
+        {
+          gboolean created;
+          struct stat st;
+          mode_t mode = 0666;
+
+          /* As the file's: whoever may write the file may recover it. */
+          if (fstat (self->fd, &st) == 0)
+            mode = st.st_mode & 0666;
+          self->journal
+              = bf_journal_open (self->journal_path, self->block_size, mode, &created, error);
+          if (self->journal == NULL)
+            {
+              g_prefix_error (error, "Could not begin a transaction of “%s”: ", self->name);
+              return FALSE;
+            }
+          if (created)
+            self->dir_synced = FALSE;
+        }
+    }
+
+  self->txn_open = TRUE;
+  self->txn_thread = g_thread_self ();
+  self->txn_failed = FALSE;
+  return TRUE;
+}
+
+/* Throws the transaction away.  The file was not touched (atomic) or
+ * cannot be put back (plain).  A journal without a trailer need not be
+ * emptied durably (it is discarded wherever it shows up again), but one
+ * whose commit failed after writing the trailer (a failed sync) might
+ * have it on disk: @sync.  A failure leaves the journal dirty, for the
+ * next transaction to empty durably. */
+static void
+abort_locked (BigfileLocalFile *self, gboolean sync)
+{
+  if (self->journal != NULL && self->journal->dirty)
+    bf_journal_reset (self->journal, sync, NULL);
+  else if (self->journal != NULL)
+    g_array_set_size (self->journal->entries, 0);
+  end_transaction_locked (self);
+}
+
+/* Checks, before the commit point, that applying cannot fail for want of
+ * room: past RLIMIT_FSIZE (EFBIG), or of disk space (fallocate of the
+ * blocks' ranges, keeping the size, so that the file shows nothing of it).
+ * A failure here leaves the file as it was. */
+static gboolean
+preflight (BigfileLocalFile *self, GError **error)
+{
+  GArray *entries = self->journal->entries;
+  guint64 max_end = 0;
+  struct rlimit rl;
+
+  for (guint i = 0; i < entries->len; i++)
+    {
+      const BfJournalEntry *e = &g_array_index (entries, BfJournalEntry, i);
+      guint64 end = e->kind == BF_JOURNAL_ENTRY_SIZE ? e->file_offset : e->file_offset + e->length;
+
+      max_end = MAX (max_end, end);
+    }
+  if (getrlimit (RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && max_end > rl.rlim_cur)
+    {
+      g_set_error (
+          error, G_IO_ERROR, g_io_error_from_errno (EFBIG),
+          "Could not save “%s”: it would grow to %" G_GUINT64_FORMAT
+          " bytes, past the largest file this process may write (RLIMIT_FSIZE, %" G_GUINT64_FORMAT
+          " bytes); nothing was saved",
+          self->name, max_end, (guint64)rl.rlim_cur);
+      return FALSE;
+    }
+
+  for (guint i = 0; i < entries->len;)
+    {
+      const BfJournalEntry *e = &g_array_index (entries, BfJournalEntry, i);
+      guint64 start, end;
+      int r;
+
+      if (e->kind != BF_JOURNAL_ENTRY_BLOCK)
+        {
+          i++;
+          continue;
+        }
+      /* Writeouts store in file order: one call per run of blocks. */
+      start = e->file_offset;
+      end = e->file_offset + e->length;
+      for (i++; i < entries->len; i++)
+        {
+          const BfJournalEntry *n = &g_array_index (entries, BfJournalEntry, i);
+
+          if (n->kind != BF_JOURNAL_ENTRY_BLOCK || n->file_offset != end)
+            break;
+          end += n->length;
+        }
+
+      r = bf_journal_fault ("preflight");
+      if (r == 0)
+        {
+          do
+            r = fallocate (self->fd, FALLOC_FL_KEEP_SIZE, (off_t)start, (off_t)(end - start)) == 0
+                    ? 0
+                    : errno;
+          while (r == EINTR);
+        }
+      if (r == EOPNOTSUPP || r == ENOSYS || r == EINVAL)
+        return TRUE; /* no preallocation here: apply may still meet ENOSPC */
+      if (r != 0)
+        {
+          g_set_error (error, G_IO_ERROR, g_io_error_from_errno (r),
+                       "Could not save “%s”: no room for its new blocks (fallocate() failed: "
+                       "%s); nothing was saved",
+                       self->name, g_strerror (r));
+          return FALSE;
+        }
+    }
+  return TRUE;
+}
+
+static gboolean
+commit_locked (BigfileLocalFile *self, BigfileCommitFlags flags, GError **error)
+{
+  gboolean durable
+      = (flags & BIGFILE_COMMIT_FLAGS_DURABLE) || (self->flags & BIGFILE_LOCAL_FILE_FLAGS_DURABLE);
+  gboolean ok;
+
+  if (!is_atomic_writer (self))
+    {
+      /* Plain (or read-only): what was stored is in the file already. */
+      ok = !durable || (self->flags & BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY)
+           || bf_journal_sync_fd (self->fd, FALSE, "file-sync", self->name, error);
+      if (ok && durable && !self->dir_synced)
+        self->dir_synced = ok = sync_dir (self, error);
+      end_transaction_locked (self);
+      return ok;
+    }
+
+  if (self->txn_failed)
+    {
+      g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_FAILED,
+                   "Could not commit the transaction of “%s”: one of its stores failed, so none "
+                   "of it was saved",
+                   self->name);
+      abort_locked (self, FALSE);
+      return FALSE;
+    }
+  if (self->journal->entries->len == 0)
+    {
+      end_transaction_locked (self);
+      return TRUE;
+    }
+
+  /* Atomic commits are durable whatever @flags say: the journal must be
+   * on disk before the file changes, and the file before the journal is
+   * emptied (see bigfile-local-journal.c), which is all durability asks. */
+  ok = preflight (self, error);
+  if (ok && !self->dir_synced)
+    self->dir_synced = ok = sync_dir (self, error);
+  ok = ok && bf_journal_commit (self->journal, error);
+  if (!ok)
+    {
+      g_prefix_error (error, "Could not commit the transaction of “%s”: ", self->name);
+      abort_locked (self, TRUE);
+      return FALSE;
+    }
+
+  /* The commit point is passed. */
+  ok = apply_locked (self, error);
+  end_transaction_locked (self);
+  return ok;
+}
+
+static gboolean
+bigfile_local_file_begin_transaction (BigfileFile *file, GError **error)
+{
+  BigfileLocalFile *self = BIGFILE_LOCAL_FILE (file);
+  gboolean ok;
+
+  if (!check_open (self, error))
+    return FALSE;
+  g_mutex_lock (&self->txn_lock);
+  ok = begin_locked (self, error);
+  g_mutex_unlock (&self->txn_lock);
+  return ok;
+}
+
+static gboolean
+bigfile_local_file_commit_transaction (BigfileFile *file, BigfileCommitFlags flags, GError **error)
+{
+  BigfileLocalFile *self = BIGFILE_LOCAL_FILE (file);
+  gboolean was_open, ok = FALSE;
+
+  g_mutex_lock (&self->txn_lock);
+  was_open = self->txn_open;
+  if (was_open)
+    ok = commit_locked (self, flags, error);
+  g_mutex_unlock (&self->txn_lock);
+
+  g_return_val_if_fail (was_open, FALSE);
+  return ok;
+}
+
+static void
+bigfile_local_file_abort_transaction (BigfileFile *file)
+{
+  BigfileLocalFile *self = BIGFILE_LOCAL_FILE (file);
+  gboolean was_open;
+
+  g_mutex_lock (&self->txn_lock);
+  was_open = self->txn_open;
+  if (was_open)
+    abort_locked (self, FALSE);
+  g_mutex_unlock (&self->txn_lock);
+
+  g_return_if_fail (was_open);
+}
+
+/* Adds a block or a size change (@data NULL: @offset is the size) to the
+ * open transaction, or makes it a transaction of its own. */
+static gboolean
+journal_change (BigfileLocalFile *self, gint64 offset, const guint8 *data, gsize length,
+                GError **error)
+{
+  gboolean own = FALSE, ok;
+
+  g_mutex_lock (&self->txn_lock);
+  if (!self->txn_open)
+    {
+      if (!begin_locked (self, error))
+        {
+          g_mutex_unlock (&self->txn_lock);
+          return FALSE;
+        }
+      own = TRUE;
+    }
+
+  if (data != NULL)
+    ok = bf_journal_add_block (self->journal, (guint64)offset, data, length, error);
+  else
+    {
+      bf_journal_add_size (self->journal, (guint64)offset);
+      ok = TRUE;
+    }
+
+  if (!ok)
+    self->txn_failed = TRUE;
+  if (own && ok)
+    ok = commit_locked (self, BIGFILE_COMMIT_FLAGS_NONE, error);
+  else if (own)
+    abort_locked (self, FALSE);
+  g_mutex_unlock (&self->txn_lock);
+  return ok;
+}
+
+/* Plain mode, outside a transaction, with BIGFILE_LOCAL_FILE_FLAGS_DURABLE:
+ * a store or size change is a transaction of its own, durable. */
+static gboolean
+plain_autocommit (BigfileLocalFile *self, GError **error)
+{
+  gboolean ok = TRUE;
+
+  if (!(self->flags & BIGFILE_LOCAL_FILE_FLAGS_DURABLE))
+    return TRUE;
+  g_mutex_lock (&self->txn_lock);
+  if (!self->txn_open)
+    {
+      ok = bf_journal_sync_fd (self->fd, FALSE, "file-sync", self->name, error);
+      if (ok && !self->dir_synced)
+        self->dir_synced = ok = sync_dir (self, error);
+    }
+  g_mutex_unlock (&self->txn_lock);
+  return ok;
+}
+
+static gboolean
+bigfile_local_file_store_block_raw (BigfileFile *file, guint64 block, const guint8 *data,
+                                    gsize length, GError **error)
+{
+  BigfileLocalFile *self = BIGFILE_LOCAL_FILE (file);
+  gint64 offset;
+
+  if (self->flags & BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY)
+    {
+      g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_READ_ONLY,
+                   "Could not store block %" G_GUINT64_FORMAT " of “%s”: it was opened read-only",
+                   block, self->path);
+      return FALSE;
+    }
+
+  if (!check_open (self, error) || !block_offset (self, block, length, &offset, error))
+    return FALSE;
+
+  if (self->flags & BIGFILE_LOCAL_FILE_FLAGS_ATOMIC)
+    {
+      if (!journal_change (self, offset, data, length, error))
+        {
+          g_prefix_error (error, "Could not store block %" G_GUINT64_FORMAT " of “%s”: ", block,
+                          self->name);
+          return FALSE;
+        }
+      return TRUE;
+    }
+
+  return write_block (self, block, offset, data, length, error) && plain_autocommit (self, error);
+}
+
 static gboolean
 bigfile_local_file_get_size (BigfileFile *file, guint64 *size, GError **error)
 {
   BigfileLocalFile *self = BIGFILE_LOCAL_FILE (file);
+  gboolean atomic = (self->flags & BIGFILE_LOCAL_FILE_FLAGS_ATOMIC) != 0;
   struct stat st;
+  int r, saved_errno;
 
   if (!check_open (self, error))
     return FALSE;
 
-  if (fstat (self->fd, &st) != 0)
-    {
-      int saved_errno = errno;
-      g_autofree char *name = g_filename_display_name (self->path);
+  /* Atomic: the size of the snapshot, not half-way through a commit. */
+  if (atomic)
+    g_rw_lock_reader_lock (&self->apply_lock);
+  r = fstat (self->fd, &st);
+  saved_errno = errno;
+  if (atomic)
+    g_rw_lock_reader_unlock (&self->apply_lock);
 
+  if (r != 0)
+    {
       g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
-                   "Could not get the size of “%s”: fstat() failed: %s", name,
+                   "Could not get the size of “%s”: fstat() failed: %s", self->name,
                    g_strerror (saved_errno));
       return FALSE;
     }
@@ -513,36 +1366,15 @@ static gboolean
 bigfile_local_file_set_size (BigfileFile *file, guint64 size, GError **error)
 {
   BigfileLocalFile *self = BIGFILE_LOCAL_FILE (file);
-  g_autofree char *name = NULL;
-  int saved_errno;
+  g_autofree char *what = g_strdup_printf ("make %" G_GUINT64_FORMAT " bytes long", size);
 
-  if (self->flags & BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY)
-    {
-      name = g_filename_display_name (self->path);
-      g_set_error (error, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_READ_ONLY,
-                   "Could not make “%s” %" G_GUINT64_FORMAT " bytes long: it was opened read-only",
-                   name, size);
-      return FALSE;
-    }
-
-  if (!check_open (self, error))
+  if (!check_writable (self, what, error))
     return FALSE;
 
-  /* bigfile_file_set_size() lets no size past G_MAXINT64 through. */
-  while (ftruncate (self->fd, (off_t)size) != 0)
-    {
-      saved_errno = errno;
-      if (saved_errno == EINTR)
-        continue;
+  if (self->flags & BIGFILE_LOCAL_FILE_FLAGS_ATOMIC)
+    return journal_change (self, (gint64)size, NULL, 0, error);
 
-      name = g_filename_display_name (self->path);
-      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
-                   "Could not make “%s” %" G_GUINT64_FORMAT " bytes long: ftruncate() failed: %s",
-                   name, size, g_strerror (saved_errno));
-      return FALSE;
-    }
-
-  return TRUE;
+  return truncate_file (self, size, error) && plain_autocommit (self, error);
 }
 
 /* pread and pwrite on one descriptor: safe from any thread at once. */
@@ -563,6 +1395,9 @@ bigfile_local_file_file_iface_init (BigfileFileInterface *iface)
   iface->is_thread_safe = bigfile_local_file_is_thread_safe;
   iface->get_size = bigfile_local_file_get_size;
   iface->set_size = bigfile_local_file_set_size;
+  iface->begin_transaction = bigfile_local_file_begin_transaction;
+  iface->commit_transaction = bigfile_local_file_commit_transaction;
+  iface->abort_transaction = bigfile_local_file_abort_transaction;
 }
 
 /**
@@ -577,11 +1412,23 @@ bigfile_local_file_file_iface_init (BigfileFileInterface *iface)
  * only reading with %BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY. With
  * %BIGFILE_LOCAL_FILE_FLAGS_CREATE a missing file is created empty. With
  * %BIGFILE_LOCAL_FILE_FLAGS_MAP_CLEAN_PAGES, handles show its clean pages
- * from the page cache (see the description of #BigfileLocalFile).
+ * from the page cache; with %BIGFILE_LOCAL_FILE_FLAGS_ATOMIC, saves are
+ * atomic; with %BIGFILE_LOCAL_FILE_FLAGS_DURABLE, durable (see the
+ * description of #BigfileLocalFile).
+ *
+ * If the file's journal (#BigfileLocalFile:journal-path) holds a save that a
+ * program left unfinished, the open completes it (a committed save) or
+ * throws it away (one that did not commit) before anything else, in every
+ * mode: see #BigfileLocalFile:recovery.
  *
  * Fails with a #G_IO_ERROR: the error of open() (for example
  * %G_IO_ERROR_NOT_FOUND), or %G_IO_ERROR_INVALID_ARGUMENT for a bad
- * @block_size.
+ * @block_size; with %BIGFILE_FILE_ERROR_BUSY when another open excludes
+ * this one (an atomic writer is alone with its file);
+ * %BIGFILE_FILE_ERROR_CORRUPT when the journal says it holds a committed
+ * save but is damaged (nothing is changed: the message says what to do);
+ * %G_IO_ERROR_PERMISSION_DENIED when such a save must be applied but the
+ * file cannot be written here.
  *
  * Returns: (transfer full): a new #BigfileLocalFile, or %NULL on error
  *
@@ -632,6 +1479,44 @@ bigfile_local_file_get_flags (BigfileLocalFile *file)
   g_return_val_if_fail (BIGFILE_IS_LOCAL_FILE (file), BIGFILE_LOCAL_FILE_FLAGS_NONE);
 
   return file->flags;
+}
+
+/**
+ * bigfile_local_file_get_journal_path:
+ * @file: a #BigfileLocalFile
+ *
+ * Gets the path of the journal of @file: see #BigfileLocalFile:journal-path.
+ *
+ * Returns: (transfer none) (type filename) (nullable): the path of the
+ *   journal, or %NULL if @file was not initialized
+ *
+ * Since: 1.0
+ */
+const char *
+bigfile_local_file_get_journal_path (BigfileLocalFile *file)
+{
+  g_return_val_if_fail (BIGFILE_IS_LOCAL_FILE (file), NULL);
+
+  return file->journal_path;
+}
+
+/**
+ * bigfile_local_file_get_recovery:
+ * @file: a #BigfileLocalFile
+ *
+ * Tells what opening @file found in its journal and did with it: see
+ * #BigfileLocalFile:recovery.
+ *
+ * Returns: what the open recovered
+ *
+ * Since: 1.0
+ */
+BigfileLocalFileRecovery
+bigfile_local_file_get_recovery (BigfileLocalFile *file)
+{
+  g_return_val_if_fail (BIGFILE_IS_LOCAL_FILE (file), BIGFILE_LOCAL_FILE_RECOVERY_NONE);
+
+  return file->recovery;
 }
 
 /* The descriptor handles map clean pages from, or -1 when the file was not
