@@ -607,6 +607,12 @@ recover (BigfileLocalFile *self, int write_fd, const char *why_not, GError **err
         break;
     }
 
+  /* Emptied (or found empty) under the exclusive lock: no one else has the
+   * file, so the journal can go; an atomic writer makes its own at its
+   * first save.  Should the removal not reach the disk, an empty journal
+   * is harmless. */
+  if (ok && journal_writable)
+    g_unlink (self->journal_path);
   g_close (jfd, NULL);
   return ok;
 }
