@@ -8,7 +8,8 @@
  *       (local-atomic-common.h), from the one it holds, for ever: HOW is
  *       "file" (bigfile_file_begin_transaction(), set_size, stores, commit)
  *       or "handle" (a mapping written with memcpy, then
- *       bigfile_handle_writeout()).  Prints "ready" once the file is open.
+ *       bigfile_handle_writeout()).  Prints "ready" once the first save is
+ *       done, so that a kill after it lands among saves, not in the setup.
  *   local-atomic-helper recover PATH FLAGS [POINT N]
  *       Opens PATH (which recovers its journal) and prints what the open
  *       recovered: none, applied or discarded.
@@ -87,13 +88,22 @@ current_version (BigfileFile *file)
   return GUINT64_FROM_LE (v);
 }
 
+static void
+say_ready (void)
+{
+  printf ("ready\n");
+  fflush (stdout);
+}
+
 static G_GNUC_NORETURN void
 write_with_file (BigfileFile *file, guint64 n_blocks, gsize bs)
 {
   guint8 *buf = g_malloc (bs);
   GError *error = NULL;
 
-  for (guint64 v = current_version (file) + 1;; v++)
+  guint64 first = current_version (file) + 1;
+
+  for (guint64 v = first;; v++)
     {
       guint64 size = version_size (v, n_blocks, bs);
 
@@ -111,6 +121,8 @@ write_with_file (BigfileFile *file, guint64 n_blocks, gsize bs)
         }
       if (!bigfile_file_commit_transaction (file, BIGFILE_COMMIT_FLAGS_NONE, &error))
         fail ("commit", error);
+      if (v == first)
+        say_ready ();
     }
 }
 
@@ -130,7 +142,9 @@ write_with_handle (BigfileFile *file, guint64 n_blocks, gsize bs)
     fail ("map", error);
   data = bigfile_vma_get_data (vma);
 
-  for (guint64 v = current_version (file) + 1;; v++)
+  guint64 first = current_version (file) + 1;
+
+  for (guint64 v = first;; v++)
     {
       guint64 size = version_size (v, n_blocks, bs);
 
@@ -140,6 +154,8 @@ write_with_handle (BigfileFile *file, guint64 n_blocks, gsize bs)
         version_fill (data + b * bs, v, b, MIN (bs, size - b * bs));
       if (!bigfile_handle_writeout (handle, BIGFILE_WRITEOUT_DEFAULT, &error))
         fail ("writeout", error);
+      if (v == first)
+        say_ready ();
     }
 }
 
@@ -181,11 +197,9 @@ main (int argc, char **argv)
       return 0;
     }
 
-  printf ("ready\n");
-  fflush (stdout);
-
   if (g_str_equal (mode, "hold"))
     {
+      say_ready ();
       char c;
 
       while (read (0, &c, 1) > 0)

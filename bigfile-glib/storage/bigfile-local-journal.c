@@ -6,8 +6,8 @@
  * the file (its path + ".bigfile-journal"), while the file itself stays as
  * it was, so that loads go on reading the old version.  Commit makes the
  * journal durable with a checksummed trailer (the commit point), then copies
- * the journal's blocks into the file, syncs the file and empties the
- * journal.  Whoever opens the file next after a crash finds the journal:
+ * the journal's blocks into the file, syncs the file and marks the journal
+ * reset.  Whoever opens the file next after a crash finds the journal:
  * committed, it is applied again (every change is a plain overwrite or
  * truncation, so applying a journal twice, or once more after half of it,
  * gives the same file); not committed, it is discarded, and the file never
@@ -15,24 +15,31 @@
  *
  * The layout (integers little-endian):
  *
- *     0      4096                                               end - 64
- *     +------+--------+---+--------+--- ... ---+--------------+--+-------+
- *     |header| block  |pad| block  |           | index        |p.|trailer|
- *     +------+--------+---+--------+--- ... ---+--------------+--+-------+
- *       64 B   each block's data starts on a     n x 32 B        64 B, at
- *       used   4096-byte boundary                                an aligned
- *                                                                offset
+ *     0      512     1024     4096                                 index
+ *     +------+-------+--------+--------+---+--------+--- ... ---+---------+
+ *     |header|trailer|        | block  |pad| block  |           | n x 32 B|
+ *     +------+-------+--------+--------+---+--------+--- ... ---+---------+
+ *      sector  sector          each block's data starts on a 4096-byte
+ *      0       1               boundary; the index on the next one
  *
  *   header:  "BFJOURNL", u32 version (1), u32 header length (64),
  *            u64 block size, u64 salt, 28 bytes of zeros, u32 CRC-32C of
- *            bytes 0-59.
+ *            bytes 0-59.  Written when a transaction stores its first block.
  *   index:   one entry per change, in order: u32 kind (1 block, 2 size),
  *            u32 length, u64 file offset (or new size), u64 journal
  *            offset, u32 CRC-32C of the block's data, u32 zero.
- *   trailer: "BFJCOMIT", u64 salt, u64 index offset, u64 number of
- *            entries, u32 CRC-32C of the index, u32 zero, u64 the
- *            trailer's own offset, 12 bytes of zeros, u32 CRC-32C of
- *            bytes 0-59.
+ *   trailer: the commit record: "BFJCOMIT", u64 salt, u64 index offset,
+ *            u64 number of entries, u32 CRC-32C of the index, u32 zero,
+ *            u64 512 (its own offset), 12 bytes of zeros, u32 CRC-32C of
+ *            bytes 0-59.  Or, once the transaction is applied, a reset
+ *            record in the same place: "BFJRESET", u64 salt, zeros, and
+ *            the CRC-32C of bytes 0-59.
+ *
+ * The journal is not truncated after a commit, only reset: its blocks stay
+ * allocated and in the page cache, so the next transaction overwrites them
+ * instead of allocating them again (truncating and regrowing 512 MiB cost
+ * more than writing it, here).  The bytes past what the index names are
+ * left over and never read.  It goes when the file is closed.
  *
  * Blocks record byte offsets in the file, so a journal applies the same
  * whatever block size the file is opened with next.  Data is aligned so
@@ -41,33 +48,37 @@
  * The commit, and why each sync is there (each is a barrier: what comes
  * after it must not reach the disk before what came before it):
  *
- *   1. data and index written (during the stores, then at commit)
- *   2. fdatasync(journal)    the data and index are on disk, so that a
- *                            trailer on disk vouches for them;
+ *   1. header, data, index written (during the stores, then at commit)
+ *   2. fdatasync(journal)    they are on disk, so that a trailer on disk
+ *                            vouches for them;
  *   3. trailer written
  *   4. fdatasync(journal)    the commit point: from here the transaction
  *                            survives a crash or a power loss;
  *   5. blocks copied into the file, size changes made
- *   6. fdatasync(file)       the file holds the transaction, so that
- *                            emptying the journal cannot reach the disk
- *                            before the file's new data;
- *   7. ftruncate(journal, 0) + fdatasync(journal): a journal that shows
- *                            again after a power loss would be applied
- *                            over later changes.
+ *   6. fdatasync(file)       the file holds the transaction, so that the
+ *                            reset cannot reach the disk before the file's
+ *                            new data;
+ *   7. reset record written over the trailer, fdatasync(journal): a
+ *                            committed trailer that showed again after a
+ *                            power loss would be applied over later
+ *                            changes.
  *
  * What recovery concludes from what it reads:
  *
- *   - no trailer at the end, or a torn one (bad magic, CRC or position):
- *     the transaction never reached step 4, the file is untouched: discard.
- *   - a valid trailer: steps 1-2 were durable before the trailer was
- *     written, so a header, index or data block that does not match is
- *     damage, not a torn write: BIGFILE_FILE_ERROR_CORRUPT, nothing applied
- *     (the file may hold part of that save already, from a crash in step 5;
- *     only the user can decide what to do).
- *   - all valid: apply, sync, empty (steps 5-7).
+ *   - no valid commit trailer (none, a reset record, or a torn one: bad
+ *     magic, CRC or position): the transaction never reached step 4, the
+ *     file is untouched; "empty" if the header is absent or the reset
+ *     record matches it, else an uncommitted transaction to discard.
+ *   - a valid trailer: steps 1-2 were durable before it was written, so a
+ *     header, index or data block that does not match it (or is missing)
+ *     is damage, not a torn write: BIGFILE_FILE_ERROR_CORRUPT, nothing
+ *     applied (the file may hold part of that save already, from a crash
+ *     in step 5; only the user can decide what to do).
+ *   - all valid: apply, sync, reset (steps 5-7).
  *
- * A single 64-byte trailer at the start of an aligned 4 KiB stays within
- * one disk sector, which disks write whole or not at all.
+ * Header and trailer are 64 bytes each at the start of their own 512-byte
+ * sector, which disks write whole or not at all: a write of the trailer
+ * cannot tear the header, nor the other way round.
  */
 #include "config.h"
 
@@ -84,6 +95,7 @@
 
 static const char header_magic[8] = { 'B', 'F', 'J', 'O', 'U', 'R', 'N', 'L' };
 static const char trailer_magic[8] = { 'B', 'F', 'J', 'C', 'O', 'M', 'I', 'T' };
+static const char reset_magic[8] = { 'B', 'F', 'J', 'R', 'E', 'S', 'E', 'T' };
 
 /* -- CRC-32C ---------------------------------------------------------------------
  *
@@ -111,8 +123,8 @@ crc_table_init (gpointer data)
   return NULL;
 }
 
-static guint32
-crc32c_soft (guint32 c, const guint8 *p, gsize len)
+guint32
+bf_crc32c_soft (guint32 c, const guint8 *p, gsize len)
 {
   static GOnce once = G_ONCE_INIT;
 
@@ -177,7 +189,7 @@ bf_crc32c (guint32 crc, const void *data, gsize len)
   if (g_atomic_int_get (&have_sse42))
     return ~crc32c_sse42 (c, data, len);
 #endif
-  return ~crc32c_soft (c, data, len);
+  return ~bf_crc32c_soft (c, data, len);
 }
 
 /* -- the fault hook ------------------------------------------------------------ */
@@ -376,8 +388,7 @@ encode_entry (guint8 *e, const BfJournalEntry *entry)
 }
 
 static void
-encode_trailer (guint8 *t, guint64 salt, guint64 index_offset, guint64 n_entries, guint32 index_crc,
-                guint64 trailer_offset)
+encode_trailer (guint8 *t, guint64 salt, guint64 index_offset, guint64 n_entries, guint32 index_crc)
 {
   memset (t, 0, BF_JOURNAL_TRAILER_LEN);
   memcpy (t, trailer_magic, 8);
@@ -385,8 +396,24 @@ encode_trailer (guint8 *t, guint64 salt, guint64 index_offset, guint64 n_entries
   put64 (t + 16, index_offset);
   put64 (t + 24, n_entries);
   put32 (t + 32, index_crc);
-  put64 (t + 40, trailer_offset);
+  put64 (t + 40, BF_JOURNAL_TRAILER_OFFSET);
   put32 (t + 60, bf_crc32c (0, t, 60));
+}
+
+static void
+encode_reset (guint8 *t, guint64 salt)
+{
+  memset (t, 0, BF_JOURNAL_TRAILER_LEN);
+  memcpy (t, reset_magic, 8);
+  put64 (t + 8, salt);
+  put32 (t + 60, bf_crc32c (0, t, 60));
+}
+
+/* Whether the 64 bytes at @t are a record with @magic and a good CRC. */
+static gboolean
+record_is (const guint8 *t, const char *magic)
+{
+  return memcmp (t, magic, 8) == 0 && get32 (t + 60) == bf_crc32c (0, t, 60);
 }
 
 /* -- writing ------------------------------------------------------------------- */
@@ -441,7 +468,7 @@ bf_journal_open (const char *path, gsize block_size, mode_t mode, gboolean *crea
   journal->entries = g_array_new (FALSE, FALSE, sizeof (BfJournalEntry));
   journal->bounce = g_malloc (block_size);
   /* Its owner recovered it, so it holds nothing that counts; but bytes are
-   * bytes: empty it before writing. */
+   * bytes: reset it (durably) before writing. */
   journal->dirty = st.st_size > 0;
   return journal;
 }
@@ -459,35 +486,28 @@ bf_journal_free (BfJournal *journal)
 }
 
 gboolean
-bf_journal_empty_fd (int fd, gboolean sync, const char *name, GError **error)
+bf_journal_reset_fd (int fd, guint64 salt, gboolean sync, const char *name, GError **error)
 {
-  int injected = bf_journal_fault ("journal-reset");
+  guint8 record[BF_JOURNAL_TRAILER_LEN];
 
-  if (injected != 0)
-    {
-      set_errno_error (error, injected, "Could not empty the journal “%s”: ftruncate() failed",
-                       name);
-      return FALSE;
-    }
-  while (ftruncate (fd, 0) != 0)
-    {
-      if (errno == EINTR)
-        continue;
-      set_errno_error (error, errno, "Could not empty the journal “%s”: ftruncate() failed", name);
-      return FALSE;
-    }
+  encode_reset (record, salt);
+  if (!write_all (fd, record, sizeof record, BF_JOURNAL_TRAILER_OFFSET, "journal-reset", name,
+                  "the reset record", error))
+    return FALSE;
   return !sync || bf_journal_sync_fd (fd, FALSE, "reset-sync", name, error);
 }
 
 gboolean
 bf_journal_reset (BfJournal *journal, gboolean sync, GError **error)
 {
+  guint64 salt = journal->salt;
+
   g_array_set_size (journal->entries, 0);
   journal->started = FALSE;
   journal->end = BF_JOURNAL_ALIGN;
   journal->dirty = TRUE;
 
-  if (!bf_journal_empty_fd (journal->fd, sync, journal->name, error))
+  if (!bf_journal_reset_fd (journal->fd, salt, sync, journal->name, error))
     return FALSE;
   journal->dirty = FALSE;
   return TRUE;
@@ -562,7 +582,6 @@ bf_journal_commit (BfJournal *journal, GError **error)
   guint n = journal->entries->len;
   gsize index_len = (gsize)n * BF_JOURNAL_ENTRY_LEN;
   guint64 index_offset = journal->end;
-  guint64 trailer_offset = align_up (index_offset + index_len);
   g_autofree guint8 *index = g_malloc (MAX (index_len, 1));
   guint8 trailer[BF_JOURNAL_TRAILER_LEN];
 
@@ -579,10 +598,9 @@ bf_journal_commit (BfJournal *journal, GError **error)
   if (!bf_journal_sync_fd (journal->fd, FALSE, "journal-sync", journal->name, error))
     return FALSE;
 
-  encode_trailer (trailer, journal->salt, index_offset, n, bf_crc32c (0, index, index_len),
-                  trailer_offset);
-  if (!write_all (journal->fd, trailer, sizeof trailer, trailer_offset, "journal-trailer",
-                  journal->name, "the commit trailer", error))
+  encode_trailer (trailer, journal->salt, index_offset, n, bf_crc32c (0, index, index_len));
+  if (!write_all (journal->fd, trailer, sizeof trailer, BF_JOURNAL_TRAILER_OFFSET,
+                  "journal-trailer", journal->name, "the commit trailer", error))
     return FALSE;
   return bf_journal_sync_fd (journal->fd, FALSE, "trailer-sync", journal->name, error);
 }
@@ -640,52 +658,72 @@ check_entry (const BfJournalEntry *e, guint i, guint64 index_offset, gsize block
     }
 }
 
-gboolean
-bf_journal_read (int fd, const char *name, BfJournalState *state, GArray **entries, GError **error)
+/* read_exact() of a part of a journal whose trailer says it committed: a
+ * part that is missing is damage. */
+static gboolean
+read_committed (int fd, void *data, gsize len, guint64 offset, const char *name, const char *what,
+                GError **error)
 {
-  guint8 header[BF_JOURNAL_HEADER_LEN], trailer[BF_JOURNAL_TRAILER_LEN];
-  guint64 size, salt, index_offset, n_entries, trailer_offset, block_size;
+  GError *local = NULL;
+
+  if (read_exact (fd, data, len, offset, name, what, &local))
+    return TRUE;
+  if (!g_error_matches (local, BIGFILE_FILE_ERROR, BIGFILE_FILE_ERROR_CORRUPT))
+    {
+      g_propagate_error (error, local);
+      return FALSE;
+    }
+  g_error_free (local);
+  return corrupt (error, name, "it ends inside %s, at offset %" G_GUINT64_FORMAT, what, offset);
+}
+
+gboolean
+bf_journal_read (int fd, const char *name, BfJournalState *state, guint64 *salt_out,
+                 GArray **entries, GError **error)
+{
+  guint8 page[BF_JOURNAL_TRAILER_OFFSET + BF_JOURNAL_TRAILER_LEN] = { 0 };
+  const guint8 *header = page, *trailer = page + BF_JOURNAL_TRAILER_OFFSET;
+  guint64 size, salt, index_offset, n_entries, block_size, index_end;
   guint32 version;
   g_autofree guint8 *index = NULL;
   g_autofree guint8 *buffer = NULL;
   g_autoptr (GArray) list = NULL;
   struct stat st;
+  gsize have;
 
   *entries = NULL;
+  *salt_out = 0;
   if (fstat (fd, &st) != 0)
     {
       set_errno_error (error, errno, "Could not read the journal “%s”: fstat() failed", name);
       return FALSE;
     }
   size = (guint64)st.st_size;
-  if (size == 0)
-    {
-      *state = BF_JOURNAL_EMPTY;
-      return TRUE;
-    }
+  have = (gsize)MIN (size, sizeof page);
+  if (!read_exact (fd, page, have, 0, name, "the header", error))
+    return FALSE;
 
   /* The trailer first: it is the commit point, and without it (or torn)
    * nothing else matters. */
-  *state = BF_JOURNAL_INCOMPLETE;
-  if (size < BF_JOURNAL_ALIGN + BF_JOURNAL_TRAILER_LEN
-      || (size - BF_JOURNAL_TRAILER_LEN) % BF_JOURNAL_ALIGN != 0)
-    return TRUE;
-  trailer_offset = size - BF_JOURNAL_TRAILER_LEN;
-  if (!read_exact (fd, trailer, sizeof trailer, trailer_offset, name, "the trailer", error))
-    return FALSE;
-  if (memcmp (trailer, trailer_magic, 8) != 0 || get32 (trailer + 60) != bf_crc32c (0, trailer, 60)
-      || get64 (trailer + 40) != trailer_offset)
-    return TRUE;
+  if (!record_is (trailer, trailer_magic) || get64 (trailer + 40) != BF_JOURNAL_TRAILER_OFFSET)
+    {
+      static const guint8 zeros[BF_JOURNAL_HEADER_LEN] = { 0 };
+      gboolean no_header = memcmp (header, zeros, sizeof zeros) == 0;
+      gboolean reset = record_is (header, header_magic) && record_is (trailer, reset_magic)
+                       && get64 (trailer + 8) == get64 (header + 24);
+
+      *state = no_header || reset ? BF_JOURNAL_EMPTY : BF_JOURNAL_INCOMPLETE;
+      return TRUE;
+    }
 
   /* Committed, says the trailer: from here on, what does not match is
    * damage. */
   salt = get64 (trailer + 8);
   index_offset = get64 (trailer + 16);
   n_entries = get64 (trailer + 24);
+  *salt_out = salt;
 
-  if (!read_exact (fd, header, sizeof header, 0, name, "the header", error))
-    return FALSE;
-  if (memcmp (header, header_magic, 8) != 0 || get32 (header + 60) != bf_crc32c (0, header, 60))
+  if (!record_is (header, header_magic))
     return corrupt (error, name, "its header is not that of a journal");
   version = get32 (header + 8);
   if (version != BF_JOURNAL_VERSION)
@@ -706,15 +744,17 @@ bf_journal_read (int fd, const char *name, BfJournalState *state, GArray **entri
     return corrupt (error, name, "a block size of %" G_GUINT64_FORMAT " bytes", block_size);
 
   if (index_offset < BF_JOURNAL_ALIGN || index_offset % BF_JOURNAL_ALIGN != 0
-      || index_offset > trailer_offset
-      || n_entries > (trailer_offset - index_offset) / BF_JOURNAL_ENTRY_LEN)
+      || n_entries > (G_MAXUINT64 - index_offset) / BF_JOURNAL_ENTRY_LEN || n_entries > G_MAXUINT)
     return corrupt (error, name,
-                    "an index of %" G_GUINT64_FORMAT " entries at offset %" G_GUINT64_FORMAT
-                    " does not fit before the trailer",
+                    "an index of %" G_GUINT64_FORMAT " entries at offset %" G_GUINT64_FORMAT,
                     n_entries, index_offset);
-  if (n_entries > G_MAXUINT)
-    return corrupt (error, name, "an index of %" G_GUINT64_FORMAT " entries", n_entries);
-  /* n_entries is what a valid trailer says, so the index is that big. */
+  index_end = index_offset + n_entries * BF_JOURNAL_ENTRY_LEN;
+  if (index_end > size)
+    return corrupt (error, name,
+                    "it ends at offset %" G_GUINT64_FORMAT
+                    ", inside its index (offset %" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT ")",
+                    size, index_offset, index_end);
+  /* n_entries is what a valid trailer says, and the file is that big. */
   index = g_try_malloc (MAX (n_entries * BF_JOURNAL_ENTRY_LEN, 1));
   if (index == NULL)
     {
@@ -724,8 +764,8 @@ bf_journal_read (int fd, const char *name, BfJournalState *state, GArray **entri
                    name, n_entries);
       return FALSE;
     }
-  if (!read_exact (fd, index, n_entries * BF_JOURNAL_ENTRY_LEN, index_offset, name, "the index",
-                   error))
+  if (!read_committed (fd, index, n_entries * BF_JOURNAL_ENTRY_LEN, index_offset, name, "the index",
+                       error))
     return FALSE;
   if (bf_crc32c (0, index, n_entries * BF_JOURNAL_ENTRY_LEN) != get32 (trailer + 32))
     return corrupt (error, name, "its index does not match its checksum");
@@ -749,7 +789,8 @@ bf_journal_read (int fd, const char *name, BfJournalState *state, GArray **entri
        * not leave the file half-way. */
       if (entry.kind == BF_JOURNAL_ENTRY_BLOCK)
         {
-          if (!read_exact (fd, buffer, entry.length, entry.journal_offset, name, "a block", error))
+          if (!read_committed (fd, buffer, entry.length, entry.journal_offset, name, "a block",
+                               error))
             return FALSE;
           if (bf_crc32c (0, buffer, entry.length) != entry.crc)
             return corrupt (error, name,

@@ -19,10 +19,11 @@ G_BEGIN_DECLS
 /* What follows the path of a file to name its journal. */
 #define BF_JOURNAL_SUFFIX ".bigfile-journal"
 
-/* The journal's layout unit: the header takes the first one, each block's
- * data and the index start on one, and the trailer sits at the start of
- * the last one (so that it lies within one disk sector). */
+/* The journal's layout unit: the header and the trailer take the first
+ * one (each at the start of its own 512-byte sector), each block's data
+ * and the index start on one. */
 #define BF_JOURNAL_ALIGN ((guint64)4096)
+#define BF_JOURNAL_TRAILER_OFFSET 512
 #define BF_JOURNAL_HEADER_LEN 64
 #define BF_JOURNAL_ENTRY_LEN 32
 #define BF_JOURNAL_TRAILER_LEN 64
@@ -50,8 +51,8 @@ typedef struct
 /* What a journal holds, as bf_journal_read() finds it. */
 typedef enum
 {
-  BF_JOURNAL_EMPTY,      /* no bytes (or no journal file) */
-  BF_JOURNAL_INCOMPLETE, /* no valid commit trailer: a transaction that did not commit */
+  BF_JOURNAL_EMPTY,      /* no bytes, no header, or reset after its transaction */
+  BF_JOURNAL_INCOMPLETE, /* a header, no valid commit trailer: a transaction that did not commit */
   BF_JOURNAL_COMMITTED,  /* a valid trailer, header, index and data: to apply */
 } BfJournalState;
 
@@ -67,15 +68,20 @@ typedef struct
 
   /* The transaction being written. */
   gboolean started; /* its header is written */
-  guint64 salt;     /* ties the trailer to the header of this transaction */
+  guint64 salt;     /* ties the trailer (and the reset record) to the header */
   guint64 end;      /* where the next block's data goes (aligned) */
   GArray *entries;  /* BfJournalEntry, in order */
   guint8 *bounce;   /* a block: stores copy their data here (see add_block) */
-  gboolean dirty;   /* holds bytes: reset before the next transaction */
+  gboolean dirty;   /* may hold a transaction: reset durably before the next one */
 } BfJournal;
 
 /* CRC-32C (Castagnoli) of @len bytes, continuing @crc (0 to start). */
 guint32 bf_crc32c (guint32 crc, const void *data, gsize len);
+
+/* The table-driven implementation, which bf_crc32c() uses where the CPU
+ * has no instruction for it; on the inverted register (~crc in, ~result
+ * out), for the tests to check it on every machine. */
+guint32 bf_crc32c_soft (guint32 c, const guint8 *p, gsize len);
 
 /* Opens (creating it if missing, with @mode) the journal at @path, for the
  * writer of a file of blocks of @block_size bytes.  *@created tells whether
@@ -97,21 +103,26 @@ void bf_journal_add_size (BfJournal *journal, guint64 size);
  * transaction is committed, whatever happens to the process. */
 gboolean bf_journal_commit (BfJournal *journal, GError **error);
 
-/* Empties the journal (and forgets the transaction), durably if @sync. */
+/* Marks the journal empty with a reset record over its trailer (and
+ * forgets the transaction), durably if @sync.  The journal keeps its size:
+ * the next transaction overwrites its blocks. */
 gboolean bf_journal_reset (BfJournal *journal, gboolean sync, GError **error);
 
-/* The same for a journal found by recovery, open on @fd. */
-gboolean bf_journal_empty_fd (int fd, gboolean sync, const char *name, GError **error);
+/* The same for a journal found by recovery, open on @fd, whose header has
+ * @salt. */
+gboolean bf_journal_reset_fd (int fd, guint64 salt, gboolean sync, const char *name,
+                              GError **error);
 
 /* Reads the journal on @fd (which may be read-only) and says what it holds
- * in *@state; for a committed one, *@entries gets its changes (a new
- * array), every check passed, every block's data checksum included.  Fails
+ * in *@state; for a committed one, *@salt its salt and *@entries its
+ * changes (a new array), every check passed, every block's data checksum
+ * included.  Fails
  * with BIGFILE_FILE_ERROR_CORRUPT for a journal whose trailer says it
  * committed but whose header, index or data do not match it, and
  * BIGFILE_FILE_ERROR_NOT_SUPPORTED for a committed journal of a newer
  * format version: never discard those, they hold a save. */
-gboolean bf_journal_read (int fd, const char *name, BfJournalState *state, GArray **entries,
-                          GError **error);
+gboolean bf_journal_read (int fd, const char *name, BfJournalState *state, guint64 *salt,
+                          GArray **entries, GError **error);
 
 /* Applies @entries, read from the journal on @journal_fd, to the file on
  * @file_fd (named @file_name in messages), in order.  Not durable: the
@@ -140,8 +151,9 @@ gboolean bf_journal_sync_fd (int fd, gboolean full, const char *point, const cha
  *   "apply-size"       ftruncate of the file for a size change
  *   "apply-block"      writing a block into the file
  *   "file-sync"        fdatasync of the file
- *   "journal-reset"    truncating the journal to nothing
- *   "reset-sync"       fdatasync of the emptied journal
+ *   "preflight"        fallocate() of the file's new blocks, before the commit point
+ *   "journal-reset"    writing the reset record over the trailer
+ *   "reset-sync"       fdatasync of the reset journal
  *
  * Returning an errno makes that call fail with it, as if the system had;
  * 0 lets it run.  The crash test's helper raises SIGKILL from it instead,
