@@ -62,6 +62,24 @@
  *       measure overwriting cached blocks of an allocated file, not block
  *       allocation).  Five runs each, alternating which goes first; medians
  *       (a run is only ~0.1 s, and single runs vary by 30% here).
+ *   writeout-local-durable, writeout-local-atomic
+ *       GB/s of bigfile_handle_writeout(DEFAULT) of 512 MiB of dirty 2 MiB
+ *       pages, as writeout-2m, to a BigfileLocalFile opened with
+ *       BIGFILE_LOCAL_FILE_FLAGS_DURABLE (the pages, then fdatasync()), or
+ *       with BIGFILE_LOCAL_FILE_FLAGS_ATOMIC (the pages into the journal,
+ *       its syncs, then copied into the file, fdatasync(); see
+ *       bigfile-local-journal.c).  Baseline: pwrite() of 512 MiB in 2 MiB
+ *       chunks, then fdatasync(), to another file: what any durable save
+ *       of that much costs on this disk.
+ *   writeout-local-durable-vs-plain, writeout-local-atomic-vs-plain
+ *       The same numbers, against the plain BigfileLocalFile writeout
+ *       (to the page cache, no sync) of the same run: what durability and
+ *       atomicity cost next to the default.
+ *       All four files exist with their full size, written once before.
+ *       Three runs of each of the four (plain, durable, atomic, pwrite +
+ *       fdatasync), in rotating order; every run starts with nothing dirty
+ *       in the page cache (syncfs() before it, off the clock), so that a
+ *       run does not pay for the writeback of the one before.  Medians.
  *   mainloop-lateness-worst-c, mainloop-lateness-p99-c
  *   mainloop-lateness-worst-script, mainloop-lateness-p99-script
  *       ms by which a 10 ms g_timeout_add() timer of a GMainLoop runs late
@@ -354,6 +372,10 @@ static const char *const row_names[] = {
   "seqread-2m",
   "seqread-2m-direct",
   "writeout-2m",
+  "writeout-local-durable",
+  "writeout-local-atomic",
+  "writeout-local-durable-vs-plain",
+  "writeout-local-atomic-vs-plain",
   "mainloop-lateness-worst-c",
   "mainloop-lateness-p99-c",
   "mainloop-lateness-worst-script",
@@ -826,6 +848,142 @@ bench_writeout_2m (double *value, double *baseline)
 
   *value = median (bgbs, WRITEOUT_RUNS);
   *baseline = median (kgbs, WRITEOUT_RUNS);
+}
+
+/* -- durable and atomic writeouts ---------------------------------------------------- */
+
+typedef enum
+{
+  SAVE_PLAIN,
+  SAVE_DURABLE,
+  SAVE_ATOMIC,
+  SAVE_PWRITE_SYNC,
+  N_SAVES
+} SaveKind;
+
+typedef struct
+{
+  char *path;
+  BigfileLocalFile *file;
+  BigfileRam *ram;
+  BigfileHandle *handle;
+  BigfileVma *vma;
+  guint8 *data; /* SAVE_PWRITE_SYNC: the malloc'ed buffer */
+  int fd;       /* SAVE_PWRITE_SYNC */
+} Save;
+
+static void
+save_open (Save *save, SaveKind kind)
+{
+  static const char *const names[N_SAVES]
+      = { "local-plain", "local-durable", "local-atomic", "pwrite-sync" };
+  static const BigfileLocalFileFlags flags[N_SAVES]
+      = { BIGFILE_LOCAL_FILE_FLAGS_NONE, BIGFILE_LOCAL_FILE_FLAGS_DURABLE,
+          BIGFILE_LOCAL_FILE_FLAGS_ATOMIC };
+  GError *error = NULL;
+
+  save->path = data_file_add (names[kind]);
+  create_data_file (save->path, WRITEOUT_SIZE);
+  if (kind == SAVE_PWRITE_SYNC)
+    {
+      save->fd = open (save->path, O_WRONLY | O_CLOEXEC);
+      if (save->fd < 0)
+        die ("opening %s: %s", save->path, g_strerror (errno));
+      save->data = g_malloc (WRITEOUT_SIZE);
+      return;
+    }
+  save->file = bigfile_local_file_new (save->path, 2 * MiB, flags[kind], &error);
+  check_error (error, "bigfile_local_file_new");
+  save->ram = bigfile_ram_new (WRITEOUT_BUDGET);
+  save->handle = bigfile_handle_new (BIGFILE_FILE (save->file), save->ram, &error);
+  check_error (error, "bigfile_handle_new");
+  save->vma = bigfile_handle_map (save->handle, 0, WRITEOUT_SIZE / (2 * MiB), &error);
+  check_error (error, "bigfile_handle_map");
+  save->data = bigfile_vma_get_data (save->vma);
+}
+
+static void
+save_close (Save *save)
+{
+  if (save->handle == NULL)
+    {
+      g_free (save->data);
+      close (save->fd);
+    }
+  else
+    {
+      bigfile_vma_unmap (save->vma);
+      g_object_unref (save->vma);
+      bigfile_handle_close (save->handle);
+      g_object_unref (save->handle);
+      g_object_unref (save->ram);
+      g_object_unref (save->file);
+    }
+  data_file_remove (save->path);
+}
+
+static double
+run_save (Save *save, SaveKind kind, int fill)
+{
+  const gsize chunk = 2 * MiB;
+  double t0, t1;
+  int fd;
+
+  /* Nothing dirty from the run before (of any kind) left to write back
+   * during this one. */
+  fd = open (".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || syncfs (fd) != 0)
+    die ("syncfs: %s", g_strerror (errno));
+  close (fd);
+
+  if (kind != SAVE_PWRITE_SYNC)
+    return run_bigfile_writeout (save->handle, save->data, fill);
+
+  memset (save->data, fill, WRITEOUT_SIZE);
+  t0 = now ();
+  for (gsize off = 0; off < WRITEOUT_SIZE; off += chunk)
+    pwrite_all (save->fd, save->data + off, chunk, (off_t)off, save->path);
+  if (fdatasync (save->fd) != 0)
+    die ("fdatasync %s: %s", save->path, g_strerror (errno));
+  t1 = now ();
+  return (double)WRITEOUT_SIZE / (t1 - t0) / 1e9;
+}
+
+#define SAVE_RUNS 3
+
+/* Medians of SAVE_RUNS runs of each kind, in GB/s, into @gbs. */
+static void
+bench_writeout_local (double gbs[N_SAVES])
+{
+  static const char *const labels[N_SAVES]
+      = { "plain writeout GB/s, runs:", "durable writeout GB/s, runs:",
+          "atomic writeout GB/s, runs:", "pwrite+fdatasync GB/s, runs:" };
+  Save saves[N_SAVES] = { 0 };
+  double runs[N_SAVES][SAVE_RUNS];
+
+  g_printerr ("writeout-local: writing four %" G_GSIZE_FORMAT " MiB files...\n",
+              WRITEOUT_SIZE / MiB);
+  for (int k = 0; k < N_SAVES; k++)
+    save_open (&saves[k], k);
+
+  for (guint i = 0; i < SAVE_RUNS; i++)
+    for (int j = 0; j < N_SAVES; j++)
+      {
+        /* Rotate the order, so that no kind always follows the same one. */
+        int k = (int)((i + j) % N_SAVES);
+
+        runs[k][i] = run_save (&saves[k], k, 'a' + (int)i);
+      }
+
+  g_printerr ("writeout-local: %" G_GSIZE_FORMAT " MiB of dirty 2 MiB pages, files pre-existing "
+              "with their full size, page cache clean before each run\n",
+              WRITEOUT_SIZE / MiB);
+  for (int k = 0; k < N_SAVES; k++)
+    {
+      print_values (labels[k], runs[k], SAVE_RUNS, "GB/s");
+      gbs[k] = median (runs[k], SAVE_RUNS);
+      save_close (&saves[k]);
+    }
 }
 
 /* -- main-loop lateness during an async writeout ---------------------------------
@@ -1348,6 +1506,27 @@ main (int argc, char **argv)
     {
       bench_writeout_2m (&value, &baseline);
       emit_row ("writeout-2m", value, "GB/s", baseline, ">= 0.8x");
+    }
+  if (want (names, "writeout-local-durable") || want (names, "writeout-local-atomic")
+      || want (names, "writeout-local-durable-vs-plain")
+      || want (names, "writeout-local-atomic-vs-plain"))
+    {
+      double gbs[N_SAVES];
+
+      check_free_space (4 * WRITEOUT_SIZE + 256 * MiB);
+      bench_writeout_local (gbs);
+      if (want (names, "writeout-local-durable"))
+        emit_row ("writeout-local-durable", gbs[SAVE_DURABLE], "GB/s", gbs[SAVE_PWRITE_SYNC],
+                  "vs pwrite+fdatasync");
+      if (want (names, "writeout-local-atomic"))
+        emit_row ("writeout-local-atomic", gbs[SAVE_ATOMIC], "GB/s", gbs[SAVE_PWRITE_SYNC],
+                  "vs pwrite+fdatasync");
+      if (want (names, "writeout-local-durable-vs-plain"))
+        emit_row ("writeout-local-durable-vs-plain", gbs[SAVE_DURABLE], "GB/s", gbs[SAVE_PLAIN],
+                  "vs plain writeout");
+      if (want (names, "writeout-local-atomic-vs-plain"))
+        emit_row ("writeout-local-atomic-vs-plain", gbs[SAVE_ATOMIC], "GB/s", gbs[SAVE_PLAIN],
+                  "vs plain writeout");
     }
   run_lateness_rows (names);
 
