@@ -18,7 +18,8 @@
  *
  * With POINT N, the program kills itself with SIGKILL right before the Nth
  * step named POINT of a commit or a recovery (bf_journal_set_fault_hook()),
- * as a kill -9 at that exact moment would.  It is a separate program, run
+ * as a kill -9 at that exact moment would; if that step has not come after
+ * a few saves, it exits with status 3 instead of saving for ever.  It is a separate program, run
  * with exec, so that it is killed with no GLib thread of the test's in it.
  */
 #include "config.h"
@@ -95,6 +96,19 @@ say_ready (void)
   fflush (stdout);
 }
 
+/* Called after each save. */
+static void
+saved (guint64 v, guint64 first)
+{
+  if (v == first)
+    say_ready ();
+  if (crash_point != NULL && v - first >= 4)
+    {
+      fprintf (stderr, "local-atomic-helper: %s never came\n", crash_point);
+      exit (3);
+    }
+}
+
 static G_GNUC_NORETURN void
 write_with_file (BigfileFile *file, guint64 n_blocks, gsize bs)
 {
@@ -121,8 +135,7 @@ write_with_file (BigfileFile *file, guint64 n_blocks, gsize bs)
         }
       if (!bigfile_file_commit_transaction (file, BIGFILE_COMMIT_FLAGS_NONE, &error))
         fail ("commit", error);
-      if (v == first)
-        say_ready ();
+      saved (v, first);
     }
 }
 
@@ -154,8 +167,7 @@ write_with_handle (BigfileFile *file, guint64 n_blocks, gsize bs)
         version_fill (data + b * bs, v, b, MIN (bs, size - b * bs));
       if (!bigfile_handle_writeout (handle, BIGFILE_WRITEOUT_DEFAULT, &error))
         fail ("writeout", error);
-      if (v == first)
-        say_ready ();
+      saved (v, first);
     }
 }
 
