@@ -94,7 +94,9 @@
  * (bigfile_file_get_size() too). The commit makes the journal durable with
  * a checksummed commit record, then copies its blocks into the file, makes
  * the file durable and resets the journal; loads wait while the blocks are
- * copied, so that each reads a block of one version, whole. After a crash
+ * copied, so that each reads a block of one version, whole (clean pages
+ * mapped from the file show the copy as it goes, as they show any write to
+ * the file, and the commit's own pages are dirty until it is done). After a crash
  * or a power loss at any moment, the next open of the file, in any mode,
  * applies a journal that holds a committed save (again, if it was applied
  * in part: applying it twice gives the same file) and discards one that
