@@ -5,6 +5,8 @@
  */
 #include "config.h"
 
+#include <errno.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +14,7 @@
 #include <glib/gstdio.h>
 
 #include "test-backends.h"
+#include "bigfile-local-journal.h"
 #include "test-mem-file.h"
 #include "test-shared-file.h"
 #include "test-txn-file.h"
@@ -383,6 +386,115 @@ local_open_read_only (const char *location, gsize block_size, GError **error)
                                                 BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY, error);
 }
 
+/* -- local-atomic: BigfileLocalFile with BIGFILE_LOCAL_FILE_FLAGS_ATOMIC ---------------
+ *
+ * An atomic writer is alone with its file: a second open fails with
+ * BIGFILE_FILE_ERROR_BUSY while one is open (test-local-atomic checks it).
+ * A program shares the one object among its parts, and so does this
+ * backend: while an object of a location lives, open gives it again
+ * (TestBackend.one_object), and after it is finalized, a new one, which
+ * recovers the journal as any open does. */
+
+static GMutex atomic_lock;
+static GHashTable *atomic_open_files; /* location -> GWeakRef to the open BigfileLocalFile */
+
+static void
+weak_ref_free (gpointer data)
+{
+  g_weak_ref_clear (data);
+  g_free (data);
+}
+
+static char *
+local_atomic_create (gsize block_size, GError **error)
+{
+  return local_create_flags (block_size, BIGFILE_LOCAL_FILE_FLAGS_ATOMIC, error);
+}
+
+static BigfileFile *
+local_atomic_open (const char *location, gsize block_size, GError **error)
+{
+  BigfileLocalFile *file = NULL;
+  GWeakRef *ref;
+
+  g_mutex_lock (&atomic_lock);
+  if (atomic_open_files == NULL)
+    atomic_open_files = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, weak_ref_free);
+  ref = g_hash_table_lookup (atomic_open_files, location);
+  if (ref != NULL)
+    file = g_weak_ref_get (ref);
+  if (file != NULL && bigfile_file_get_block_size (BIGFILE_FILE (file)) != block_size)
+    g_clear_object (&file); /* as two opens would: each with its own block size */
+  if (file == NULL)
+    {
+      file = bigfile_local_file_new (location, block_size, BIGFILE_LOCAL_FILE_FLAGS_ATOMIC, error);
+      if (file != NULL)
+        {
+          ref = g_new0 (GWeakRef, 1);
+          g_weak_ref_init (ref, file);
+          g_hash_table_replace (atomic_open_files, g_strdup (location), ref);
+        }
+    }
+  g_mutex_unlock (&atomic_lock);
+  return (BigfileFile *)file;
+}
+
+/* Fault injection through the journal's hook (bigfile-local-journal.h), for
+ * the I/O errors a real disk cannot be made to have on demand: a store
+ * fails where it writes its block into the journal, a commit where it
+ * syncs the journal before the commit point.  The hook is the process's:
+ * it fails those steps of whichever file comes, which in a test is the
+ * one. */
+static const char *atomic_fault_point;
+static gint atomic_fault_after;
+
+static int
+local_atomic_fault_hook (const char *point, gpointer user_data)
+{
+  if (atomic_fault_point == NULL || !g_str_equal (point, atomic_fault_point))
+    return 0;
+  return g_atomic_int_add (&atomic_fault_after, -1) <= 0 ? EIO : 0;
+}
+
+static gboolean
+local_atomic_set_fault (BigfileFile *file, TestFault fault, int after)
+{
+  if (after < 0)
+    {
+      bf_journal_set_fault_hook (NULL, NULL);
+      atomic_fault_point = NULL;
+      return TRUE;
+    }
+  switch (fault)
+    {
+      case TEST_FAULT_STORE:
+        atomic_fault_point = "journal-block";
+        break;
+      case TEST_FAULT_COMMIT:
+        atomic_fault_point = "journal-sync";
+        break;
+      /* A size change only adds to the transaction's index; begin, loads
+       * and refresh do no I/O that can fail. */
+      case TEST_FAULT_SET_SIZE:
+      case TEST_FAULT_BEGIN:
+      case TEST_FAULT_LOAD:
+      case TEST_FAULT_REFRESH:
+      default:
+        return FALSE;
+    }
+  g_atomic_int_set (&atomic_fault_after, after);
+  bf_journal_set_fault_hook (local_atomic_fault_hook, NULL);
+  return TRUE;
+}
+
+static BigfileFile *
+local_atomic_open_read_only (const char *location, gsize block_size, GError **error)
+{
+  return (BigfileFile *)bigfile_local_file_new (
+      location, block_size, BIGFILE_LOCAL_FILE_FLAGS_ATOMIC | BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY,
+      error);
+}
+
 /* -- the table ------------------------------------------------------------------- */
 
 static const TestBackend backends[] = {
@@ -444,6 +556,22 @@ static const TestBackend backends[] = {
       /* No fault injection: a real file cannot be made to fail on demand,
        * and a mock would test the mock. */
       .set_fault = NULL,
+  },
+  {
+      .name = "local-atomic",
+      .transactional = TRUE,
+      .shared = FALSE,
+      .has_size = TRUE,
+      .persistent = TRUE,
+      /* The journal records byte offsets: any block size reads the file. */
+      .checks_block_size = FALSE,
+      /* See local_atomic_open(). */
+      .one_object = TRUE,
+      .create = local_atomic_create,
+      .open = local_atomic_open,
+      .open_read_only = local_atomic_open_read_only,
+      .destroy = local_destroy,
+      .set_fault = local_atomic_set_fault,
   },
 };
 

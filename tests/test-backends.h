@@ -33,7 +33,10 @@ typedef struct
 
   /* What the backend claims; test-conformance checks each claim against
    * the objects it opens (/conformance/NAME/capabilities). */
-  gboolean transactional;     /* bigfile_file_is_transactional(): writeouts are atomic */
+  gboolean transactional;     /* writeouts are atomic (so bigfile_file_is_transactional();
+                               * not the other way round: a plain BigfileLocalFile
+                               * implements transactions, for durable commits, but
+                               * stores straight to the file) */
   gboolean shared;            /* other clients' commits are reported: refresh and ::changed */
   gboolean has_size;          /* bigfile_file_get_size() gives a size */
   gboolean persistent;        /* the storage outlives the process: another process can open it */
