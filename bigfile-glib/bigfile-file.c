@@ -672,8 +672,14 @@ bigfile_file_store_block_raw (BigfileFile *file, guint64 block, const guint8 *da
  *
  * Tells whether @file implements transactions (`begin_transaction`,
  * `commit_transaction` and `abort_transaction` of #BigfileFileInterface):
- * a writeout of a #BigfileHandle of such a file is then atomic, all of its
- * pages or none (see [Transactions][bigfile-transactions]).
+ * a writeout of a #BigfileHandle of such a file then stores inside a
+ * transaction and marks pages clean only once it committed (see
+ * [Transactions][bigfile-transactions]). Whether the commit is atomic,
+ * all of the writeout's pages or none, is the implementation's promise:
+ * #BigfileSqliteFile, #BigfilePgFile and a #BigfileLocalFile opened with
+ * %BIGFILE_LOCAL_FILE_FLAGS_ATOMIC keep it; a plain #BigfileLocalFile
+ * implements the methods to make commits durable, and its stores go
+ * straight to the file.
  *
  * Returns: %TRUE if @file is transactional
  *

@@ -103,9 +103,10 @@ G_DECLARE_INTERFACE (BigfileFile, bigfile_file, BIGFILE, FILE, GObject)
  * A transactional file implements @begin_transaction, @commit_transaction
  * and @abort_transaction (all three, or none): a writeout then opens a
  * transaction, sets the size and stores its pages inside it, and commits it
- * before any page is marked clean, so the storage holds all of the
- * writeout's pages or none. See the section "Transactions" of the
- * description of #BigfileFile.
+ * before any page is marked clean. An atomic implementation (one whose
+ * stores nobody sees before the commit, and whose commit takes all of them
+ * or none) makes the storage hold all of the writeout's pages or none. See
+ * [Transactions][bigfile-transactions].
  *
  * A file that other clients may change (another process, another host)
  * implements @refresh, and emits #BigfileFile::changed when it learns of a
