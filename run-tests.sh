@@ -58,11 +58,12 @@ run_build() {
 
 extra_test_args=("$@")
 
-# Introspection is 'enabled', not 'auto': install-deps.sh installed
-# g-ir-scanner, so a build without the GIR would be a silent failure.  With
+# Introspection and sqlite are 'enabled', not 'auto': install-deps.sh installed
+# g-ir-scanner and libsqlite3-dev, so a build without the GIR or without
+# BigfileSqliteFile (and its tests) would be a silent failure.  With
 # -Dwerror=true the scanner's warnings are errors too (fatal_warnings).
 run_build build "" -- \
-  -Db_sanitize=none -Dwerror=true -Dtests=true -Dintrospection=enabled -Ddocs=true
+  -Db_sanitize=none -Dwerror=true -Dtests=true -Dintrospection=enabled -Ddocs=true -Dsqlite=enabled
 # -Db_lundef=false: sanitized shared objects leave the runtime's symbols to
 # the executable.  Sanitized code runs slower: give tests 3x their timeout.
 #
@@ -77,7 +78,7 @@ run_build build "" -- \
 # checks it.
 run_build build-asan "--timeout-multiplier 3" -- \
   -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=false -Dtests=true \
-  -Dintrospection=enabled -Ddocs=false
+  -Dintrospection=enabled -Ddocs=false -Dsqlite=enabled
 
 # The core suite of the plain build under valgrind's memcheck: leaks, uses
 # of freed or uninitialised memory and the like fail the test.  Its log has a

@@ -6,6 +6,7 @@
 
 #define BIGFILE_INSIDE
 #include "bigfile-macros.h"
+#include "bigfile-features.h"
 #include "bigfile-error.h"
 #include "bigfile-enum-types.h"
 #include "bigfile-ram.h"
@@ -13,4 +14,7 @@
 #include "bigfile-handle.h"
 #include "bigfile-vma.h"
 #include "bigfile-local-file.h"
+#if BIGFILE_HAS_SQLITE
+#include "bigfile-sqlite-file.h"
+#endif
 #undef BIGFILE_INSIDE

@@ -20,6 +20,7 @@ build_packages=(
   pkg-config
   libglib2.0-dev
   libglib2.0-dev-bin
+  libsqlite3-dev
 )
 all_packages=(
   "${build_packages[@]}"
