@@ -1065,11 +1065,12 @@ test_wal_bounded (Fixture *f, gconstpointer data)
                   "another do not make it grow without end");
 
   g_signal_connect (b, "changed", G_CALLBACK (on_changed), &n_changed);
-  memset (buf, 3, sizeof buf);
   for (guint round = 0; round < 40; round++)
     {
       begin (a);
-      /* 1.5 MiB per commit: 60 MiB written in all. */
+      /* 1.5 MiB per commit, 60 MiB in all; new data each time (SQLite
+       * writes no page whose data stays the same). */
+      memset (buf, 1 + round, sizeof buf);
       for (guint64 i = 0; i < 384; i++)
         g_assert_true (bigfile_file_store_block_raw (BIGFILE_FILE (a), i, buf, BS, &error));
       commit (a);
@@ -1078,6 +1079,8 @@ test_wal_bounded (Fixture *f, gconstpointer data)
       g_array_unref (refresh (b));
       /* Give the checkpoint its moment. */
       spin_main_context (150);
+      if (g_stat (wal, &st) == 0 && round % 8 == 7)
+        g_test_message ("round %u: WAL %" G_GINT64_FORMAT " bytes", round, (gint64)st.st_size);
     }
   g_assert_cmpint (g_stat (wal, &st), ==, 0);
   g_test_message ("WAL: %" G_GINT64_FORMAT " bytes", (gint64)st.st_size);
@@ -1452,6 +1455,227 @@ test_fault_injection (Fixture *f, gconstpointer data)
   g_assert_cmpuint (n, >, 2);
 }
 
+/* -- through handles ------------------------------------------------------------------ */
+
+#define H_PAGES 8
+
+typedef struct
+{
+  BigfileSqliteFile *file;
+  BigfileRam *ram;
+  BigfileHandle *handle;
+  BigfileVma *vma;
+  guint8 *data;
+  GArray *invalidated; /* guint64 pages, from page-invalidated */
+} Client;
+
+static void
+on_page_invalidated (BigfileHandle *handle, guint64 page, gpointer data)
+{
+  Client *c = data;
+
+  g_array_append_val (c->invalidated, page);
+}
+
+static void
+client_open (Client *c, const char *db)
+{
+  GError *error = NULL;
+
+  c->file = open_file (db, "a", BS, BIGFILE_SQLITE_FILE_FLAGS_CREATE);
+  c->ram = bigfile_ram_new (64 * BS);
+  c->handle = bigfile_handle_new (BIGFILE_FILE (c->file), c->ram, &error);
+  g_assert_no_error (error);
+  c->vma = bigfile_handle_map (c->handle, 0, H_PAGES, &error);
+  g_assert_no_error (error);
+  c->data = bigfile_vma_get_data (c->vma);
+  c->invalidated = g_array_new (FALSE, FALSE, sizeof (guint64));
+  g_signal_connect (c->handle, "page-invalidated", G_CALLBACK (on_page_invalidated), c);
+}
+
+static void
+client_close (Client *c)
+{
+  assert_engine_invariants (c->handle, TRUE);
+  bigfile_vma_unmap (c->vma);
+  g_clear_object (&c->vma);
+  g_assert_true (bigfile_handle_close (c->handle));
+  g_clear_object (&c->handle);
+  g_clear_object (&c->ram);
+  g_clear_object (&c->file);
+  g_array_unref (c->invalidated);
+}
+
+static gboolean
+client_invalidated (Client *c, guint64 page)
+{
+  for (guint i = 0; i < c->invalidated->len; i++)
+    if (g_array_index (c->invalidated, guint64, i) == page)
+      return TRUE;
+  return FALSE;
+}
+
+static void
+writeout (Client *c, BigfileWriteoutFlags flags)
+{
+  GError *error = NULL;
+
+  g_assert_true (bigfile_handle_writeout (c->handle, flags, &error));
+  g_assert_no_error (error);
+}
+
+static void
+test_handle_invalidation (Fixture *f, gconstpointer data)
+{
+  Client a = { 0 }, b = { 0 };
+  gint64 end;
+
+  g_test_summary ("A handle's writeout arrives in another handle of the bigfile as "
+                  "page-invalidated on the main loop, and it reads the new data; a handle is "
+                  "not told of its own writeouts");
+
+  client_open (&a, f->db);
+  /* A size that covers the pages, so that no page changes by the size. */
+  g_assert_true (bigfile_handle_set_size (a.handle, H_PAGES * BS, NULL));
+  writeout (&a, BIGFILE_WRITEOUT_DEFAULT);
+  client_open (&b, f->db);
+  for (guint p = 0; p < H_PAGES; p++)
+    g_assert_cmpuint (raw_read (b.data + p * BS), ==, 0);
+
+  raw_write (a.data + 2 * BS, 0x22);
+  raw_write (a.data + 5 * BS + 9, 0x55);
+  writeout (&a, BIGFILE_WRITEOUT_DEFAULT);
+  end = g_get_monotonic_time () + 2 * G_USEC_PER_SEC;
+  while (!(client_invalidated (&b, 2) && client_invalidated (&b, 5))
+         && g_get_monotonic_time () < end)
+    g_main_context_iteration (NULL, FALSE), g_usleep (500);
+  g_assert_true (client_invalidated (&b, 2));
+  g_assert_true (client_invalidated (&b, 5));
+  g_assert_false (client_invalidated (&b, 3));
+  g_assert_cmpuint (raw_read (b.data + 2 * BS), ==, 0x22);
+  g_assert_cmpuint (raw_read (b.data + 5 * BS + 9), ==, 0x55);
+  spin_main_context (100);
+  g_assert_cmpuint (a.invalidated->len, ==, 0);
+
+  client_close (&b);
+  client_close (&a);
+}
+
+static void
+test_handle_conflict (Fixture *f, gconstpointer data)
+{
+  Client a = { 0 }, b = { 0 };
+  GError *error = NULL;
+
+  g_test_summary ("Two handles change one page: the second writeout fails with CONFLICT and "
+                  "stores nothing; with OVERWRITE it replaces the first's data");
+
+  client_open (&a, f->db);
+  client_open (&b, f->db);
+  bigfile_handle_set_auto_refresh (b.handle, FALSE);
+  raw_write (a.data + 1 * BS, 0xaa);
+  raw_write (b.data + 1 * BS, 0xbb);
+  raw_write (b.data + 4 * BS, 0xb4);
+  writeout (&a, BIGFILE_WRITEOUT_DEFAULT);
+
+  g_assert_false (bigfile_handle_writeout (b.handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+  g_assert_error (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_CONFLICT);
+  g_clear_error (&error);
+  g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (b.handle), ==, 2);
+  g_assert_cmpint (load_version (a.file, 4, 1), ==, 0);
+  g_assert_cmpint (sql_int (f->db, "SELECT version FROM bigfile_files"), ==, 1);
+
+  writeout (&b, BIGFILE_WRITEOUT_DEFAULT | BIGFILE_WRITEOUT_OVERWRITE);
+  g_assert_true (bigfile_handle_refresh (a.handle, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (raw_read (a.data + 1 * BS), ==, 0xbb);
+  g_assert_cmpuint (raw_read (a.data + 4 * BS), ==, 0xb4);
+
+  client_close (&b);
+  client_close (&a);
+}
+
+static void
+test_handle_size (Fixture *f, gconstpointer data)
+{
+  Client a = { 0 }, b = { 0 };
+  GError *error = NULL;
+
+  g_test_summary ("A handle's size is stored at writeout and followed by another handle");
+
+  client_open (&a, f->db);
+  client_open (&b, f->db);
+  g_assert_true (bigfile_handle_set_size (a.handle, 3 * BS + 5, &error));
+  raw_write (a.data + 3 * BS + 4, 0x34);
+  writeout (&a, BIGFILE_WRITEOUT_DEFAULT);
+  g_assert_cmpint (sql_int (f->db, "SELECT size FROM bigfile_files"), ==, 3 * BS + 5);
+  g_assert_true (bigfile_handle_refresh (b.handle, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (bigfile_handle_get_size (b.handle), ==, 3 * BS + 5);
+  g_assert_cmpuint (raw_read (b.data + 3 * BS + 4), ==, 0x34);
+  client_close (&b);
+  client_close (&a);
+}
+
+static void
+test_handle_fault_injection (Fixture *f, gconstpointer data)
+{
+  guint n;
+
+  g_test_summary ("A handle's writeout whose SQLite calls fail, each in turn, fails with the "
+                  "error, keeps every page dirty and stores nothing; the retry stores them all");
+
+  for (n = 1;; n++)
+    {
+      Client a = { 0 };
+      GError *error = NULL;
+      gboolean ok, fired;
+
+      g_assert_cmpuint (n, <, 500);
+      client_open (&a, f->db);
+      for (guint p = 0; p < 4; p++)
+        raw_write (a.data + p * BS, (guint8)(0x10 + p));
+      writeout (&a, BIGFILE_WRITEOUT_DEFAULT);
+      for (guint p = 0; p < 6; p++)
+        raw_write (a.data + p * BS, (guint8)(0x20 + p));
+      g_assert_true (bigfile_handle_set_size (a.handle, 6 * BS - 1, &error));
+
+      _bigfile_sqlite_file_fail_after (n, fault_codes[n % G_N_ELEMENTS (fault_codes)]);
+      ok = bigfile_handle_writeout (a.handle, BIGFILE_WRITEOUT_DEFAULT, &error);
+      fired = _bigfile_sqlite_file_fault_fired ();
+      _bigfile_sqlite_file_fail_after (0, 0);
+      if (!ok)
+        {
+          BigfileSqliteFile *check = open_file (f->db, "a", 0, BIGFILE_SQLITE_FILE_FLAGS_NONE);
+          guint8 buf[BS];
+
+          g_assert_true (fired);
+          g_assert_nonnull (error);
+          g_test_message ("call %u: %s", n, error->message);
+          g_clear_error (&error);
+          g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (a.handle), ==, 6);
+          /* The first writeout made the file end after its last byte. */
+          g_assert_cmpuint (get_size (check), ==, 3 * BS + 1);
+          g_assert_cmpint (sql_int (f->db, "SELECT count(*) FROM bigfile_blocks"), ==, 4);
+          memset (buf, 0, sizeof buf);
+          g_assert_true (bigfile_file_load_block_raw (BIGFILE_FILE (check), 3, buf, BS, NULL));
+          g_assert_cmpuint (buf[0], ==, 0x13);
+          g_object_unref (check);
+          writeout (&a, BIGFILE_WRITEOUT_DEFAULT);
+        }
+      else
+        g_assert_no_error (error);
+      g_assert_cmpuint (bigfile_handle_get_n_dirty_pages (a.handle), ==, 0);
+      g_assert_cmpint (sql_int (f->db, "SELECT size FROM bigfile_files"), ==, 6 * BS - 1);
+      g_assert_cmpint (sql_int (f->db, "SELECT count(*) FROM bigfile_blocks"), ==, 6);
+      client_close (&a);
+      g_assert_true (bigfile_sqlite_file_delete (f->db, "a", NULL));
+      if (!fired)
+        break;
+    }
+  g_test_message ("a writeout: %u calls, each made to fail", n - 1);
+}
+
 /* -- a full disk: RLIMIT_FSIZE ----------------------------------------------------- */
 
 /* A directory the test's subprocess finds from its parent's pid. */
@@ -1586,6 +1810,9 @@ increment_counter (BigfileSqliteFile *file, guint n)
       memcpy (&counter, buf, sizeof counter);
       counter++;
       memcpy (buf, &counter, sizeof counter);
+      /* A writeout takes a while: let the others' transactions run into
+       * this one. */
+      g_usleep (300);
       g_assert_true (bigfile_file_store_block_raw (BIGFILE_FILE (file), 0, buf, BS, &error));
       commit (file);
     }
@@ -1595,18 +1822,29 @@ static void
 test_processes_no_lost_update (Fixture *f, gconstpointer data)
 {
   BigfileSqliteFile *file = create_file (f, "a");
-  GSubprocess *children[2];
+  GSubprocess *children[3];
   guint8 buf[BS];
   guint64 counter;
   GError *error = NULL;
 
-  g_test_summary ("Three processes add to one counter, each reading it in its transaction: "
-                  "every increment is there at the end (no lost update)");
+  g_test_summary ("Three processes add to one counter at once, each reading it in its "
+                  "transaction: every increment is there at the end (no lost update)");
 
-  bigfile_sqlite_file_set_durable (file, FALSE);
   for (guint i = 0; i < G_N_ELEMENTS (children); i++)
-    children[i] = spawn_child (G_SUBPROCESS_FLAGS_NONE, "increment", f->db, "40");
-  increment_counter (file, 40);
+    children[i] = spawn_child (G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_PIPE,
+                               "increment", f->db, "40");
+  /* Each says when it is open; then all start at once. */
+  for (guint i = 0; i < G_N_ELEMENTS (children); i++)
+    {
+      char c;
+
+      g_assert_cmpint (
+          g_input_stream_read (g_subprocess_get_stdout_pipe (children[i]), &c, 1, NULL, NULL), ==,
+          1);
+    }
+  for (guint i = 0; i < G_N_ELEMENTS (children); i++)
+    g_assert_true (g_output_stream_write_all (g_subprocess_get_stdin_pipe (children[i]), "g", 1,
+                                              NULL, NULL, NULL));
   for (guint i = 0; i < G_N_ELEMENTS (children); i++)
     {
       wait_child (children[i]);
@@ -1784,8 +2022,8 @@ test_crash (Fixture *f, gconstpointer data)
   for (guint i = 0; i < n_tries; i++)
     {
       g_autofree char *start = g_strdup_printf ("%" G_GUINT64_FORMAT, v + 1);
-      GSubprocess *child = spawn_child (G_SUBPROCESS_FLAGS_STDOUT_PIPE,
-                                        i % 2 ? "crash-durable" : "crash", f->db, start);
+      static const char *const modes[] = { "crash", "crash-durable", "crash-handle" };
+      GSubprocess *child = spawn_child (G_SUBPROCESS_FLAGS_STDOUT_PIPE, modes[i % 3], f->db, start);
       GInputStream *out = g_subprocess_get_stdout_pipe (child);
       char ready;
       guint64 now;
@@ -1821,7 +2059,11 @@ child_main (int argc, char **argv)
 
   if (g_str_equal (mode, "increment"))
     {
+      char go;
+
       bigfile_sqlite_file_set_durable (file, FALSE);
+      write (1, "r", 1);
+      g_assert_cmpint (read (0, &go, 1), ==, 1);
       increment_counter (file, (guint)arg);
     }
   else if (g_str_equal (mode, "writer"))
@@ -1851,6 +2093,29 @@ child_main (int argc, char **argv)
                     BIGFILE_FILE (file), b, buf, MIN (BS, crash_size (v) - b * BS), NULL));
             }
           commit (file);
+        }
+    }
+  else if (g_str_equal (mode, "crash-handle"))
+    {
+      /* The same through a handle's writeouts. */
+      BigfileRam *ram = bigfile_ram_new (4 * CRASH_BLOCKS * BS);
+      BigfileHandle *handle = bigfile_handle_new (BIGFILE_FILE (file), ram, NULL);
+      BigfileVma *vma = bigfile_handle_map (handle, 0, CRASH_BLOCKS, NULL);
+      guint8 *data = bigfile_vma_get_data (vma);
+
+      write (1, "r", 1);
+      for (guint64 v = (guint64)arg;; v++)
+        {
+          GError *error = NULL;
+
+          g_assert_true (bigfile_handle_set_size (handle, crash_size (v), &error));
+          for (guint64 b = 0; b * BS < crash_size (v); b++)
+            {
+              crash_block (buf, v, b);
+              memcpy (data + b * BS, buf, MIN (BS, crash_size (v) - b * BS));
+            }
+          g_assert_true (bigfile_handle_writeout (handle, BIGFILE_WRITEOUT_DEFAULT, &error));
+          g_assert_no_error (error);
         }
     }
   else
@@ -1899,6 +2164,10 @@ main (int argc, char **argv)
       g_test_add (path, Fixture, &fault_ops[i], fixture_setup, test_fault_injection,
                   fixture_teardown);
     }
+  ADD ("handle/invalidation", test_handle_invalidation, NULL);
+  ADD ("handle/conflict", test_handle_conflict, NULL);
+  ADD ("handle/size", test_handle_size, NULL);
+  ADD ("handle/fault-injection", test_handle_fault_injection, NULL);
   ADD ("disk-full", test_disk_full, NULL);
   ADD ("processes/no-lost-update", test_processes_no_lost_update, NULL);
   ADD ("processes/invalidation", test_processes_invalidation, NULL);

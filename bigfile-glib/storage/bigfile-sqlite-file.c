@@ -2122,12 +2122,24 @@ checkpoint_thread (GTask *task, gpointer source_object, gpointer task_data,
 {
   BigfileSqliteFile *self = source_object;
 
+  int n_log = -1, n_copied = -1;
+
   g_atomic_int_set (&self->checkpoint_scheduled, FALSE);
   g_mutex_lock (&self->write_lock);
   /* Best effort, and not a fault point: nothing depends on it, and it runs
    * at a time of its own, which would make the counts of fault tests vary. */
-  if (!self->in_txn && self->writer.db != NULL)
-    sqlite3_wal_checkpoint_v2 (self->writer.db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  if (!self->in_txn && self->writer.db != NULL
+      && sqlite3_wal_checkpoint_v2 (self->writer.db, NULL, SQLITE_CHECKPOINT_PASSIVE, &n_log,
+                                    &n_copied)
+             == SQLITE_OK
+      && n_log > 0 && n_copied == n_log)
+    {
+      /* All of the WAL is in the database now: tell the watchers, whose
+       * snapshots then move past the WAL (IN_ATTRIB of the database file:
+       * the checkpoint's own writes come before SQLite records that it is
+       * complete, so a snapshot moved on them would still hold the WAL). */
+      utimensat (AT_FDCWD, sqlite3_db_filename (self->writer.db, "main"), NULL, 0);
+    }
   g_mutex_unlock (&self->write_lock);
   g_task_return_boolean (task, TRUE);
 }
