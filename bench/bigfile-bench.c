@@ -99,6 +99,31 @@
  *       10 ms is two of the ~5 ms slices of -script: ticks fall into step
  *       with the slices and wait only for a slice's overrun (median ~0.5
  *       ms); a 16 ms (frame) timer waits ~4.5 ms at every tick here.
+ *
+ * With BigfileSqliteFile (builds with the 'sqlite' option):
+ *
+ *   seqread-sqlite
+ *       GB/s summing a 1 GiB bigfile of 2 MiB blocks stored in SQLite (in
+ *       one transaction, then checkpointed: the data is in the database
+ *       file, warm in the page cache), through a 2 MiB-page mapping with a
+ *       256 MiB budget, as seqread-2m.  Baseline: the same passes over a
+ *       BigfileLocalFile of the same data, in the same run.
+ *   writeout-sqlite, writeout-sqlite-fsync
+ *       GB/s of bigfile_handle_writeout(DEFAULT) of 512 MiB of dirty 2 MiB
+ *       pages to a BigfileSqliteFile (durable, as by default: one commit,
+ *       its WAL flushed), overwriting rows a first writeout made; the main
+ *       loop runs 0.3 s between runs (the file checkpoints then).
+ *       Baselines: the same writeout to a plain BigfileLocalFile (no
+ *       fsync), and pwrite() of the same bytes to an allocated file plus
+ *       fsync().  Three runs each, interleaved; medians.
+ *   invalidate-latency-sqlite (p99), invalidate-latency-sqlite-p50
+ *       ms from the start of another process's writeout of one 4 KiB page
+ *       (durable) to this process's page-invalidated in its main loop, 200
+ *       writeouts 20 ms apart.  The commit lies between the start of the
+ *       writeout and its return, so this bounds commit-to-signal from
+ *       above and includes the commit's own time.  Baseline: from the same
+ *       start to the arrival in this main loop of a record the other
+ *       process writes to a pipe when its writeout returned.
  */
 #include "config.h"
 
@@ -110,9 +135,11 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <glib-unix.h>
 #include <glib/gstdio.h>
 
 /* The static library: reaches the engine's statistics (reclaim counts). */
@@ -145,7 +172,7 @@ static volatile guint64 sink;
  * handler of fatal signals: it calls only g_unlink() (unlink(2), which is
  * async-signal-safe) on strings that are never freed while listed. */
 
-#define MAX_DATA_FILES 4
+#define MAX_DATA_FILES 8
 static char *volatile data_files[MAX_DATA_FILES];
 
 static void
@@ -188,11 +215,10 @@ install_cleanup (void)
     }
 }
 
+/* Lists @path (taken) among the files to remove. */
 static char *
-data_file_add (const char *what)
+data_file_register (char *path)
 {
-  char *path = g_strdup_printf ("bigfile-bench-%d-%s.dat", (int)getpid (), what);
-
   for (int i = 0; i < MAX_DATA_FILES; i++)
     if (data_files[i] == NULL)
       {
@@ -200,6 +226,12 @@ data_file_add (const char *what)
         return path;
       }
   g_error ("too many data files");
+}
+
+static char *
+data_file_add (const char *what)
+{
+  return data_file_register (g_strdup_printf ("bigfile-bench-%d-%s.dat", (int)getpid (), what));
 }
 
 static void
@@ -380,6 +412,13 @@ static const char *const row_names[] = {
   "mainloop-lateness-p99-c",
   "mainloop-lateness-worst-script",
   "mainloop-lateness-p99-script",
+#ifdef HAVE_SQLITE
+  "seqread-sqlite",
+  "writeout-sqlite",
+  "writeout-sqlite-fsync",
+  "invalidate-latency-sqlite",
+  "invalidate-latency-sqlite-p50",
+#endif
 };
 
 static Row rows[G_N_ELEMENTS (row_names)];
@@ -1321,6 +1360,484 @@ bench_mainloop_lateness (BigfileFile *file, const char *what, LatenessStats *bus
   g_object_unref (ram);
 }
 
+/* -- SQLite storage (BigfileSqliteFile) ------------------------------------------ */
+
+#ifdef HAVE_SQLITE
+
+#include <sqlite3.h>
+
+/* A database in the current directory, listed for removal with its -wal
+ * and -shm files. */
+static char *
+sqlite_db_add (const char *what)
+{
+  char *db = data_file_add (what);
+
+  data_file_register (g_strconcat (db, "-wal", NULL));
+  data_file_register (g_strconcat (db, "-shm", NULL));
+  return db;
+}
+
+static void
+sqlite_db_remove (char *db)
+{
+  for (int i = MAX_DATA_FILES - 1; i >= 0; i--)
+    {
+      char *path = data_files[i];
+
+      if (path != NULL && path != db && g_str_has_prefix (path, db))
+        data_file_remove (path);
+    }
+  data_file_remove (db);
+}
+
+/* Copies the whole WAL into the database file, so that readers opened
+ * afterwards read the database file alone (as a database at rest is). */
+static void
+sqlite_checkpoint (const char *db)
+{
+  sqlite3 *conn = NULL;
+
+  if (sqlite3_open_v2 (db, &conn, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK
+      || sqlite3_exec (conn, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL) != SQLITE_OK)
+    die ("checkpoint of %s: %s", db, sqlite3_errmsg (conn));
+  sqlite3_close (conn);
+}
+
+/* Median GB/s of SEQ_PASSES passes over SEQ_FILE_SIZE bytes of @file
+ * through a 2 MiB-page mapping, after one warm-up pass; the sum of the
+ * words in *@sum. */
+static double
+seqread_passes (BigfileFile *file, const char *what, guint64 *sum)
+{
+  const gsize ps = 2 * MiB;
+  GError *error = NULL;
+  BigfileRam *ram = bigfile_ram_new (SEQ_BUDGET);
+  BigfileHandle *handle = bigfile_handle_new (file, ram, &error);
+  BigfileVma *vma;
+  const guint64 *p;
+  double gbs[SEQ_PASSES], t0;
+
+  check_error (error, "bigfile_handle_new");
+  vma = bigfile_handle_map (handle, 0, SEQ_FILE_SIZE / ps, &error);
+  check_error (error, "bigfile_handle_map");
+  p = (const guint64 *)bigfile_vma_get_data (vma);
+  *sum = sum_words (p, SEQ_FILE_SIZE / 8);
+  for (guint i = 0; i < SEQ_PASSES; i++)
+    {
+      t0 = now ();
+      if (sum_words (p, SEQ_FILE_SIZE / 8) != *sum)
+        die ("seqread-sqlite: %s read different data in two passes", what);
+      gbs[i] = (double)SEQ_FILE_SIZE / (now () - t0) / 1e9;
+    }
+  print_values (what, gbs, SEQ_PASSES, "GB/s");
+  bigfile_vma_unmap (vma);
+  g_object_unref (vma);
+  bigfile_handle_close (handle);
+  g_object_unref (handle);
+  g_object_unref (ram);
+  return median (gbs, SEQ_PASSES);
+}
+
+static void
+bench_seqread_sqlite (double *value, double *baseline)
+{
+  const gsize ps = 2 * MiB;
+  char *path = data_file_add ("seqread-local");
+  char *db = sqlite_db_add ("seqread-sqlite");
+  guint64 *buf = g_malloc (ps);
+  GError *error = NULL;
+  BigfileSqliteFile *sq;
+  BigfileLocalFile *local;
+  guint64 lsum, ssum;
+  double t0;
+
+  g_printerr ("seqread-sqlite: writing a %" G_GSIZE_FORMAT " MiB file and the same bigfile in "
+              "SQLite...\n",
+              SEQ_FILE_SIZE / MiB);
+  create_data_file (path, SEQ_FILE_SIZE);
+  sq = bigfile_sqlite_file_new (db, "seqread", ps, BIGFILE_SQLITE_FILE_FLAGS_CREATE, &error);
+  check_error (error, "bigfile_sqlite_file_new");
+  bigfile_sqlite_file_set_durable (sq, FALSE);
+  t0 = now ();
+  bigfile_file_begin_transaction (BIGFILE_FILE (sq), &error);
+  check_error (error, "bigfile_file_begin_transaction");
+  for (gsize off = 0; off < SEQ_FILE_SIZE && error == NULL; off += ps)
+    {
+      /* The pattern of create_data_file(). */
+      for (gsize i = 0; i < ps / 8; i++)
+        buf[i] = (off / 8 + i) * G_GUINT64_CONSTANT (0x9E3779B97F4A7C15);
+      bigfile_file_store_block_raw (BIGFILE_FILE (sq), off / ps, (const guint8 *)buf, ps, &error);
+    }
+  check_error (error, "bigfile_file_store_block_raw");
+  bigfile_file_commit_transaction (BIGFILE_FILE (sq), BIGFILE_COMMIT_FLAGS_NONE, &error);
+  check_error (error, "bigfile_file_commit_transaction");
+  g_object_unref (sq);
+  sqlite_checkpoint (db);
+  g_printerr ("  stored %" G_GSIZE_FORMAT
+              " MiB in SQLite in one transaction, checkpointed: %.1f s\n",
+              SEQ_FILE_SIZE / MiB, now () - t0);
+  g_free (buf);
+
+  local = bigfile_local_file_new (path, ps, BIGFILE_LOCAL_FILE_FLAGS_READ_ONLY, &error);
+  check_error (error, "bigfile_local_file_new");
+  sq = bigfile_sqlite_file_new (db, "seqread", 0, BIGFILE_SQLITE_FILE_FLAGS_READ_ONLY, &error);
+  check_error (error, "bigfile_sqlite_file_new");
+  g_printerr ("seqread-sqlite: 2 MiB pages, budget %" G_GSIZE_FORMAT
+              " MiB (every page loaded again on every pass)\n",
+              SEQ_BUDGET / MiB);
+  *baseline = seqread_passes (BIGFILE_FILE (local), "LocalFile GB/s, passes 2-4:", &lsum);
+  *value = seqread_passes (BIGFILE_FILE (sq), "SqliteFile GB/s, passes 2-4:", &ssum);
+  if (lsum != ssum)
+    die ("seqread-sqlite: the SQLite bigfile and the local file read different data");
+  g_object_unref (sq);
+  g_object_unref (local);
+  sqlite_db_remove (db);
+  data_file_remove (path);
+}
+
+/* The writeout rows: 512 MiB of dirty 2 MiB pages written out to a
+ * BigfileSqliteFile (durable, as by default), to a plain BigfileLocalFile,
+ * and pwrite() + fsync() of the same bytes. */
+#define SQLITE_WRITEOUT_RUNS 3
+
+static void
+bench_writeout_sqlite (double *value, double *local_gbs, double *fsync_gbs)
+{
+  const guint64 n_pages = WRITEOUT_SIZE / (2 * MiB);
+  char *db = sqlite_db_add ("writeout-sqlite");
+  char *lpath = data_file_add ("writeout-local");
+  char *kpath = data_file_add ("writeout-fsync");
+  double sgbs[SQLITE_WRITEOUT_RUNS], lgbs[SQLITE_WRITEOUT_RUNS], kgbs[SQLITE_WRITEOUT_RUNS];
+  GError *error = NULL;
+  BigfileSqliteFile *sq;
+  BigfileLocalFile *local;
+  BigfileRam *sram, *lram;
+  BigfileHandle *sh, *lh;
+  BigfileVma *svma, *lvma;
+  guint8 *buf = g_malloc (WRITEOUT_SIZE);
+  int fd;
+
+  create_data_file (lpath, WRITEOUT_SIZE);
+  create_data_file (kpath, WRITEOUT_SIZE);
+  sq = bigfile_sqlite_file_new (db, "writeout", 2 * MiB, BIGFILE_SQLITE_FILE_FLAGS_CREATE, &error);
+  check_error (error, "bigfile_sqlite_file_new");
+  local = bigfile_local_file_new (lpath, 2 * MiB, BIGFILE_LOCAL_FILE_FLAGS_NONE, &error);
+  check_error (error, "bigfile_local_file_new");
+  sram = bigfile_ram_new (WRITEOUT_BUDGET);
+  lram = bigfile_ram_new (WRITEOUT_BUDGET);
+  sh = bigfile_handle_new (BIGFILE_FILE (sq), sram, &error);
+  check_error (error, "bigfile_handle_new");
+  lh = bigfile_handle_new (BIGFILE_FILE (local), lram, &error);
+  check_error (error, "bigfile_handle_new");
+  svma = bigfile_handle_map (sh, 0, n_pages, &error);
+  check_error (error, "bigfile_handle_map");
+  lvma = bigfile_handle_map (lh, 0, n_pages, &error);
+  check_error (error, "bigfile_handle_map");
+  fd = open (kpath, O_WRONLY | O_CLOEXEC);
+  if (fd < 0)
+    die ("opening %s: %s", kpath, g_strerror (errno));
+
+  /* A first writeout makes the bigfile's rows (the others overwrite
+   * them, as the baselines overwrite allocated files). */
+  run_bigfile_writeout (sh, bigfile_vma_get_data (svma), 'a');
+  for (guint r = 0; r < SQLITE_WRITEOUT_RUNS; r++)
+    {
+      double t0;
+
+      /* The main loop runs between saves, as in a program: the file's
+       * checkpoint after a commit needs it. */
+      for (double end = now () + 0.3; now () < end;)
+        g_main_context_iteration (NULL, FALSE), g_usleep (1000);
+      sgbs[r] = run_bigfile_writeout (sh, bigfile_vma_get_data (svma), 'b' + (int)r);
+      lgbs[r] = run_bigfile_writeout (lh, bigfile_vma_get_data (lvma), 'b' + (int)r);
+      t0 = now ();
+      run_pwrite (fd, buf, 'b' + (int)r, kpath);
+      if (fsync (fd) != 0)
+        die ("fsync of %s: %s", kpath, g_strerror (errno));
+      kgbs[r] = (double)WRITEOUT_SIZE / (now () - t0) / 1e9;
+    }
+  g_printerr ("writeout-sqlite: %" G_GSIZE_FORMAT " MiB of dirty 2 MiB pages, %d runs each "
+              "(after a first writeout that made the rows)\n",
+              WRITEOUT_SIZE / MiB, SQLITE_WRITEOUT_RUNS);
+  print_values ("SqliteFile (durable) GB/s:", sgbs, SQLITE_WRITEOUT_RUNS, "GB/s");
+  print_values ("LocalFile (plain) GB/s:", lgbs, SQLITE_WRITEOUT_RUNS, "GB/s");
+  print_values ("pwrite + fsync GB/s:", kgbs, SQLITE_WRITEOUT_RUNS, "GB/s");
+  *value = median (sgbs, SQLITE_WRITEOUT_RUNS);
+  *local_gbs = median (lgbs, SQLITE_WRITEOUT_RUNS);
+  *fsync_gbs = median (kgbs, SQLITE_WRITEOUT_RUNS);
+
+  close (fd);
+  bigfile_vma_unmap (svma);
+  bigfile_vma_unmap (lvma);
+  g_object_unref (svma);
+  g_object_unref (lvma);
+  bigfile_handle_close (sh);
+  bigfile_handle_close (lh);
+  g_object_unref (sh);
+  g_object_unref (lh);
+  g_object_unref (sram);
+  g_object_unref (lram);
+  g_object_unref (sq);
+  g_object_unref (local);
+  g_free (buf);
+  sqlite_db_remove (db);
+  data_file_remove (lpath);
+  data_file_remove (kpath);
+}
+
+/* invalidate-latency-sqlite: another process (this program, run with
+ * --sqlite-committer) writes out one page of the bigfile every
+ * INVALIDATE_INTERVAL_MS through a handle, and right after each writeout
+ * returns writes its number and the time (CLOCK_MONOTONIC, which both
+ * processes share) to a pipe.  This process's handle of the bigfile gets
+ * page-invalidated in its main loop; the page holds the commit's number.
+ * Latency: from the start of the writeout (the commit lies between its
+ * start and its return, so this bounds commit-to-signal from above) to the
+ * signal.  Baseline: from the same start to this main loop's reading of
+ * the record from the pipe, which the other process writes once its
+ * writeout returned: a notification sent by hand after the save. */
+#define INVALIDATE_COMMITS 200
+#define INVALIDATE_INTERVAL_MS 20
+#define INVALIDATE_PAGES 8
+
+typedef struct
+{
+  guint64 number;
+  gint64 start, end; /* µs, g_get_monotonic_time(): the writeout's call and return */
+} CommitRecord;
+
+static int
+sqlite_committer_main (const char *db)
+{
+  GError *error = NULL;
+  BigfileSqliteFile *file = bigfile_sqlite_file_new (db, "latency", 0, 0, &error);
+  BigfileRam *ram;
+  BigfileHandle *handle;
+  BigfileVma *vma;
+  guint8 *data;
+
+  check_error (error, "bigfile_sqlite_file_new");
+  ram = bigfile_ram_new (INVALIDATE_PAGES * 4096 * 2);
+  handle = bigfile_handle_new (BIGFILE_FILE (file), ram, &error);
+  check_error (error, "bigfile_handle_new");
+  vma = bigfile_handle_map (handle, 0, INVALIDATE_PAGES, &error);
+  check_error (error, "bigfile_handle_map");
+  data = bigfile_vma_get_data (vma);
+  for (guint64 k = 1; k <= INVALIDATE_COMMITS; k++)
+    {
+      CommitRecord rec = { .number = k };
+
+      g_usleep (INVALIDATE_INTERVAL_MS * 1000);
+      memcpy (data + (k % INVALIDATE_PAGES) * 4096, &k, sizeof k);
+      rec.start = g_get_monotonic_time ();
+      bigfile_handle_writeout (handle, BIGFILE_WRITEOUT_DEFAULT, &error);
+      check_error (error, "bigfile_handle_writeout");
+      rec.end = g_get_monotonic_time ();
+      if (write (1, &rec, sizeof rec) != sizeof rec)
+        die ("writing to the pipe: %s", g_strerror (errno));
+    }
+  bigfile_vma_unmap (vma);
+  g_object_unref (vma);
+  bigfile_handle_close (handle);
+  g_object_unref (handle);
+  g_object_unref (ram);
+  g_object_unref (file);
+  return 0;
+}
+
+typedef struct
+{
+  const guint8 *data;
+  gint64 start_time[INVALIDATE_COMMITS + 1]; /* 0: not yet read */
+  gint64 end_time[INVALIDATE_COMMITS + 1];
+  gint64 pipe_time[INVALIDATE_COMMITS + 1];
+  gint64 signal_time[INVALIDATE_COMMITS + 1];
+  guint n_records;
+  gboolean eof;
+} Latency;
+
+static void
+latency_invalidated (BigfileHandle *handle, guint64 page, gpointer user_data)
+{
+  Latency *l = user_data;
+  gint64 t = g_get_monotonic_time ();
+  guint64 k;
+
+  /* The page loads again here, with the commit's number. */
+  memcpy (&k, l->data + page * 4096, sizeof k);
+  if (k >= 1 && k <= INVALIDATE_COMMITS && l->signal_time[k] == 0)
+    l->signal_time[k] = t;
+}
+
+static gboolean
+latency_pipe (int fd, GIOCondition condition, gpointer user_data)
+{
+  Latency *l = user_data;
+  gint64 t = g_get_monotonic_time ();
+  CommitRecord rec;
+  ssize_t n;
+
+  while ((n = read (fd, &rec, sizeof rec)) == sizeof rec)
+    if (rec.number >= 1 && rec.number <= INVALIDATE_COMMITS)
+      {
+        l->start_time[rec.number] = rec.start;
+        l->end_time[rec.number] = rec.end;
+        l->pipe_time[rec.number] = t;
+        l->n_records++;
+      }
+  if (n == 0)
+    {
+      l->eof = TRUE;
+      return G_SOURCE_REMOVE;
+    }
+  return G_SOURCE_CONTINUE;
+}
+
+/* p50 and p99 (nearest rank) of @v, ms; sorts it. */
+static void
+percentiles (GArray *v, double *p50, double *p99)
+{
+  double *d = (double *)v->data;
+
+  if (v->len == 0)
+    die ("invalidate-latency-sqlite: nothing measured");
+  qsort (d, v->len, sizeof *d, cmp_double);
+  *p50 = d[(50 * v->len + 99) / 100 - 1];
+  *p99 = d[(99 * v->len + 99) / 100 - 1];
+}
+
+static void
+bench_invalidate_latency_sqlite (const char *argv0, double stats[4])
+{
+  char *db = sqlite_db_add ("latency-sqlite");
+  Latency *l = g_new0 (Latency, 1);
+  GError *error = NULL;
+  BigfileSqliteFile *file;
+  BigfileRam *ram;
+  BigfileHandle *handle;
+  BigfileVma *vma;
+  char *child_argv[] = { NULL, "--sqlite-committer", NULL, NULL };
+  GPid child;
+  int status;
+  GArray *signal_ms = g_array_new (FALSE, FALSE, sizeof (double));
+  GArray *pipe_ms = g_array_new (FALSE, FALSE, sizeof (double));
+  GArray *writeout_ms = g_array_new (FALSE, FALSE, sizeof (double));
+  double wstats[2];
+  guint n_missed = 0, n_early = 0;
+  int fd;
+
+  file = bigfile_sqlite_file_new (db, "latency", 4096, BIGFILE_SQLITE_FILE_FLAGS_CREATE, &error);
+  check_error (error, "bigfile_sqlite_file_new");
+  ram = bigfile_ram_new (INVALIDATE_PAGES * 4096 * 2);
+  handle = bigfile_handle_new (BIGFILE_FILE (file), ram, &error);
+  check_error (error, "bigfile_handle_new");
+  /* A size that holds every page: no page changes by a size change. */
+  bigfile_handle_set_size (handle, INVALIDATE_PAGES * 4096, &error);
+  bigfile_handle_writeout (handle, BIGFILE_WRITEOUT_DEFAULT, &error);
+  check_error (error, "bigfile_handle_writeout");
+  vma = bigfile_handle_map (handle, 0, INVALIDATE_PAGES, &error);
+  check_error (error, "bigfile_handle_map");
+  l->data = bigfile_vma_get_data (vma);
+  g_signal_connect (handle, "page-invalidated", G_CALLBACK (latency_invalidated), l);
+
+  child_argv[0] = (char *)argv0;
+  child_argv[2] = db;
+  g_spawn_async_with_pipes (NULL, child_argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL, &child,
+                            NULL, &fd, NULL, &error);
+  check_error (error, "starting the committer");
+  g_unix_set_fd_nonblocking (fd, TRUE, NULL);
+  g_unix_fd_add (fd, G_IO_IN | G_IO_HUP, latency_pipe, l);
+  while (!l->eof)
+    g_main_context_iteration (NULL, TRUE);
+  /* The last signals. */
+  for (double end = now () + 0.2; now () < end;)
+    g_main_context_iteration (NULL, FALSE), g_usleep (1000);
+  if (waitpid (child, &status, 0) != child || !WIFEXITED (status) || WEXITSTATUS (status) != 0)
+    die ("invalidate-latency-sqlite: the committer failed");
+  g_spawn_close_pid (child);
+  close (fd);
+
+  for (guint k = 1; k <= INVALIDATE_COMMITS; k++)
+    {
+      /* From the start of the other process's writeout: its commit lies
+       * between that and the writeout's return, so this is an upper bound
+       * of commit-to-signal, and the writeout's own time is in it. */
+      double sms = (double)(l->signal_time[k] - l->start_time[k]) / 1000.0;
+      double pms = (double)(l->pipe_time[k] - l->start_time[k]) / 1000.0;
+      double wms = (double)(l->end_time[k] - l->start_time[k]) / 1000.0;
+
+      if (l->start_time[k] == 0 || l->signal_time[k] == 0)
+        {
+          n_missed++;
+          continue;
+        }
+      if (l->signal_time[k] < l->end_time[k])
+        n_early++;
+      g_array_append_val (signal_ms, sms);
+      g_array_append_val (pipe_ms, pms);
+      g_array_append_val (writeout_ms, wms);
+    }
+  if (n_missed > INVALIDATE_COMMITS / 100)
+    die ("invalidate-latency-sqlite: %u of %d commits were never signalled", n_missed,
+         INVALIDATE_COMMITS);
+  percentiles (signal_ms, &stats[0], &stats[1]);
+  percentiles (pipe_ms, &stats[2], &stats[3]);
+  percentiles (writeout_ms, &wstats[0], &wstats[1]);
+  g_printerr ("invalidate-latency-sqlite: %d writeouts of one 4 KiB page by another process, "
+              "%d ms apart (durable commits); %u not signalled, %u signalled before the "
+              "writeout returned there; ms from the start of the writeout\n",
+              INVALIDATE_COMMITS, INVALIDATE_INTERVAL_MS, n_missed, n_early);
+  print_values ("page-invalidated p50, p99:", stats, 2, "ms");
+  print_values ("pipe after writeout p50, p99:", stats + 2, 2, "ms");
+  print_values ("the writeout itself p50, p99:", wstats, 2, "ms");
+  g_array_unref (writeout_ms);
+  g_array_unref (signal_ms);
+  g_array_unref (pipe_ms);
+  bigfile_vma_unmap (vma);
+  g_object_unref (vma);
+  bigfile_handle_close (handle);
+  g_object_unref (handle);
+  g_object_unref (ram);
+  g_object_unref (file);
+  g_free (l);
+  sqlite_db_remove (db);
+}
+
+static gboolean want (char **names, const char *name);
+
+static void
+run_sqlite_rows (char **names, const char *argv0)
+{
+  double value, baseline, local_gbs, fsync_gbs, stats[4];
+
+  if (want (names, "seqread-sqlite"))
+    {
+      bench_seqread_sqlite (&value, &baseline);
+      emit_row ("seqread-sqlite", value, "GB/s", baseline, "");
+    }
+  if (want (names, "writeout-sqlite") || want (names, "writeout-sqlite-fsync"))
+    {
+      bench_writeout_sqlite (&value, &local_gbs, &fsync_gbs);
+      if (want (names, "writeout-sqlite"))
+        emit_row ("writeout-sqlite", value, "GB/s", local_gbs, "");
+      if (want (names, "writeout-sqlite-fsync"))
+        emit_row ("writeout-sqlite-fsync", value, "GB/s", fsync_gbs, "");
+    }
+  if (want (names, "invalidate-latency-sqlite") || want (names, "invalidate-latency-sqlite-p50"))
+    {
+      bench_invalidate_latency_sqlite (argv0, stats);
+      if (want (names, "invalidate-latency-sqlite"))
+        emit_row ("invalidate-latency-sqlite", stats[1], "ms", MAX (stats[3], LATENESS_FLOOR_MS),
+                  "p99 < 100 ms");
+      if (want (names, "invalidate-latency-sqlite-p50"))
+        emit_row ("invalidate-latency-sqlite-p50", stats[0], "ms",
+                  MAX (stats[2], LATENESS_FLOOR_MS), "");
+    }
+}
+
+#endif /* HAVE_SQLITE */
+
 /* -- main ---------------------------------------------------------------------------- */
 
 /* With no arguments every row runs; otherwise only the rows named (for
@@ -1477,6 +1994,11 @@ main (int argc, char **argv)
   double value, baseline;
   char **names = argv + 1;
 
+#ifdef HAVE_SQLITE
+  if (argc == 3 && g_str_equal (argv[1], "--sqlite-committer"))
+    return sqlite_committer_main (argv[2]);
+#endif
+
   for (guint i = 0; names[i] != NULL; i++)
     {
       gboolean known = FALSE;
@@ -1529,6 +2051,9 @@ main (int argc, char **argv)
                   "vs plain writeout");
     }
   run_lateness_rows (names);
+#ifdef HAVE_SQLITE
+  run_sqlite_rows (names, argv[0]);
+#endif
 
   print_summary ();
   g_printerr ("baseline of the fault rows: kernel first touch of a new memfd page, us per 4 KiB\n"
