@@ -18,6 +18,9 @@
 #include "test-mem-file.h"
 #include "test-shared-file.h"
 #include "test-txn-file.h"
+#ifdef HAVE_SQLITE
+#include "bigfile-sqlite-file-private.h"
+#endif
 
 /* -- in-memory locations --------------------------------------------------------- */
 
@@ -495,6 +498,67 @@ local_atomic_open_read_only (const char *location, gsize block_size, GError **er
       error);
 }
 
+#ifdef HAVE_SQLITE
+/* -- sqlite: BigfileSqliteFile ------------------------------------------------------ */
+
+/* Each storage is the bigfile "conformance" of a database "data.db" in a
+ * directory of its own (with the database's -wal and -shm files). */
+
+#define SQLITE_NAME "conformance"
+
+static char *
+sqlite_create (gsize block_size, GError **error)
+{
+  g_autofree char *dir = g_dir_make_tmp ("bigfile-backend-XXXXXX", error);
+  char *path;
+  BigfileSqliteFile *file;
+
+  if (dir == NULL)
+    return NULL;
+  path = g_build_filename (dir, "data.db", NULL);
+  file = bigfile_sqlite_file_new (path, SQLITE_NAME, block_size, BIGFILE_SQLITE_FILE_FLAGS_CREATE,
+                                  error);
+  if (file == NULL)
+    {
+      remove_tree (dir);
+      g_free (path);
+      return NULL;
+    }
+  g_object_unref (file);
+  return path;
+}
+
+static BigfileFile *
+sqlite_open (const char *location, gsize block_size, GError **error)
+{
+  return (BigfileFile *)bigfile_sqlite_file_new (location, SQLITE_NAME, block_size,
+                                                 BIGFILE_SQLITE_FILE_FLAGS_NONE, error);
+}
+
+static BigfileFile *
+sqlite_open_read_only (const char *location, gsize block_size, GError **error)
+{
+  return (BigfileFile *)bigfile_sqlite_file_new (location, SQLITE_NAME, block_size,
+                                                 BIGFILE_SQLITE_FILE_FLAGS_READ_ONLY, error);
+}
+
+static gboolean
+sqlite_set_fault (BigfileFile *file, TestFault fault, int after)
+{
+  static const BfSqliteFault map[] = {
+    [TEST_FAULT_LOAD] = BF_SQLITE_FAULT_LOAD,
+    [TEST_FAULT_STORE] = BF_SQLITE_FAULT_STORE,
+    [TEST_FAULT_SET_SIZE] = BF_SQLITE_FAULT_SET_SIZE,
+    [TEST_FAULT_BEGIN] = BF_SQLITE_FAULT_BEGIN,
+    [TEST_FAULT_COMMIT] = BF_SQLITE_FAULT_COMMIT,
+    [TEST_FAULT_REFRESH] = BF_SQLITE_FAULT_REFRESH,
+  };
+
+  _bigfile_sqlite_file_set_fault (BIGFILE_SQLITE_FILE (file), map[fault], after);
+  return TRUE;
+}
+#endif
+
 /* -- the table ------------------------------------------------------------------- */
 
 static const TestBackend backends[] = {
@@ -573,6 +637,26 @@ static const TestBackend backends[] = {
       .destroy = local_destroy,
       .set_fault = local_atomic_set_fault,
   },
+
+#ifdef HAVE_SQLITE
+  {
+      .name = "sqlite",
+      .transactional = TRUE,
+      .shared = TRUE,
+      .has_size = TRUE,
+      .persistent = TRUE,
+      .checks_block_size = TRUE,
+      .one_object = FALSE,
+      .create = sqlite_create,
+      .open = sqlite_open,
+      .open_read_only = sqlite_open_read_only,
+      .destroy = local_destroy, /* the directory, as for local */
+      /* The real SQLite, failing before the call: see
+       * _bigfile_sqlite_file_set_fault() (test-sqlite-file.c fails each
+       * SQLite call in turn too). */
+      .set_fault = sqlite_set_fault,
+  },
+#endif
 };
 
 static const TestBackend *const *

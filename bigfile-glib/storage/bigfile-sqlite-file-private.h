@@ -35,6 +35,23 @@ void _bigfile_sqlite_file_set_log_keep (BigfileSqliteFile *file, guint n_commits
  * inotify is not available) instead of with inotify. */
 void _bigfile_sqlite_file_set_force_polling (gboolean force);
 
+/* Faults by operation, for the conformance suite's backend table: the
+ * calls of @fault's kind on @file fail with an injected GError after @after
+ * more that succeed (each failing before it reaches SQLite, the way a
+ * first SQLite call that fails does), until called with @after < 0. */
+typedef enum
+{
+  BF_SQLITE_FAULT_LOAD,
+  BF_SQLITE_FAULT_STORE,
+  BF_SQLITE_FAULT_SET_SIZE,
+  BF_SQLITE_FAULT_BEGIN,
+  BF_SQLITE_FAULT_COMMIT,
+  BF_SQLITE_FAULT_REFRESH,
+  BF_SQLITE_N_FAULTS
+} BfSqliteFault;
+
+void _bigfile_sqlite_file_set_fault (BigfileSqliteFile *file, BfSqliteFault fault, int after);
+
 /* The commit version of @file's snapshot. */
 gint64 _bigfile_sqlite_file_get_snapshot_version (BigfileSqliteFile *file);
 

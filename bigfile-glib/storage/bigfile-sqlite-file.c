@@ -583,6 +583,7 @@ struct _BigfileSqliteFile
   gint durable;
   gint log_keep;
   gint checkpoint_scheduled;
+  gint op_faults[BF_SQLITE_N_FAULTS]; /* test hook: -1 off, else successes left */
 
   /* Protected by read_lock: the snapshot. */
   GMutex read_lock;
@@ -839,6 +840,8 @@ bigfile_sqlite_file_init (BigfileSqliteFile *self)
   self->readers[0].synchronous = -1;
   self->readers[1].synchronous = -1;
   self->txn_blocks = g_array_new (FALSE, FALSE, sizeof (guint64));
+  for (guint i = 0; i < BF_SQLITE_N_FAULTS; i++)
+    self->op_faults[i] = -1;
 }
 
 /* The statement @id of @c, prepared on first use, reset and with its
@@ -1208,14 +1211,50 @@ wal_mode (BigfileSqliteFile *self, Conn *c, gboolean set, GError **error)
   return TRUE;
 }
 
-/* Opens the database, checks or makes the schema and finds the bigfile. */
+/* Inside a transaction on @c: the schema is there (or is made, if
+ * @may_create) and the bigfile is found (or made). */
+static gboolean
+find_schema_and_file (BigfileSqliteFile *self, Conn *c, gboolean may_create, gboolean *missing,
+                      GError **error)
+{
+  gboolean has_schema;
+
+  *missing = FALSE;
+  if (!check_schema (self, c, may_create, &has_schema, error))
+    return FALSE;
+  if (!has_schema)
+    {
+      g_autofree char *display = g_filename_display_name (self->path);
+
+      *missing = TRUE;
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                   FILE_FMT " failed: “%s” holds no bigfiles%s", FILE_ARGS (self, "Opening"),
+                   display,
+                   (self->flags & BIGFILE_SQLITE_FILE_FLAGS_READ_ONLY)
+                       ? ""
+                       : " (open with BIGFILE_SQLITE_FILE_FLAGS_CREATE)");
+      return FALSE;
+    }
+  if (!find_file (self, c, may_create, error))
+    {
+      *missing = error != NULL && *error != NULL
+                 && g_error_matches (*error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* Opens the database, checks or makes the schema and finds the bigfile.
+ * The checks read in a deferred transaction, which waits for no writer:
+ * only making the schema or the bigfile takes the write lock. */
 static gboolean
 open_database (BigfileSqliteFile *self, GError **error)
 {
   gboolean read_only = (self->flags & BIGFILE_SQLITE_FILE_FLAGS_READ_ONLY) != 0;
-  gboolean create = (self->flags & BIGFILE_SQLITE_FILE_FLAGS_CREATE) != 0;
+  gboolean create = (self->flags & BIGFILE_SQLITE_FILE_FLAGS_CREATE) != 0 && !read_only;
   Conn *c = read_only ? &self->readers[0] : &self->writer;
-  gboolean has_schema;
+  GError *local = NULL;
+  gboolean missing;
   int rc;
 
   if (!conn_open (self, c, create, FALSE, error))
@@ -1243,47 +1282,50 @@ open_database (BigfileSqliteFile *self, GError **error)
               return FALSE;
             }
         }
-      if (!wal_mode (self, c, TRUE, error))
-        return FALSE;
-      rc = sq_exec (c->db, "BEGIN IMMEDIATE");
     }
-  else
-    {
-      if (!wal_mode (self, c, FALSE, error))
-        return FALSE;
-      rc = sq_exec (c->db, "BEGIN");
-    }
+  if (!wal_mode (self, c, !read_only, error))
+    return FALSE;
+
+  rc = sq_exec (c->db, "BEGIN");
   if (rc != SQLITE_OK)
     {
       set_sqlite_error (error, c->db, rc, FILE_FMT, FILE_ARGS (self, "Opening"));
       return FALSE;
     }
-
-  if (!check_schema (self, c, create && !read_only, &has_schema, error))
-    goto fail;
-  if (!has_schema)
+  if (find_schema_and_file (self, c, FALSE, &missing, &local))
     {
-      g_autofree char *display = g_filename_display_name (self->path);
-
-      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
-                   FILE_FMT " failed: “%s” holds no bigfiles%s", FILE_ARGS (self, "Opening"),
-                   display, read_only ? "" : " (open with BIGFILE_SQLITE_FILE_FLAGS_CREATE)");
-      goto fail;
+      reader_end (c);
+      return TRUE;
     }
-  if (!find_file (self, c, create && !read_only, error))
-    goto fail;
+  reader_end (c);
+  if (!missing || !create)
+    {
+      g_propagate_error (error, local);
+      return FALSE;
+    }
+  g_clear_error (&local);
 
-  rc = sq_exec (c->db, read_only ? "ROLLBACK" : "COMMIT");
+  /* Making it: under the write lock, looking again (another client may
+   * have made it meanwhile). */
+  rc = sq_exec (c->db, "BEGIN IMMEDIATE");
   if (rc != SQLITE_OK)
     {
       set_sqlite_error (error, c->db, rc, FILE_FMT, FILE_ARGS (self, "Creating"));
-      goto fail;
+      return FALSE;
+    }
+  if (!find_schema_and_file (self, c, TRUE, &missing, error))
+    {
+      reader_end (c);
+      return FALSE;
+    }
+  rc = sq_exec (c->db, "COMMIT");
+  if (rc != SQLITE_OK)
+    {
+      set_sqlite_error (error, c->db, rc, FILE_FMT, FILE_ARGS (self, "Creating"));
+      reader_end (c);
+      return FALSE;
     }
   return TRUE;
-
-fail:
-  reader_end (c);
-  return FALSE;
 }
 
 /* -- the snapshot ------------------------------------------------------------- */
@@ -1471,6 +1513,24 @@ check_writable (BigfileSqliteFile *self, const char *what, GError **error)
   return FALSE;
 }
 
+/* The test hook of _bigfile_sqlite_file_set_fault(): TRUE, with an
+ * error, if this call of kind @fault is to fail. */
+static gboolean
+op_fails (BigfileSqliteFile *self, BfSqliteFault fault, const char *what, GError **error)
+{
+  gint v;
+
+  while ((v = g_atomic_int_get (&self->op_faults[fault])) > 0)
+    if (g_atomic_int_compare_and_exchange (&self->op_faults[fault], v, v - 1))
+      return FALSE;
+  if (v < 0)
+    return FALSE;
+  g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED,
+               FILE_FMT " failed: disk I/O error (SQLite error 10, injected)",
+               FILE_ARGS (self, what));
+  return TRUE;
+}
+
 /* -- loads -------------------------------------------------------------------- */
 
 static gboolean
@@ -1484,7 +1544,8 @@ bigfile_sqlite_file_load_block_raw (BigfileFile *file, guint64 block, guint8 *bu
   Conn *r;
   int rc, n;
 
-  if (!check_initialized (self, error) || !check_block (self, block, length, "Loading", error))
+  if (!check_initialized (self, error) || !check_block (self, block, length, "Loading", error)
+      || op_fails (self, BF_SQLITE_FAULT_LOAD, "Loading a block of", error))
     return FALSE;
 
   g_mutex_lock (&self->read_lock);
@@ -1686,7 +1747,8 @@ store_locked (BigfileSqliteFile *self, guint64 block, const guint8 *data, gsize 
 {
   guint64 end = block * self->block_size + length;
 
-  if (!txn_check_locked (self, "Storing a block of", error))
+  if (op_fails (self, BF_SQLITE_FAULT_STORE, "Storing a block of", error)
+      || !txn_check_locked (self, "Storing a block of", error))
     return FALSE;
   /* A store past the size makes the file as long as what was stored, as
    * pwrite() does to a file. */
@@ -1762,7 +1824,8 @@ truncate_locked (BigfileSqliteFile *self, guint64 size, GError **error)
 static gboolean
 set_size_locked (BigfileSqliteFile *self, guint64 size, GError **error)
 {
-  if (!txn_check_locked (self, "Setting the size of", error))
+  if (op_fails (self, BF_SQLITE_FAULT_SET_SIZE, "Setting the size of", error)
+      || !txn_check_locked (self, "Setting the size of", error))
     return FALSE;
   if (size == self->txn_size)
     return TRUE;
@@ -1823,7 +1886,8 @@ commit_locked (BigfileSqliteFile *self, BigfileCommitFlags flags, GError **error
   gboolean changed = self->txn_changed;
   int rc;
 
-  if (!txn_check_locked (self, "Committing a transaction of", error))
+  if (op_fails (self, BF_SQLITE_FAULT_COMMIT, "Committing a transaction of", error)
+      || !txn_check_locked (self, "Committing a transaction of", error))
     goto fail;
 
   if (changed)
@@ -1924,7 +1988,8 @@ bigfile_sqlite_file_begin_transaction (BigfileFile *file, GError **error)
                    FILE_ARGS (self, "Beginning a transaction of"));
       return FALSE;
     }
-  ok = begin_locked (self, error);
+  ok = !op_fails (self, BF_SQLITE_FAULT_BEGIN, "Beginning a transaction of", error)
+       && begin_locked (self, error);
   g_mutex_unlock (&self->write_lock);
   return ok;
 }
@@ -2068,7 +2133,8 @@ bigfile_sqlite_file_refresh (BigfileFile *file, GError **error)
   BigfileSqliteFile *self = BIGFILE_SQLITE_FILE (file);
   GArray *changes = NULL;
 
-  if (!check_initialized (self, error))
+  if (!check_initialized (self, error)
+      || op_fails (self, BF_SQLITE_FAULT_REFRESH, "Refreshing", error))
     return NULL;
 
   g_mutex_lock (&self->read_lock);
@@ -2838,6 +2904,15 @@ _bigfile_sqlite_file_set_log_keep (BigfileSqliteFile *file, guint n_commits)
   g_return_if_fail (BIGFILE_IS_SQLITE_FILE (file));
 
   g_atomic_int_set (&file->log_keep, (gint)MIN (n_commits, (guint)G_MAXINT));
+}
+
+void
+_bigfile_sqlite_file_set_fault (BigfileSqliteFile *file, BfSqliteFault fault, int after)
+{
+  g_return_if_fail (BIGFILE_IS_SQLITE_FILE (file));
+  g_return_if_fail (fault < BF_SQLITE_N_FAULTS);
+
+  g_atomic_int_set (&file->op_faults[fault], MAX (after, -1));
 }
 
 void
