@@ -1178,7 +1178,10 @@ test_threads (Fixture *f, gconstpointer data)
   for (guint i = 0; i < THREAD_LOADERS; i++)
     loaders[i] = g_thread_new ("loader", loader_thread, &t);
   writer = g_thread_new ("writer", writer_thread, &t);
-  while (g_get_monotonic_time () < end)
+  /* A second, and long enough for a few commits (valgrind is slow). */
+  while (g_get_monotonic_time () < end
+         || (g_atomic_int_get (&t.n_commits) < 2
+             && g_get_monotonic_time () < end + 30 * G_USEC_PER_SEC))
     {
       g_atomic_int_set (&t.writer_waits, TRUE);
       g_rw_lock_writer_lock (&t.snapshot);
@@ -1202,8 +1205,9 @@ test_threads (Fixture *f, gconstpointer data)
     g_thread_join (loaders[i]);
   g_thread_join (writer);
   g_test_message ("%d passes, %d commits, %u refreshes", t.n_passes, t.n_commits, n_refreshes);
-  g_assert_cmpint (t.n_passes, >, 10);
-  g_assert_cmpint (t.n_commits, >, 10);
+  /* Few under valgrind, but some of each. */
+  g_assert_cmpint (t.n_passes, >=, 3);
+  g_assert_cmpint (t.n_commits, >=, 2);
 
   g_rw_lock_clear (&t.snapshot);
   g_object_unref (t.a);

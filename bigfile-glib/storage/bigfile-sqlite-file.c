@@ -592,6 +592,13 @@ struct _BigfileSqliteFile
   gint log_keep;
   gint checkpoint_scheduled;
   gint op_faults[BF_SQLITE_N_FAULTS]; /* test hook: -1 off, else successes left */
+  gint checkpoint_running;            /* checkpoint_thread has not ended yet */
+
+  /* Protected by checkpoint_lock: the last checkpoint thread started, joined
+   * before the next starts and at finalize, so that none outlives the file
+   * (and touches a database its program has removed). */
+  GMutex checkpoint_lock;
+  GThread *checkpoint_thread;
 
   /* Protected by read_lock: the snapshot. */
   GMutex read_lock;
@@ -657,6 +664,8 @@ bigfile_sqlite_file_finalize (GObject *object)
   BigfileSqliteFile *self = BIGFILE_SQLITE_FILE (object);
 
   /* Handles hold a reference on their file: no load or store runs. */
+  if (self->checkpoint_thread != NULL)
+    g_thread_join (self->checkpoint_thread);
   if (self->watch != NULL)
     {
       g_source_destroy (self->watch);
@@ -672,6 +681,7 @@ bigfile_sqlite_file_finalize (GObject *object)
   g_free (self->wal_path);
   g_mutex_clear (&self->read_lock);
   g_mutex_clear (&self->write_lock);
+  g_mutex_clear (&self->checkpoint_lock);
 
   G_OBJECT_CLASS (bigfile_sqlite_file_parent_class)->finalize (object);
 }
@@ -841,6 +851,7 @@ bigfile_sqlite_file_init (BigfileSqliteFile *self)
 {
   g_mutex_init (&self->read_lock);
   g_mutex_init (&self->write_lock);
+  g_mutex_init (&self->checkpoint_lock);
   self->durable = TRUE;
   self->log_keep = DEFAULT_LOG_KEEP;
   self->busy_timeout_ms = DEFAULT_BUSY_TIMEOUT_MS;
@@ -2192,21 +2203,28 @@ bigfile_sqlite_file_file_iface_init (BigfileFileInterface *iface)
  * unchanged snapshots past the WAL (see watch_check()), and the next
  * commit starts the WAL from its beginning. */
 
-static void
-checkpoint_thread (GTask *task, gpointer source_object, gpointer task_data,
-                   GCancellable *cancellable)
+typedef struct
 {
-  BigfileSqliteFile *self = source_object;
+  char *path;
+  gint *running; /* the file's checkpoint_running: the file joins us before it goes */
+} Checkpoint;
+
+/* A thread of its own, with a copy of the path, joined by the next one
+ * and by finalize (a GTask would keep the file alive until its main
+ * context ran again to deliver the result). */
+static gpointer
+checkpoint_thread (gpointer data)
+{
+  Checkpoint *ck = data;
   int n_log = -1, n_copied = -1;
   sqlite3 *db = NULL;
 
-  g_atomic_int_set (&self->checkpoint_scheduled, FALSE);
   /* A connection of its own, for the moment: a checkpoint and a writer's
    * transaction run side by side in WAL mode, so the next writeout need
    * not wait for this one's copy.  Best effort, and not a fault point:
    * nothing depends on it, and it runs at a time of its own, which would
    * make the counts of the fault tests vary. */
-  if (sqlite3_open_v2 (self->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL)
+  if (sqlite3_open_v2 (ck->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL)
           == SQLITE_OK
       /* A read first: a connection knows of the WAL from its first read
        * on (before, a checkpoint finds no WAL and does nothing). */
@@ -2222,23 +2240,38 @@ checkpoint_thread (GTask *task, gpointer source_object, gpointer task_data,
       utimensat (AT_FDCWD, sqlite3_db_filename (db, "main"), NULL, 0);
     }
   sqlite3_close_v2 (db);
-  g_task_return_boolean (task, TRUE);
+  g_atomic_int_set (ck->running, FALSE);
+  g_free (ck->path);
+  g_free (ck);
+  return NULL;
 }
 
 static gboolean
 checkpoint_timeout (gpointer data)
 {
   BigfileSqliteFile *self = g_weak_ref_get (data);
+  Checkpoint *ck;
 
-  if (self != NULL)
+  if (self == NULL)
+    return G_SOURCE_REMOVE;
+
+  /* Commits from now on schedule the next one. */
+  g_atomic_int_set (&self->checkpoint_scheduled, FALSE);
+  g_mutex_lock (&self->checkpoint_lock);
+  if (!g_atomic_int_get (&self->checkpoint_running))
     {
-      GTask *task = g_task_new (self, NULL, NULL, NULL);
-
-      g_task_set_source_tag (task, checkpoint_timeout);
-      g_task_run_in_thread (task, checkpoint_thread);
-      g_object_unref (task);
-      g_object_unref (self);
+      if (self->checkpoint_thread != NULL)
+        g_thread_join (self->checkpoint_thread);
+      ck = g_new0 (Checkpoint, 1);
+      ck->path = g_strdup (self->path);
+      ck->running = &self->checkpoint_running;
+      g_atomic_int_set (&self->checkpoint_running, TRUE);
+      self->checkpoint_thread = g_thread_new ("bigfile-sqlite-checkpoint", checkpoint_thread, ck);
     }
+  /* else the one still running copies the new commits too, or the next
+   * commit schedules another. */
+  g_mutex_unlock (&self->checkpoint_lock);
+  g_object_unref (self);
   return G_SOURCE_REMOVE;
 }
 
