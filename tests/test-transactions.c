@@ -87,7 +87,8 @@ fixture_teardown (Fixture *f, gconstpointer unused)
 static guint8
 stored_byte (Fixture *f, guint64 block, gsize offset)
 {
-  guint8 buf[PS];
+  /* On the heap, not the stack: see model_check() in test-txn-model.c. */
+  g_autofree guint8 *buf = g_malloc (PS);
 
   test_txn_store_peek (f->store, block, buf);
   return buf[offset];
@@ -367,7 +368,7 @@ test_auto_refresh (Fixture *f, gconstpointer unused)
 {
   const guint64 want[] = { 6 };
   TestTxnFile *other = test_txn_file_new (f->store);
-  guint8 block[PS];
+  g_autofree guint8 *block = g_malloc (PS);
   GError *error = NULL;
 
   g_assert_true (bigfile_handle_get_auto_refresh (f->handle));
