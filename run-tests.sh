@@ -12,6 +12,13 @@
 #   build/ again, the suite core under memcheck (the `valgrind` test setup of
 #                the top-level meson.build)
 #
+# A throwaway PostgreSQL cluster (tools/pg-test-cluster.sh: initdb in a
+# temporary directory, unix socket there, as the user postgres when run as
+# root) serves the BigfilePgFile tests of all three runs: it is started
+# before the first build and stopped on every way out, and
+# BIGFILE_TEST_PG_CONNINFO tells the tests where it is.  Both builds are
+# configured with -Dpostgresql=enabled: a missing libpq fails the run.
+#
 # This is the README's test command and what CI runs (.ci/run).  It can be
 # run again: build dirs that exist are reconfigured.  It ends with one line,
 # "run-tests: N passed, N failed, N skipped", counting meson tests of the
@@ -23,6 +30,12 @@ cd "$(dirname "$0")"
 
 script_start=$SECONDS
 ./tools/install-deps.sh all
+
+pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/bigfile-run-tests-pg-XXXXXX")
+trap 'tools/pg-test-cluster.sh stop "$pg_dir"' EXIT
+echo "==> PostgreSQL for the tests: $pg_dir"
+BIGFILE_TEST_PG_CONNINFO=$(tools/pg-test-cluster.sh start "$pg_dir" --owner-pid $$)
+export BIGFILE_TEST_PG_CONNINFO
 
 failures=()
 summaries=()
@@ -63,7 +76,8 @@ extra_test_args=("$@")
 # BigfileSqliteFile (and its tests) would be a silent failure.  With
 # -Dwerror=true the scanner's warnings are errors too (fatal_warnings).
 run_build build "" -- \
-  -Db_sanitize=none -Dwerror=true -Dtests=true -Dintrospection=enabled -Ddocs=true -Dsqlite=enabled
+  -Db_sanitize=none -Dwerror=true -Dtests=true -Dintrospection=enabled -Ddocs=true -Dsqlite=enabled \
+  -Dpostgresql=enabled
 # -Db_lundef=false: sanitized shared objects leave the runtime's symbols to
 # the executable.  Sanitized code runs slower: give tests 3x their timeout.
 #
@@ -78,7 +92,8 @@ run_build build "" -- \
 # checks it.
 run_build build-asan "--timeout-multiplier 3" -- \
   -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=false -Dtests=true \
-  -Dintrospection=enabled -Ddocs=false -Dsqlite=enabled
+  -Dintrospection=enabled -Ddocs=false -Dsqlite=enabled \
+  -Dpostgresql=enabled
 
 # The core suite of the plain build under valgrind's memcheck: leaks, uses
 # of freed or uninitialised memory and the like fail the test.  Its log has a

@@ -124,6 +124,11 @@
  *       above and includes the commit's own time.  Baseline: from the same
  *       start to the arrival in this main loop of a record the other
  *       process writes to a pipe when its writeout returned.
+ *
+ *   seqread-pg, writeout-pg, writeout-pg-vs-fsync, invalidate-latency-pg-*,
+ *   fault-read-pg-64k, fault-read-pg-64k-unbatched
+ *       BigfilePgFile over a PostgreSQL server (a throwaway one unless
+ *       $BIGFILE_BENCH_PG_CONNINFO names one): see bench-pg.c.
  */
 #include "config.h"
 
@@ -418,6 +423,15 @@ static const char *const row_names[] = {
   "writeout-sqlite-fsync",
   "invalidate-latency-sqlite",
   "invalidate-latency-sqlite-p50",
+#endif
+#ifdef HAVE_POSTGRESQL
+  "seqread-pg",
+  "writeout-pg",
+  "writeout-pg-vs-fsync",
+  "invalidate-latency-pg-p50",
+  "invalidate-latency-pg-p99",
+  "fault-read-pg-64k",
+  "fault-read-pg-64k-unbatched",
 #endif
 };
 
@@ -1987,6 +2001,11 @@ run_lateness_rows (char **names)
   data_file_remove (path);
 }
 
+#ifdef HAVE_POSTGRESQL
+/* The rows of BigfilePgFile, which use the helpers above: see there. */
+#include "bench-pg.c"
+#endif
+
 int
 main (int argc, char **argv)
 {
@@ -2053,6 +2072,9 @@ main (int argc, char **argv)
   run_lateness_rows (names);
 #ifdef HAVE_SQLITE
   run_sqlite_rows (names, argv[0]);
+#endif
+#ifdef HAVE_POSTGRESQL
+  run_pg_rows (names);
 #endif
 
   print_summary ();

@@ -17,4 +17,7 @@
 #if BIGFILE_HAS_SQLITE
 #include "bigfile-sqlite-file.h"
 #endif
+#if BIGFILE_HAS_POSTGRESQL
+#include "bigfile-pg-file.h"
+#endif
 #undef BIGFILE_INSIDE

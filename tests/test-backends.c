@@ -21,6 +21,9 @@
 #ifdef HAVE_SQLITE
 #include "bigfile-sqlite-file-private.h"
 #endif
+#ifdef HAVE_POSTGRESQL
+#include "test-pg-util.h"
+#endif
 
 /* -- in-memory locations --------------------------------------------------------- */
 
@@ -498,6 +501,55 @@ local_atomic_open_read_only (const char *location, gsize block_size, GError **er
       error);
 }
 
+#ifdef HAVE_POSTGRESQL
+/* -- pg: BigfilePgFile ---------------------------------------------------------------- */
+
+/* Each storage is a file of its own name in the tests' server
+ * (test_pg_conninfo(): $BIGFILE_TEST_PG_CONNINFO, which the children of the
+ * crash test inherit, or a cluster of this process's own). */
+
+static char *
+pg_create (gsize block_size, GError **error)
+{
+  char *name = test_pg_unique_name ("conformance");
+  BigfilePgFile *file = bigfile_pg_file_new (test_pg_conninfo (FALSE), name, block_size,
+                                             BIGFILE_PG_FILE_FLAGS_CREATE, error);
+
+  if (file == NULL)
+    {
+      g_free (name);
+      return NULL;
+    }
+  g_object_unref (file);
+  return name;
+}
+
+static BigfileFile *
+pg_open (const char *location, gsize block_size, GError **error)
+{
+  return (BigfileFile *)bigfile_pg_file_new (test_pg_conninfo (FALSE), location, block_size,
+                                             BIGFILE_PG_FILE_FLAGS_NONE, error);
+}
+
+static BigfileFile *
+pg_open_read_only (const char *location, gsize block_size, GError **error)
+{
+  return (BigfileFile *)bigfile_pg_file_new (test_pg_conninfo (FALSE), location, block_size,
+                                             BIGFILE_PG_FILE_FLAGS_READ_ONLY, error);
+}
+
+static void
+pg_destroy (const char *location)
+{
+  g_autofree char *sql
+      = g_strdup_printf ("WITH f AS (DELETE FROM bigfile_files WHERE name = '%s' RETURNING id) "
+                         "DELETE FROM bigfile_changes WHERE file IN (SELECT id FROM f)",
+                         location);
+
+  g_free (test_pg_query (test_pg_conninfo (FALSE), sql));
+}
+#endif
+
 #ifdef HAVE_SQLITE
 /* -- sqlite: BigfileSqliteFile ------------------------------------------------------ */
 
@@ -655,6 +707,24 @@ static const TestBackend backends[] = {
        * _bigfile_sqlite_file_set_fault() (test-sqlite-file.c fails each
        * SQLite call in turn too). */
       .set_fault = sqlite_set_fault,
+  },
+#endif
+#ifdef HAVE_POSTGRESQL
+  {
+      .name = "pg",
+      .transactional = TRUE,
+      .shared = TRUE,
+      .has_size = TRUE,
+      .persistent = TRUE,
+      .checks_block_size = TRUE,
+      .one_object = FALSE,
+      .create = pg_create,
+      .open = pg_open,
+      .open_read_only = pg_open_read_only,
+      .destroy = pg_destroy,
+      /* None by kind of call: test-pg-file.c fails every libpq call in
+       * turn (_bigfile_pg_file_fail_after()), and kills real backends. */
+      .set_fault = NULL,
   },
 #endif
 };

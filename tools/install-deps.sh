@@ -31,6 +31,10 @@ all_packages=(
   python3-gi
   valac
   valgrind
+  # BigfilePgFile: libpq to build it, a server (initdb, pg_ctl) to test
+  # it against (tools/pg-test-cluster.sh)
+  libpq-dev
+  postgresql
 )
 
 update=0
