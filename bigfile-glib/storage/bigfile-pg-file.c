@@ -2400,8 +2400,8 @@ bigfile_pg_file_file_iface_init (BigfileFileInterface *iface)
  * reached, %G_IO_ERROR_NOT_FOUND if there is no such file (without
  * %BIGFILE_PG_FILE_FLAGS_CREATE), %BIGFILE_FILE_ERROR_INVALID_ARGUMENT for a
  * bad name or block size or one other than the stored one, and
- * %BIGFILE_FILE_ERROR_NOT_SUPPORTED if bigfile-glib was built without
- * PostgreSQL or the database's tables are of a newer version.
+ * %BIGFILE_FILE_ERROR_NOT_SUPPORTED if libpq (libpq.so.5) cannot be loaded
+ * or the database's tables are of a newer version.
  *
  * Returns: (transfer full): a new #BigfilePgFile, or %NULL on error
  *
