@@ -130,8 +130,9 @@ case "$cmd" in
       # The watchdog: detached from the caller's stdout (which a test
       # harness may wait on) and from its process group.
       setsid bash -c '
-        while kill -0 "$1" 2>/dev/null; do sleep 1; done
-        [ -d "$2/data" ] && "$3" stop "$2"
+        # Gone too once the cluster was stopped (its data with it).
+        while kill -0 "$1" 2>/dev/null && [ -d "$2/data" ]; do sleep 1; done
+        if [ -d "$2/data" ]; then "$3" stop "$2"; fi
       ' watchdog "$owner_pid" "$dir" "$0" </dev/null >/dev/null 2>&1 &
     fi
     cat "$dir/conninfo"
