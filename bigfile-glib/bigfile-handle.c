@@ -1932,6 +1932,15 @@ refresh_now (BigfileHandle *self, GError **error)
       return FALSE;
     }
 
+  /* The file's connections and descriptors are the parent's after fork():
+   * a child must not move their snapshot (see "fork()"). */
+  if (bf_ram_is_forked (_bigfile_ram_get_engine (self->ram)))
+    {
+      g_set_error_literal (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_FORKED,
+                           "Cannot refresh: the handle belongs to the parent process");
+      return FALSE;
+    }
+
   invalidated = g_array_new (FALSE, FALSE, sizeof (guint64));
   g_mutex_lock (&self->refresh_lock);
   changed = bigfile_file_refresh (self->file, error);

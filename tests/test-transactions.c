@@ -6,9 +6,17 @@
 #include "config.h"
 
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "test-txn-file.h"
 #include "test-util.h"
+
+#ifdef HAVE_VALGRIND_MEMCHECK_H
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
 
 #define PS 4096
 #define N_PAGES 8
@@ -559,6 +567,39 @@ test_one_handle (Fixture *f, gconstpointer unused)
   g_clear_error (&error);
 }
 
+/* A forked child cannot move the parent's snapshot: the file's
+ * connections are the parent's. */
+static void
+test_forked_refresh (Fixture *f, gconstpointer unused)
+{
+  int status = 0;
+  pid_t pid;
+
+  if (RUNNING_ON_VALGRIND)
+    {
+      g_test_skip ("forked children under valgrind: see test-fork");
+      return;
+    }
+  test_txn_store_commit_fill (f->store, 1, 1, 0x42);
+  pid = fork ();
+  g_assert_cmpint (pid, >=, 0);
+  if (pid == 0)
+    {
+      /* No GLib objects of its own here (GLib is not fork-safe). */
+      GError *error = NULL;
+      guint before = test_txn_file_get_n_refreshes (f->file);
+      gboolean ok = bigfile_handle_refresh (f->handle, &error);
+
+      _exit (!ok && g_error_matches (error, BIGFILE_HANDLE_ERROR, BIGFILE_HANDLE_ERROR_FORKED)
+                     && test_txn_file_get_n_refreshes (f->file) == before
+                 ? 0
+                 : 1);
+    }
+  g_assert_cmpint (waitpid (pid, &status, 0), ==, pid);
+  g_assert_true (WIFEXITED (status));
+  g_assert_cmpint (WEXITSTATUS (status), ==, 0);
+}
+
 /* An asynchronous writeout cancelled half way commits nothing. */
 static void
 async_done (GObject *source, GAsyncResult *result, gpointer user_data)
@@ -631,6 +672,7 @@ main (int argc, char **argv)
   ADD ("no-lost-update", test_no_lost_update);
   ADD ("size-follows", test_size_follows);
   ADD ("one-handle", test_one_handle);
+  ADD ("forked-refresh", test_forked_refresh);
   ADD ("async-cancel", test_async_cancel);
 #undef ADD
 
