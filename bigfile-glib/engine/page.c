@@ -500,12 +500,28 @@ bf_handle_new (BfRam *ram, gsize page_size, const BfFileOps *ops, gpointer data,
   return handle;
 }
 
+/* The pages of @handle whose index is in [first, end), in an array of
+ * their own: dropping a page changes the table, which must not be walked
+ * meanwhile.  Lock held. */
+static GPtrArray *
+handle_pages_in_range (BfHandle *handle, guint64 first, guint64 end)
+{
+  GPtrArray *pages = g_ptr_array_new ();
+  GHashTableIter iter;
+  gpointer value;
+
+  bf_assert_locked ();
+  g_hash_table_iter_init (&iter, handle->pages);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    if (((BfPage *)value)->index >= first && ((BfPage *)value)->index < end)
+      g_ptr_array_add (pages, value);
+  return pages;
+}
+
 gboolean
 bf_handle_close (BfHandle *handle)
 {
   GPtrArray *pages;
-  GHashTableIter iter;
-  gpointer value;
 
   bf_lock ();
   if (!g_queue_is_empty (&handle->vmas))
@@ -533,10 +549,7 @@ bf_handle_close (BfHandle *handle)
   /* Drop every page, dirty or not.  A load still in flight (its VMA was
    * unmapped under it) finishes on an orphan and releases our last ref. */
   handle->closed = TRUE;
-  pages = g_ptr_array_new ();
-  g_hash_table_iter_init (&iter, handle->pages);
-  while (g_hash_table_iter_next (&iter, NULL, &value))
-    g_ptr_array_add (pages, value);
+  pages = handle_pages_in_range (handle, 0, G_MAXUINT64);
   for (guint i = 0; i < pages->len; i++)
     bf_page_drop (g_ptr_array_index (pages, i));
   g_ptr_array_unref (pages);
@@ -574,14 +587,8 @@ bf_handle_get_page_state (BfHandle *handle, guint64 index)
 static void
 handle_drop_range (BfHandle *handle, guint64 first, guint64 end)
 {
-  GPtrArray *pages = g_ptr_array_new ();
-  GHashTableIter iter;
-  gpointer value;
+  GPtrArray *pages = handle_pages_in_range (handle, first, end);
 
-  g_hash_table_iter_init (&iter, handle->pages);
-  while (g_hash_table_iter_next (&iter, NULL, &value))
-    if (((BfPage *)value)->index >= first && ((BfPage *)value)->index < end)
-      g_ptr_array_add (pages, value);
   for (guint i = 0; i < pages->len; i++)
     bf_page_drop (g_ptr_array_index (pages, i));
   g_ptr_array_unref (pages);
@@ -847,13 +854,8 @@ bf_handle_storage_changed (BfHandle *handle, const guint64 *blocks, guint n_bloc
     }
   if (all)
     {
-      GPtrArray *pages = g_ptr_array_new ();
-      GHashTableIter iter;
-      gpointer value;
+      GPtrArray *pages = handle_pages_in_range (handle, 0, G_MAXUINT64);
 
-      g_hash_table_iter_init (&iter, handle->pages);
-      while (g_hash_table_iter_next (&iter, NULL, &value))
-        g_ptr_array_add (pages, value);
       for (guint i = 0; i < pages->len; i++)
         handle_block_changed (handle, g_ptr_array_index (pages, i));
       g_ptr_array_unref (pages);
@@ -914,8 +916,6 @@ bf_handle_storage_resized (BfHandle *handle, guint64 size, GArray *invalidated)
 {
   guint64 low, high;
   GPtrArray *pages;
-  GHashTableIter iter;
-  gpointer value;
 
   g_return_if_fail (size <= (guint64)G_MAXINT64);
 
@@ -933,11 +933,7 @@ bf_handle_storage_resized (BfHandle *handle, guint64 size, GArray *invalidated)
   low = MIN (size, handle->stored_size) >> handle->page_shift;
   high = MAX (size, handle->stored_size);
   high = high == 0 ? 0 : ((high - 1) >> handle->page_shift) + 1;
-  pages = g_ptr_array_new ();
-  g_hash_table_iter_init (&iter, handle->pages);
-  while (g_hash_table_iter_next (&iter, NULL, &value))
-    if (((BfPage *)value)->index >= low && ((BfPage *)value)->index < high)
-      g_ptr_array_add (pages, value);
+  pages = handle_pages_in_range (handle, low, high);
   for (guint i = 0; i < pages->len; i++)
     {
       BfPage *page = g_ptr_array_index (pages, i);
